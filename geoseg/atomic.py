@@ -1,0 +1,96 @@
+"""Atomic outputs: write to a temp file in the target's folder, then ``os.replace``.
+
+Every file geoseg writes goes through :func:`atomic_path`, so a reader (or a crash) never
+sees a half-written output, and an existing output is only replaced with ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from geoseg.errors import OutputError, OutputExistsError
+
+# Files GDAL or SQLite may leave beside a dataset.
+SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", "-journal", "-wal", "-shm", ".lock")
+
+
+def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
+    """Fail early, before any work, if ``path`` exists (without overwrite) or cannot be written."""
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError("is a directory, expected a file name", p)
+    if p.exists() and not overwrite:
+        raise OutputExistsError("exists already (use --overwrite to replace it)", p)
+    folder = p.parent if str(p.parent) else Path(".")
+    if not folder.is_dir():
+        raise OutputError("output folder does not exist", folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError("output folder is not writable", folder)
+    return p
+
+
+def check_outputs(paths: Iterable[str | os.PathLike[str] | None], *, overwrite: bool) -> None:
+    seen: set[Path] = set()
+    for p in paths:
+        if p is None:
+            continue
+        resolved = Path(p).resolve()
+        if resolved in seen:
+            raise OutputError("named twice as an output", p)
+        seen.add(resolved)
+        check_output(p, overwrite=overwrite)
+
+
+def temp_sibling(path: str | os.PathLike[str], suffix: str = "") -> Path:
+    """A new, empty temp file in the same folder as ``path`` (so os.replace is atomic)."""
+    p = Path(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp" + (suffix or p.suffix),
+                                    dir=p.parent if str(p.parent) else ".")
+    except OSError as exc:
+        raise OutputError(f"cannot create a file here ({exc.strerror})", p.parent) from None
+    os.close(fd)
+    return Path(name)
+
+
+def remove_with_sidecars(path: str | os.PathLike[str]) -> None:
+    p = Path(path)
+    for candidate in [p, *(p.with_name(p.name + s) for s in SIDECAR_SUFFIXES)]:
+        with contextlib.suppress(FileNotFoundError):
+            candidate.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; on success it replaces ``path``, on error it vanishes."""
+    target = check_output(path, overwrite=overwrite)
+    tmp = temp_sibling(target)
+    try:
+        yield tmp
+    except BaseException as exc:
+        remove_with_sidecars(tmp)
+        if isinstance(exc, OutputError) and exc.path == str(tmp):
+            raise type(exc)(exc.message, target) from None  # name the file the user asked for
+        raise
+    try:
+        if target.exists() and not overwrite:  # appeared while we worked
+            raise OutputExistsError("exists already (use --overwrite to replace it)", target)
+        _fsync(tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        remove_with_sidecars(tmp)
+        if isinstance(exc, OutputError):
+            raise
+        raise OutputError(f"could not be written ({exc.strerror or exc})", target) from exc
+    for s in SIDECAR_SUFFIXES:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.with_name(tmp.name + s).unlink()
+
+
+def _fsync(path: Path) -> None:
+    with contextlib.suppress(OSError), open(path, "rb+") as f:
+        os.fsync(f.fileno())
