@@ -1,0 +1,359 @@
+"""Raster sources and outputs: open and validate inputs, read windows, write COGs.
+
+A :class:`Source` is a small picklable value (paths or VRT text + geometry); every task
+opens its own dataset handle from it, because GDAL handles are not thread-safe.
+Several GeoTIFFs that form a mosaic become one VRT (built here as GDAL's own VRT XML,
+with a dataset mask so gaps between tiles are nodata), never a hand-merged array.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import math
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.dtypes import _gdal_typename
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import MemoryFile
+from rasterio.windows import Window
+
+from geoseg.errors import InputError, OutputError, RasterReadError
+
+SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32",
+                    "uint64", "int64", "float32", "float64")
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
+# GDAL reads a GDAL_CACHEMAX below 100000 as megabytes: a fixed 256 MB block cache per process.
+GDAL_ENV = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS"}
+
+
+@dataclass(frozen=True)
+class Source:
+    """A validated raster input: one file, a VRT, or a mosaic of GeoTIFFs (as VRT text).
+
+    ``bands`` are the 1-based band indexes to read, in model order.
+    """
+
+    name: str
+    path: str
+    vrt_xml: str | None
+    width: int
+    height: int
+    bands: tuple[int, ...]
+    dtype: str
+    crs: CRS | None
+    transform: Affine
+    nodata: float | None
+
+    @contextlib.contextmanager
+    def open(self) -> Iterator[rasterio.io.DatasetReader]:
+        """A fresh dataset handle (open one per task / thread)."""
+        with rasterio.Env(**GDAL_ENV), _read_errors(self.name):
+            if self.vrt_xml is None:
+                with rasterio.open(self.path, sharing=False) as ds:
+                    yield ds
+            else:
+                with MemoryFile(self.vrt_xml.encode(), ext=".vrt") as mem, mem.open() as ds:
+                    yield ds
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    @property
+    def pixel_size(self) -> tuple[float, float]:
+        return abs(self.transform.a), abs(self.transform.e)
+
+
+@contextlib.contextmanager
+def _read_errors(name: str) -> Iterator[None]:
+    """Turn GDAL/rasterio failures into one-line RasterReadErrors naming the file."""
+    try:
+        yield
+    except RasterioError as exc:
+        raise RasterReadError(_gdal_message(exc), name) from None
+
+
+def _gdal_message(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if "not recognized as" in text or "not a supported file format" in text:
+        return "not a raster GDAL can read"
+    if "No such file" in text:
+        return "no such file"
+    return f"cannot be read ({text})"
+
+
+def open_source(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    bands: Sequence[int] | None = None,
+    allow_no_crs: bool = False,
+) -> Source:
+    """Open and validate one raster, a VRT, a folder of GeoTIFF tiles or several tiles (a mosaic).
+
+    Raises :class:`RasterReadError` / :class:`InputError` naming the file at fault.
+    """
+    files = _expand(paths)
+    infos = [_inspect(f, allow_no_crs=allow_no_crs) for f in files]
+    if len(infos) == 1:
+        info = infos[0]
+        name, path, vrt = info["path"], info["path"], None
+    else:
+        _check_mosaic(infos)
+        vrt, width, height, transform = _mosaic_vrt(infos)
+        info = {**infos[0], "width": width, "height": height, "transform": transform}
+        name, path = f"{infos[0]['path']} (+{len(infos) - 1} tiles)", ""
+    band_indexes = _select_bands(bands, info["count"], name)
+    return Source(
+        name=name, path=path, vrt_xml=vrt, width=info["width"], height=info["height"],
+        bands=band_indexes, dtype=info["dtype"], crs=info["crs"],
+        transform=info["transform"], nodata=info["nodata"],
+    )
+
+
+def _expand(paths: Any) -> list[str]:
+    items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not items:
+        raise InputError("no input raster given")
+    files: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            tiles = sorted(str(c) for c in p.iterdir()
+                           if c.suffix.lower() in (".tif", ".tiff") and c.is_file())
+            if not tiles:
+                raise RasterReadError("is a directory without GeoTIFF tiles", p)
+            files.extend(tiles)
+        elif "://" in str(item) or str(item).startswith("/vsi"):
+            files.append(str(item))
+        elif not p.exists():
+            raise RasterReadError("no such file", p)
+        else:
+            files.append(str(p.absolute()))
+    return files
+
+
+def _inspect(path: str, *, allow_no_crs: bool) -> dict[str, Any]:
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise RasterReadError("is an empty file (0 bytes)", path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.Env(**GDAL_ENV), _read_errors(path), rasterio.open(path, sharing=False) as ds:
+            dtypes = set(ds.dtypes)
+            if len(dtypes) != 1:
+                raise InputError(f"bands have different data types {sorted(dtypes)}", path)
+            dtype = ds.dtypes[0]
+            if dtype not in SUPPORTED_DTYPES:
+                raise InputError(f"data type {dtype} is not supported (use a real-valued raster)", path)
+            transform = ds.transform
+            if transform.b != 0 or transform.d != 0:
+                raise InputError("rotated or sheared geotransform is not supported "
+                                 "(warp it north-up first, e.g. gdalwarp)", path)
+            if ds.crs is None and not allow_no_crs:
+                raise InputError("has no CRS (use --allow-no-crs to process it anyway)", path)
+            _check_readable(ds, path)
+            return {
+                "path": path, "width": ds.width, "height": ds.height, "count": ds.count,
+                "dtype": dtype, "crs": ds.crs, "transform": transform, "nodata": ds.nodata,
+            }
+
+
+def _check_readable(ds: rasterio.io.DatasetReader, path: str) -> None:
+    """Read the last block of every band so a truncated file fails now, not mid-run."""
+    bh, bw = ds.block_shapes[0]
+    row, col = (ds.height - 1) // bh * bh, (ds.width - 1) // bw * bw
+    window = Window(col, row, min(bw, ds.width - col), min(bh, ds.height - row))
+    try:
+        ds.read(window=window)
+    except RasterioError as exc:
+        raise RasterReadError(f"is truncated or corrupt ({_gdal_message(exc)})", path) from None
+
+
+def _select_bands(bands: Sequence[int] | None, count: int, name: str) -> tuple[int, ...]:
+    if bands is None:
+        return tuple(range(1, count + 1))
+    bad = [b for b in bands if not 1 <= b <= count]
+    if bad:
+        raise InputError(f"band {bad[0]} does not exist (the raster has {count} bands)", name)
+    return tuple(int(b) for b in bands)
+
+
+def _check_mosaic(infos: list[dict[str, Any]]) -> None:
+    first = infos[0]
+    for info in infos[1:]:
+        for key, what in (("crs", "CRS"), ("count", "band count"), ("dtype", "data type")):
+            if info[key] != first[key]:
+                raise InputError(f"mosaic tile {what} {info[key]} differs from "
+                                 f"{first[key]} of {first['path']}", info["path"])
+        a, b = info["transform"], first["transform"]
+        if not (math.isclose(a.a, b.a, rel_tol=1e-9) and math.isclose(a.e, b.e, rel_tol=1e-9)):
+            raise InputError(f"mosaic tile pixel size ({a.a}, {a.e}) differs from "
+                             f"({b.a}, {b.e}) of {first['path']}", info["path"])
+        col, row = ~b @ (a.c, a.f)
+        if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
+            raise InputError(f"mosaic tile is not on the pixel grid of {first['path']}", info["path"])
+
+
+def _mosaic_vrt(infos: list[dict[str, Any]]) -> tuple[str, int, int, Affine]:
+    """GDAL VRT XML for tiles on one grid; gaps between tiles are masked out."""
+    ref = infos[0]["transform"]
+    offsets = []
+    for info in infos:
+        col, row = ~ref @ (info["transform"].c, info["transform"].f)
+        offsets.append((round(col), round(row)))
+    col0 = min(c for c, _ in offsets)
+    row0 = min(r for _, r in offsets)
+    width = max(c + i["width"] for (c, _), i in zip(offsets, infos, strict=True)) - col0
+    height = max(r + i["height"] for (_, r), i in zip(offsets, infos, strict=True)) - row0
+    transform = ref @ Affine.translation(col0, row0)
+    gdal_type = _gdal_typename(infos[0]["dtype"])
+
+    def sources(band: str, tag: str, nodata: bool) -> str:
+        out = []
+        for (c, r), info in zip(offsets, infos, strict=True):
+            nd = info["nodata"]
+            out.append(
+                f"<{tag}><SourceFilename relativeToVRT=\"0\">{escape(info['path'])}</SourceFilename>"
+                f"<SourceBand>{band}</SourceBand>"
+                f"<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{info['width']}\" ySize=\"{info['height']}\"/>"
+                f"<DstRect xOff=\"{c - col0}\" yOff=\"{r - row0}\" "
+                f"xSize=\"{info['width']}\" ySize=\"{info['height']}\"/>"
+                + (f"<NODATA>{_xml_number(nd)}</NODATA>" if nodata and nd is not None else "")
+                + f"</{tag}>"
+            )
+        return "".join(out)
+
+    nodata = infos[0]["nodata"]
+    bands = "".join(
+        f"<VRTRasterBand dataType=\"{gdal_type}\" band=\"{b}\">"
+        + (f"<NoDataValue>{_xml_number(nodata)}</NoDataValue>" if nodata is not None else "")
+        + sources(str(b), "ComplexSource", nodata=True)
+        + "</VRTRasterBand>"
+        for b in range(1, infos[0]["count"] + 1)
+    )
+    mask = ("<MaskBand><VRTRasterBand dataType=\"Byte\">"
+            + sources("mask,1", "SimpleSource", nodata=False)
+            + "</VRTRasterBand></MaskBand>")
+    crs = infos[0]["crs"]
+    srs = f"<SRS>{escape(crs.to_wkt())}</SRS>" if crs is not None else ""
+    gt = ", ".join(repr(float(v)) for v in transform.to_gdal())
+    xml = (f"<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\">{srs}"
+           f"<GeoTransform>{gt}</GeoTransform>{bands}{mask}</VRTDataset>")
+    return xml, width, height, transform
+
+
+def _xml_number(value: float) -> str:
+    return "nan" if isinstance(value, float) and math.isnan(value) else repr(value)
+
+
+def read_window(
+    ds: rasterio.io.DatasetReader, source: Source, row: int, col: int, height: int, width: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a window that may extend past the raster; the outside is filled by reflection.
+
+    Returns ``(data float32 (bands, height, width), valid bool (height, width))``; pixels
+    that are nodata, masked or not finite are ``valid == False`` (and so is the outside).
+    """
+    r0, c0 = max(row, 0), max(col, 0)
+    r1, c1 = min(row + height, source.height), min(col + width, source.width)
+    window = Window(c0, r0, c1 - c0, r1 - r0)
+    with _read_errors(source.name):
+        data = ds.read(source.bands, window=window, out_dtype="float32")
+        masks = ds.read_masks(source.bands, window=window)
+    valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
+    pads = ((r0 - row, row + height - r1), (c0 - col, col + width - c1))
+    if any(p for pair in pads for p in pair):
+        mode = "reflect" if min(data.shape[1:]) > 1 else "edge"
+        data = np.pad(data, ((0, 0), *pads), mode=mode)
+        valid = np.pad(valid, pads, mode="constant", constant_values=False)
+    return data, valid
+
+
+# ---- writing ---------------------------------------------------------------------------
+
+def create_scratch(path: Path, source: Source, *, count: int, dtype: str, nodata: float | None,
+                   blocksize: int = 512) -> None:
+    """An empty tiled GeoTIFF on the source's grid that tasks fill window by window."""
+    profile = {
+        "driver": "GTiff", "width": source.width, "height": source.height, "count": count,
+        "dtype": dtype, "crs": source.crs, "transform": source.transform, "nodata": nodata,
+        "tiled": True, "blockxsize": blocksize, "blockysize": blocksize,
+        "BIGTIFF": "IF_SAFER", "SPARSE_OK": "TRUE", "INTERLEAVE": "BAND",
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.Env(**GDAL_ENV), rasterio.open(path, "w", **profile):
+            pass
+
+
+class WindowWriter:
+    """A picklable ``target[key] = block`` sink for :func:`dask.array.store`.
+
+    Each write opens the scratch file under an exclusive file lock, so threads, processes
+    and Dask workers on one file system can all write into it safely.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+
+    def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
+        rows, cols = key[-2], key[-1]
+        window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
+        if block.ndim == 2:
+            block = block[None]
+        with open(self.path + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.Env(**GDAL_ENV), rasterio.open(self.path, "r+", sharing=False) as ds:
+                    ds.write(block, window=window)
+
+
+def write_cog(scratch: Path, dst: Path, *, overview_resampling: str = "nearest",
+              blocksize: int = 512) -> None:
+    """Convert a filled scratch GeoTIFF into a Cloud-Optimized GeoTIFF at ``dst`` (a temp path).
+
+    Overviews use ``nearest`` (or ``mode``) so that class values are never averaged.
+    """
+    from rasterio.shutil import copy as gdal_copy
+
+    try:
+        with rasterio.Env(**GDAL_ENV):
+            gdal_copy(
+                str(scratch), str(dst), driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES",
+                BLOCKSIZE=blocksize, OVERVIEW_RESAMPLING=overview_resampling.upper(),
+                BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
+            )
+    except RasterioError as exc:
+        raise OutputError(f"could not be written ({_gdal_message(exc)})", dst) from None
+
+
+def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """What ``geoseg info`` shows about a raster: geometry, bands, nodata, classes, COG layout."""
+    files = _expand(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.Env(**GDAL_ENV), _read_errors(files[0]), rasterio.open(files[0]) as ds:
+            tags = ds.tags()
+            out: dict[str, Any] = {
+                "path": files[0], "driver": ds.driver, "size": f"{ds.width} x {ds.height}",
+                "bands": ds.count, "dtype": ds.dtypes[0],
+                "crs": ds.crs.to_string() if ds.crs else None,
+                "resolution": list(ds.res), "bounds": list(ds.bounds),
+                "nodata": ds.nodata, "band_names": [d or "" for d in ds.descriptions],
+                "block_size": list(ds.block_shapes[0]), "overviews": ds.overviews(1),
+                "compression": ds.compression.value if ds.compression else None,
+            }
+            if "CLASS_NAMES" in tags:
+                out["classes"] = tags["CLASS_NAMES"]
+    return out

@@ -1,0 +1,158 @@
+import numpy as np
+import pytest
+import rasterio
+from affine import Affine
+from conftest import TRANSFORM, write_raster
+
+from geoseg import atomic, raster
+from geoseg.errors import InputError, OutputExistsError, RasterReadError
+
+
+def test_open_source_reads_geometry_and_bands(make_raster):
+    path = make_raster(nodata=0)
+    src = raster.open_source(path)
+    assert (src.width, src.height, src.bands, src.dtype) == (80, 64, (1, 2, 3, 4), "uint16")
+    assert src.transform == TRANSFORM and src.crs.to_epsg() == 32633 and src.nodata == 0
+    assert raster.open_source(path, bands=[3, 2, 1]).bands == (3, 2, 1)
+
+
+@pytest.mark.parametrize(("setup", "error", "words"), [
+    (lambda d: d / "missing.tif", RasterReadError, "no such file"),
+    (lambda d: (d / "text.tif").write_text("hello, not a raster") and d / "text.tif",
+     RasterReadError, "not a raster"),
+    (lambda d: (d / "empty.tif").write_bytes(b"") or d / "empty.tif", RasterReadError, "empty"),
+    (lambda d: d, RasterReadError, "directory without GeoTIFF"),
+])
+def test_unreadable_inputs_name_the_file(tmp_path, setup, error, words):
+    path = setup(tmp_path)
+    with pytest.raises(error) as info:
+        raster.open_source(path)
+    assert words in str(info.value) and str(path.name) in str(info.value)
+
+
+def test_no_crs_is_refused_unless_allowed(make_raster):
+    path = make_raster(crs=None)
+    with pytest.raises(InputError, match="no CRS"):
+        raster.open_source(path)
+    assert raster.open_source(path, allow_no_crs=True).crs is None
+
+
+def test_rotated_transform_is_refused(make_raster):
+    path = make_raster(transform=TRANSFORM @ Affine.rotation(10))
+    with pytest.raises(InputError, match="rotated"):
+        raster.open_source(path)
+
+
+def test_complex_dtype_is_refused(make_raster):
+    path = make_raster(data=np.ones((1, 32, 32), np.complex64))
+    with pytest.raises(InputError, match="complex64"):
+        raster.open_source(path)
+
+
+def test_band_outside_raster_is_refused(make_raster):
+    with pytest.raises(InputError, match="band 5 does not exist"):
+        raster.open_source(make_raster(), bands=[1, 5])
+
+
+def test_truncated_geotiff_fails_up_front(tmp_path):
+    data = np.random.default_rng(1).integers(0, 60000, (2, 256, 256), dtype=np.uint16)
+    path = write_raster(tmp_path / "full.tif", data)
+    blob = path.read_bytes()
+    path.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(RasterReadError, match="truncated or corrupt"):
+        raster.open_source(path)
+
+
+def test_read_window_reflects_outside_and_marks_nodata(make_raster):
+    data = np.arange(4 * 64 * 80, dtype=np.uint16).reshape(4, 64, 80) + 1
+    data[:, 10, 10] = 0
+    src = raster.open_source(make_raster(data=data, nodata=0))
+    with src.open() as ds:
+        tile, valid = raster.read_window(ds, src, -4, -4, 32, 32)
+    assert tile.shape == (4, 32, 32) and tile.dtype == np.float32
+    np.testing.assert_array_equal(tile[:, 4:, 4:], data[:, :28, :28])
+    np.testing.assert_array_equal(tile[:, 3, 4:], data[:, 1, :28])  # reflected row
+    assert not valid[:4].any() and not valid[:, :4].any()
+    assert not valid[14, 14] and valid[4:, 4:].sum() == 28 * 28 - 1
+
+
+def test_nan_in_float_bands_is_nodata(make_raster):
+    data = np.ones((4, 32, 32), np.float32)
+    data[2, 5, 6] = np.nan
+    data[0, 7, 8] = np.inf
+    src = raster.open_source(make_raster(data=data))
+    with src.open() as ds:
+        _, valid = raster.read_window(ds, src, 0, 0, 32, 32)
+    assert not valid[5, 6] and not valid[7, 8] and valid.sum() == 32 * 32 - 2
+
+
+def _split(tmp_path, data, gap=False):
+    """Four tiles of ``data`` (each with its own transform), optionally dropping one."""
+    h, w = data.shape[1] // 2, data.shape[2] // 2
+    paths = []
+    for i in range(2):
+        for j in range(2):
+            if gap and (i, j) == (1, 1):
+                continue
+            t = TRANSFORM @ Affine.translation(j * w, i * h)
+            part = data[:, i * h:(i + 1) * h, j * w:(j + 1) * w]
+            paths.append(write_raster(tmp_path / f"tile_{i}{j}.tif", part, transform=t))
+    return paths
+
+
+def test_mosaic_of_tiles_reads_like_the_whole(tmp_path):
+    data = np.random.default_rng(2).integers(1, 5000, (4, 64, 96), dtype=np.uint16)
+    paths = _split(tmp_path, data, gap=True)
+    src = raster.open_source(list(reversed(paths)))
+    assert (src.height, src.width) == (64, 96) and src.transform == TRANSFORM
+    with src.open() as ds:
+        tile, valid = raster.read_window(ds, src, 0, 0, 64, 96)
+    np.testing.assert_array_equal(tile[:, :32], data[:, :32])
+    np.testing.assert_array_equal(tile[:, 32:, :48], data[:, 32:, :48])
+    assert valid[:32].all() and valid[32:, :48].all() and not valid[32:, 48:].any()
+    # A folder of tiles is the same mosaic.
+    assert raster.open_source(tmp_path).width == 96
+
+
+def test_mosaic_with_mismatched_tiles_is_refused(tmp_path):
+    a = write_raster(tmp_path / "a.tif", np.ones((4, 16, 16), np.uint16))
+    b = write_raster(tmp_path / "b.tif", np.ones((3, 16, 16), np.uint16),
+                     transform=TRANSFORM @ Affine.translation(16, 0))
+    with pytest.raises(InputError, match="band count"):
+        raster.open_source([a, b])
+    c = write_raster(tmp_path / "c.tif", np.ones((4, 16, 16), np.uint16), crs="EPSG:32632",
+                     transform=TRANSFORM @ Affine.translation(16, 0))
+    with pytest.raises(InputError, match="CRS"):
+        raster.open_source([a, c])
+    d = write_raster(tmp_path / "d.tif", np.ones((4, 16, 16), np.uint16),
+                     transform=TRANSFORM @ Affine.translation(16.5, 0))
+    with pytest.raises(InputError, match="pixel grid"):
+        raster.open_source([a, d])
+
+
+def test_window_writer_fills_a_scratch_file(make_raster, tmp_path):
+    src = raster.open_source(make_raster())
+    scratch = tmp_path / "scratch.tif"
+    raster.create_scratch(scratch, src, count=1, dtype="uint8", nodata=255)
+    writer = raster.WindowWriter(scratch)
+    writer[slice(0, 64), slice(0, 40)] = np.full((64, 40), 3, np.uint8)
+    writer[slice(0, 64), slice(40, 80)] = np.full((64, 40), 7, np.uint8)
+    with rasterio.open(scratch) as ds:
+        out = ds.read(1)
+    assert (out[:, :40] == 3).all() and (out[:, 40:] == 7).all()
+
+
+def test_atomic_path_never_leaves_partial_files(tmp_path):
+    target = tmp_path / "out.tif"
+    target.write_text("precious")
+    with pytest.raises(OutputExistsError):
+        atomic.check_output(target, overwrite=False)
+    with pytest.raises(RuntimeError), atomic.atomic_path(target, overwrite=True) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert target.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
+    with atomic.atomic_path(target, overwrite=True) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
