@@ -1,0 +1,240 @@
+"""The ``geoseg`` command line: thin wrappers that parse options, call the API, report.
+
+Errors from geoseg are printed as one line (``Error: <file>: <problem>``) with exit code 1;
+bad arguments exit 2 (click's usage errors). ``--debug`` shows the traceback instead.
+Heavy imports (torch, dask) happen inside the commands so ``geoseg --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from geoseg import __version__
+from geoseg.errors import GeoSegError
+
+F = TypeVar("F", bound=Callable[..., Any])
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class GeoSegGroup(click.Group):
+    """A click group that turns exceptions into one-line errors (unless ``--debug``)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("Error: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            text = str(exc) if isinstance(exc, GeoSegError) else (
+                f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)")
+            click.echo("Error: " + " ".join(text.split()), err=True)
+            ctx.exit(1)
+
+
+def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        bands = tuple(int(v) for v in value.replace(" ", "").split(","))
+    except ValueError:
+        raise click.BadParameter("use 1-based band numbers separated by commas, e.g. 3,2,1,4") from None
+    if not bands or min(bands) < 1:
+        raise click.BadParameter("band numbers start at 1")
+    return bands
+
+
+def _scheduler(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from geoseg.cluster import check_scheduler
+
+    try:
+        return check_scheduler(value)
+    except GeoSegError as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+def overwrite_option(f: F) -> F:
+    return click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(f)
+
+
+def scheduler_options(f: F) -> F:
+    f = click.option("--workers", type=click.IntRange(min=1), default=None,
+                     help="Parallel workers (threads, processes or LocalCluster workers).")(f)
+    return click.option("--scheduler", default="threads", show_default=True, callback=_scheduler,
+                        help="Dask scheduler: threads, processes, sync, local "
+                             "(a LocalCluster) or tcp://HOST:PORT.")(f)
+
+
+def model_options(f: F) -> F:
+    f = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+                     help="Where the model runs; auto picks CUDA when available.")(f)
+    f = click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
+                     help="Tiles per model call.")(f)
+    f = click.option("--overlap", type=click.IntRange(min=0), default=None,
+                     help="Overlap between tiles in pixels [default: tile size / 8].")(f)
+    f = click.option("--tile-size", type=click.IntRange(min=1), default=None,
+                     help="Tile size in pixels [default: the model's].")(f)
+    return click.option("--model", "model", default="default", show_default=True,
+                        help="A bundled model name or a saved model (folder, .json or "
+                             ".safetensors).")(f)
+
+
+@click.group(cls=GeoSegGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="geoseg")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("-v", "--verbose", count=True, help="More messages.")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
+    """geoseg: land-cover maps from large satellite and aerial GeoTIFFs.
+
+    \b
+    Quick start:
+      geoseg sample-data data/ --size 2048
+      geoseg predict data/scene_0.tif -o out/scene_0.mask.tif
+    """
+    import logging
+    import warnings
+
+    ctx.obj = {"quiet": quiet}
+    level = logging.ERROR if quiet else (logging.INFO if verbose else logging.WARNING)
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
+    if not verbose:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _say(ctx: click.Context, text: str) -> None:
+    if not (ctx.obj or {}).get("quiet"):
+        click.echo(text)
+
+
+@cli.command()
+@click.argument("src", nargs=-1, required=True)
+@click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False),
+              help="The class mask to write (Cloud-Optimized GeoTIFF).")
+@model_options
+@click.option("--bands", callback=_bands, help="Input bands in model order, e.g. 3,2,1,4.")
+@click.option("--tta", is_flag=True, help="Test-time augmentation: average over flips (4× slower).")
+@click.option("--probabilities", type=click.Path(dir_okay=False), default=None,
+              help="Also write per-class probabilities (uint8, value / 254) to this COG.")
+@click.option("--quicklook", type=click.Path(dir_okay=False), default=None,
+              help="Also write a colored PNG preview of the mask.")
+@click.option("--allow-no-crs", is_flag=True, help="Accept inputs without a CRS.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar [default: when stderr is a terminal].")
+@scheduler_options
+@overwrite_option
+@click.pass_context
+def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
+            tile_size: int | None, overlap: int | None, batch_size: int, device: str,
+            bands: tuple[int, ...] | None, tta: bool, probabilities: str | None,
+            quicklook: str | None, allow_no_crs: bool, progress: bool | None, scheduler: str,
+            workers: int | None, overwrite: bool) -> None:
+    """Predict a land-cover mask for SRC (one raster, a VRT, or several GeoTIFF tiles of a
+    mosaic, or a folder of them) and write it as a Cloud-Optimized GeoTIFF.
+
+    \b
+    Example:
+      geoseg predict scene.tif -o scene.mask.tif --probabilities scene.prob.tif
+    """
+    from geoseg.pipeline import predict as run_predict
+
+    started = time.perf_counter()
+    mask = run_predict(
+        list(src), dst, model, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+        device=device, bands=bands, tta=tta, probabilities_path=probabilities,
+        quicklook=quicklook, overwrite=overwrite, scheduler=scheduler, workers=workers,
+        allow_no_crs=allow_no_crs, progress=sys.stderr.isatty() if progress is None else progress,
+    )
+    seconds = time.perf_counter() - started
+    height, width = mask.shape
+    _say(ctx, f"mask: {dst} ({width} x {height} px, {width * height / 1e6 / seconds:.2f} Mpx/s, "
+              f"{seconds:.1f} s)")
+    _say(ctx, f"style: {Path(dst).with_suffix('.qml')}")
+    for label, path in (("probabilities", probabilities), ("quicklook", quicklook)):
+        if path:
+            _say(ctx, f"{label}: {path}")
+
+
+@cli.command("sample-data")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--size", type=click.IntRange(min=16), default=2048, show_default=True,
+              help="Scene width and height in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the scene.")
+@click.option("--nodata/--no-nodata", default=True, show_default=True,
+              help="Cut a nodata corner into the scene.")
+@overwrite_option
+@click.pass_context
+def sample_data(ctx: click.Context, folder: str, size: int, seed: int, nodata: bool,
+                overwrite: bool) -> None:
+    """Write a synthetic 4-band scene (blue, green, red, NIR; uint16) and its exact labels.
+
+    \b
+    Example:
+      geoseg sample-data data/ --size 2048 --seed 7
+    """
+    from geoseg.synthetic import write_sample_data
+
+    image, labels = write_sample_data(folder, size=size, seed=seed, nodata_corner=nodata,
+                                      overwrite=overwrite)
+    _say(ctx, f"scene: {image}")
+    _say(ctx, f"labels: {labels}")
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def info(path: str, as_json: bool) -> None:
+    """Describe a raster (size, bands, CRS, nodata, classes) or a model (card).
+
+    \b
+    Examples:
+      geoseg info scene.tif
+      geoseg info default
+    """
+    from geoseg import model, raster
+
+    data = model.describe(path) if model.is_model_reference(path) else raster.describe(path)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    for key, value in data.items():
+        if isinstance(value, (list, dict)):
+            value = json.dumps(value, default=str)
+        click.echo(f"{key + ':':<18} {value}")
+
+
+@cli.command()
+def models() -> None:
+    """List the bundled models with their bands, classes and held-out scores."""
+    from geoseg.model import BUNDLED, bundled_path, read_spec
+
+    for name in BUNDLED:
+        spec = read_spec(bundled_path(name))
+        miou = spec.metrics.get("heldout_miou")
+        click.echo(f"{name}: {spec.architecture}/{spec.encoder}, tile {spec.tile_size} px, "
+                   f"resolution {spec.resolution} m"
+                   + (f", held-out mIoU {miou:.3f}" if miou is not None else ""))
+        click.echo(f"  bands:   {', '.join(spec.bands)}")
+        click.echo(f"  classes: {', '.join(spec.class_names)}")
+        if spec.description:
+            click.echo(f"  {spec.description}")
+
+
+def main() -> None:
+    cli(prog_name="geoseg")
+
+
+if __name__ == "__main__":
+    main()

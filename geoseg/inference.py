@@ -1,0 +1,123 @@
+"""Run a model on batches of tiles: device choice, normalization, AMP, test-time augmentation.
+
+Workers never receive a network through the task graph; they receive a small
+:class:`ModelHandle` and load (once per process) the model it names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Literal
+
+import numpy as np
+
+from geoseg.errors import InputError
+from geoseg.model import Model, load_model
+
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+
+def select_device(device: str = "auto") -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda:N`` is accepted."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but no CUDA GPU is available")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise InputError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    return device
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """What a task needs to get the model: a card path, or the saved bytes of an in-memory model."""
+
+    fingerprint: str
+    path: str | None = None
+    card: bytes | None = None
+    weights: bytes | None = None
+
+    @classmethod
+    def of(cls, model: Model) -> ModelHandle:
+        if model.path is not None:
+            return cls(fingerprint=str(model.path), path=str(model.path))
+        import json
+
+        from safetensors.torch import save
+
+        state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
+        return cls(fingerprint=model.fingerprint,
+                   card=json.dumps(model.spec.to_dict()).encode(), weights=save(state))
+
+    def load(self) -> Model:
+        if self.path is not None:
+            return load_model(self.path)
+        import json
+
+        from safetensors.torch import load
+
+        from geoseg.model import ModelSpec, build_network
+
+        spec = ModelSpec.from_dict(json.loads(self.card or b"{}"))
+        network = build_network(spec)
+        network.load_state_dict(load(self.weights or b""))
+        return Model(network=network.eval(), spec=spec)
+
+
+class Predictor:
+    """Normalizes tiles, runs the network on a device, returns class probabilities."""
+
+    def __init__(self, model: Model, device: str = "auto", *, tta: bool = False) -> None:
+        import torch
+
+        self.spec = model.spec
+        self.device = torch.device(select_device(device))
+        self.tta = tta
+        self.cuda = self.device.type == "cuda"
+        network = model.network.to(self.device).eval()
+        if self.cuda:
+            network = network.to(memory_format=torch.channels_last)
+        self.network = network
+        self.mean = np.asarray(self.spec.mean, dtype=np.float32)[:, None, None]
+        self.inv_std = (1.0 / np.asarray(self.spec.std, dtype=np.float32))[:, None, None]
+
+    def normalize(self, tiles: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """``(B, bands, H, W)`` raw values → normalized float32; invalid pixels become 0 (the mean)."""
+        x = (tiles.astype(np.float32, copy=False) - self.mean) * self.inv_std
+        if valid is not None:
+            x = np.where(valid[:, None], x, np.float32(0))
+        return x
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Normalized ``(B, bands, H, W)`` float32 → softmax probabilities ``(B, classes, H, W)``."""
+        import torch
+
+        with torch.inference_mode():
+            t = torch.from_numpy(np.ascontiguousarray(x))
+            if self.cuda:
+                t = t.pin_memory().to(self.device, non_blocking=True)
+                t = t.contiguous(memory_format=torch.channels_last)
+            flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
+            total = None
+            for dims in flips:
+                inp = torch.flip(t, dims) if dims else t
+                with torch.autocast(self.device.type, enabled=self.cuda):
+                    logits = self.network(inp)
+                probs = torch.softmax(logits.float(), dim=1)
+                if dims:
+                    probs = torch.flip(probs, dims)
+                total = probs if total is None else total + probs
+            assert total is not None
+            if len(flips) > 1:
+                total /= len(flips)
+            return total.cpu().numpy()
+
+
+@lru_cache(maxsize=4)
+def cached_predictor(handle: ModelHandle, device: str, tta: bool) -> Predictor:
+    """One predictor per (model, device, tta) per process: workers load the model once."""
+    return Predictor(handle.load(), device, tta=tta)

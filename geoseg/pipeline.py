@@ -1,0 +1,329 @@
+"""The Dask graph from a raster to a blended class mask, and the ``predict`` API.
+
+Graph: ``infer`` tasks read a batch of overlapping tiles, run the model and return
+weight-multiplied probabilities; ``blend`` tasks build each output block (one stride of the
+:class:`~geoseg.tiling.TileGrid`) from the ≤ 9 tiles that cover it. Writing streams each
+block into a scratch GeoTIFF from the worker that computed it, so memory is bounded by
+tile size × batch size × workers, never by the raster, on every scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from geoseg import atomic, raster, styles
+from geoseg.errors import GeoSegError, InputError
+from geoseg.inference import ModelHandle, cached_predictor
+from geoseg.model import Model, load_model
+from geoseg.tiling import TileGrid
+
+if TYPE_CHECKING:
+    import dask.array as da
+    import xarray as xr
+
+NODATA = styles.NODATA_CLASS
+PROB_NODATA = 255
+PROB_SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How to tile and run the model (sizes in pixels)."""
+
+    tile_size: int
+    overlap: int
+    batch_size: int = 4
+    device: str = "auto"
+    tta: bool = False
+
+
+def _infer_batch(source: raster.Source, grid: TileGrid, ids: Sequence[tuple[int, int]],
+                 handle: ModelHandle, options: PredictOptions) -> tuple[np.ndarray, np.ndarray]:
+    """Read, normalize and predict a batch of tiles; returns (weighted probs, valid masks)."""
+    predictor = cached_predictor(handle, options.device, options.tta)
+    tiles = [grid.tile(i, j) for i, j in ids]
+    with source.open() as ds:
+        reads = [raster.read_window(ds, source, t.row, t.col, t.size, t.size) for t in tiles]
+    valid = np.stack([v for _, v in reads])
+    x = predictor.normalize(np.stack([d for d, _ in reads]), valid)
+    probs = predictor.predict_proba(x)
+    for k, tile in enumerate(tiles):
+        probs[k] *= grid.blend_weights(tile)
+    return probs, valid
+
+
+def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], tuple[int, int]],
+                 batches: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Output block (i, j): blended class probabilities ``(C, h, w)``, NaN where nodata."""
+    h, w = grid.chunks[0][i], grid.chunks[1][j]
+    n_classes = batches[0][0].shape[1]
+    total = np.zeros((n_classes, h, w), np.float32)
+    weight = np.zeros((h, w), np.float32)
+    valid = None
+    for tile, (ts_r, ts_c), (bs_r, bs_c) in grid.tiles_over_block(i, j):
+        b, k = lookup[tile.row_index, tile.col_index]
+        probs, tile_valid = batches[b]
+        total[:, bs_r, bs_c] += probs[k][:, ts_r, ts_c]
+        weight[bs_r, bs_c] += grid.blend_weights(tile)[ts_r, ts_c]
+        if (tile.row_index, tile.col_index) == (i, j):
+            valid = tile_valid[k][ts_r, ts_c]
+    total /= weight
+    total[:, ~valid] = np.nan
+    return total
+
+
+def probabilities(source: raster.Source, model: Model, options: PredictOptions) -> da.Array:
+    """Lazy blended class probabilities ``(classes, height, width)`` float32 (NaN = nodata)."""
+    import dask.array as da
+    from dask.base import tokenize
+    from dask.highlevelgraph import HighLevelGraph
+
+    grid = TileGrid(source.height, source.width, options.tile_size, options.overlap)
+    handle = ModelHandle.of(model)
+    token = tokenize(source, grid, handle, options)
+    infer_name, blend_name = f"geoseg-infer-{token}", f"geoseg-blend-{token}"
+    ids = [(t.row_index, t.col_index) for t in grid.tiles()]
+    batch_of = {}
+    dsk: dict[Any, Any] = {}
+    for b, start in enumerate(range(0, len(ids), options.batch_size)):
+        batch = ids[start:start + options.batch_size]
+        batch_of.update({tid: (b, k) for k, tid in enumerate(batch)})
+        dsk[(infer_name, b)] = (_infer_batch, source, grid, batch, handle, options)
+    rows, cols = grid.shape
+    for i in range(rows):
+        for j in range(cols):
+            needed = sorted({batch_of[t.row_index, t.col_index][0]
+                             for t, _, _ in grid.tiles_over_block(i, j)})
+            local = {(t.row_index, t.col_index): (needed.index(batch_of[t.row_index, t.col_index][0]),
+                                                  batch_of[t.row_index, t.col_index][1])
+                     for t, _, _ in grid.tiles_over_block(i, j)}
+            dsk[(blend_name, 0, i, j)] = (_blend_block, grid, i, j, local,
+                                          [(infer_name, b) for b in needed])
+    n_classes = len(model.spec.classes)
+    graph = HighLevelGraph.from_collections(blend_name, dsk, dependencies=())
+    return da.Array(graph, blend_name, chunks=((n_classes,), *grid.chunks), dtype=np.float32)
+
+
+def class_mask(probs: da.Array) -> da.Array:
+    """Most probable class per pixel as uint8; 255 where the probabilities are NaN (nodata)."""
+    return probs.map_blocks(_argmax_block, drop_axis=0, dtype=np.uint8)
+
+
+def _argmax_block(p: np.ndarray) -> np.ndarray:
+    nodata = np.isnan(p[0])
+    out = np.argmax(np.nan_to_num(p, nan=0.0), axis=0).astype(np.uint8)
+    out[nodata] = NODATA
+    return out
+
+
+def scaled_probabilities(probs: da.Array) -> da.Array:
+    """Probabilities as uint8 ``round(p * 254)``, 255 for nodata (GDAL scale = 1/254)."""
+    return probs.map_blocks(_scale_block, dtype=np.uint8)
+
+
+def _scale_block(p: np.ndarray) -> np.ndarray:
+    out = np.rint(np.nan_to_num(p, nan=0.0) * PROB_SCALE).astype(np.uint8)
+    out[:, np.isnan(p[0])] = PROB_NODATA
+    return out
+
+
+def as_dataarray(array: da.Array, source: raster.Source, *, name: str, nodata: int,
+                 band_dim: str | None = None) -> xr.DataArray:
+    """Wrap a lazy array with the source's georeferencing (pixel-centre x/y coordinates)."""
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+    import xarray as xr
+
+    t = source.transform
+    xs = t.c + t.a * (np.arange(source.width) + 0.5)
+    ys = t.f + t.e * (np.arange(source.height) + 0.5)
+    dims = ("y", "x") if band_dim is None else (band_dim, "y", "x")
+    coords = {"y": ys, "x": xs}
+    out = xr.DataArray(array, dims=dims, coords=coords, name=name)
+    if source.crs is not None:
+        out = out.rio.write_crs(source.crs)
+    return out.rio.write_transform(t).rio.write_nodata(nodata, encoded=False)
+
+
+def predict(
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    dst: str | os.PathLike[str] | None = None,
+    model: str | os.PathLike[str] | Model = "default",
+    *,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int = 4,
+    device: str = "auto",
+    bands: Sequence[int] | None = None,
+    tta: bool = False,
+    probabilities_path: str | os.PathLike[str] | None = None,
+    quicklook: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    scheduler: str = "threads",
+    workers: int | None = None,
+    allow_no_crs: bool = False,
+    progress: bool = False,
+) -> xr.DataArray:
+    """Predict a land-cover class mask for a raster (a file, a VRT or a mosaic of tiles).
+
+    Returns a lazy, dask-backed ``xarray.DataArray`` (uint8, nodata 255) with the source's
+    CRS and transform. With ``dst`` the mask is written as a Cloud-Optimized GeoTIFF (plus a
+    ``.qml`` style beside it, and optionally per-class probabilities and a PNG quicklook) and
+    the returned array reads that file lazily.
+    """
+    from geoseg.cluster import check_scheduler
+
+    check_scheduler(scheduler)
+    if dst is None and (probabilities_path or quicklook):
+        raise InputError("probabilities and quicklook outputs need a mask path (dst)")
+    if dst is not None:
+        atomic.check_outputs([dst, qml_path(dst), probabilities_path, quicklook],
+                             overwrite=overwrite)
+    source = raster.open_source(src, bands=bands, allow_no_crs=allow_no_crs)
+    model = load_model(model)
+    options = _options(model, tile_size, overlap, batch_size, device, tta)
+    check_bands(source, model)
+    probs = probabilities(source, model, options)
+    mask = class_mask(probs)
+    if dst is None:
+        return as_dataarray(mask, source, name="class", nodata=NODATA)
+    write_outputs(source, model, mask, probs, Path(dst), overwrite=overwrite,
+                  probabilities_path=probabilities_path, quicklook=quicklook,
+                  scheduler=scheduler, workers=workers, progress=progress)
+    return open_mask(dst)
+
+
+def _options(model: Model, tile_size: int | None, overlap: int | None, batch_size: int,
+             device: str, tta: bool) -> PredictOptions:
+    from geoseg.inference import select_device
+
+    size = tile_size or model.spec.tile_size
+    if size % model.spec.size_multiple:
+        raise InputError(f"tile size {size} must be a multiple of {model.spec.size_multiple} "
+                         f"for this model")
+    if size > 8192:
+        raise InputError(f"tile size {size} is too large (at most 8192 pixels)")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, not {batch_size}")
+    ov = size // 8 if overlap is None else overlap
+    if not 0 <= ov < size:
+        raise InputError(f"overlap {ov} must be between 0 and the tile size {size}")
+    return PredictOptions(size, ov, batch_size, select_device(device), tta)
+
+
+def check_bands(source: raster.Source, model: Model) -> None:
+    want = len(model.spec.bands)
+    if len(source.bands) != want:
+        raise InputError(
+            f"has {len(source.bands)} bands but the model needs {want} "
+            f"({', '.join(model.spec.bands)}); choose them with --bands", source.name)
+
+
+def qml_path(mask_path: str | os.PathLike[str]) -> Path:
+    return Path(mask_path).with_suffix(".qml")
+
+
+def write_outputs(source: raster.Source, model: Model, mask: da.Array, probs: da.Array,
+                  dst: Path, *, overwrite: bool, probabilities_path: str | os.PathLike[str] | None,
+                  quicklook: str | os.PathLike[str] | None, scheduler: str,
+                  workers: int | None, progress: bool) -> None:
+    """Compute the graph into scratch GeoTIFFs, then turn them into COGs atomically."""
+    import dask.array as da
+
+    from geoseg.cluster import compute
+
+    spec = model.spec
+    scratch_mask = atomic.temp_sibling(dst, ".scratch.tif")
+    scratch_probs = (atomic.temp_sibling(probabilities_path, ".scratch.tif")
+                     if probabilities_path else None)
+    try:
+        raster.create_scratch(scratch_mask, source, count=1, dtype="uint8", nodata=NODATA)
+        arrays, targets = [mask], [raster.WindowWriter(scratch_mask)]
+        if scratch_probs is not None:
+            raster.create_scratch(scratch_probs, source, count=len(spec.classes),
+                                  dtype="uint8", nodata=PROB_NODATA)
+            arrays.append(scaled_probabilities(probs))
+            targets.append(raster.WindowWriter(scratch_probs))
+        stored = da.store(arrays, targets, lock=False, compute=False)
+        compute(stored, scheduler=scheduler, workers=workers, progress=progress)
+        _describe_mask(scratch_mask, model, source)
+        if scratch_probs is not None:
+            _describe_probabilities(scratch_probs, model)
+        # All outputs are finished as temp files first and replaced together at the end.
+        with contextlib.ExitStack() as outputs:
+            tmp_mask = outputs.enter_context(atomic.atomic_path(dst, overwrite=overwrite))
+            raster.write_cog(scratch_mask, tmp_mask)
+            tmp_qml = outputs.enter_context(atomic.atomic_path(qml_path(dst), overwrite=overwrite))
+            tmp_qml.write_text(styles.paletted_qml(spec.class_names, spec.colors))
+            if scratch_probs is not None and probabilities_path is not None:
+                tmp = outputs.enter_context(atomic.atomic_path(probabilities_path,
+                                                               overwrite=overwrite))
+                raster.write_cog(scratch_probs, tmp, overview_resampling="average")
+            if quicklook:
+                tmp = outputs.enter_context(atomic.atomic_path(quicklook, overwrite=overwrite))
+                write_quicklook(tmp_mask, tmp)
+    finally:
+        for p in (scratch_mask, scratch_probs):
+            if p is not None:
+                atomic.remove_with_sidecars(p)
+
+
+def _describe_mask(path: Path, model: Model, source: raster.Source) -> None:
+    import rasterio
+
+    spec = model.spec
+    with rasterio.Env(**raster.GDAL_ENV), rasterio.open(path, "r+") as ds:
+        ds.write_colormap(1, styles.colormap(spec.colors))
+        ds.set_band_description(1, "class")
+        ds.update_tags(CLASS_NAMES=json.dumps(spec.class_names), MODEL=spec.name,
+                       SOURCE=os.path.basename(source.name))
+        ds.update_tags(1, **{f"CLASS_{i}": n for i, n in enumerate(spec.class_names)})
+
+
+def _describe_probabilities(path: Path, model: Model) -> None:
+    import rasterio
+
+    with rasterio.Env(**raster.GDAL_ENV), rasterio.open(path, "r+") as ds:
+        for b, name in enumerate(model.spec.class_names, start=1):
+            ds.set_band_description(b, f"p({name})")
+        ds.scales = [1.0 / PROB_SCALE] * ds.count
+        ds.update_tags(CLASS_NAMES=json.dumps(model.spec.class_names),
+                       SCALE=f"probability = value / {PROB_SCALE}; {PROB_NODATA} = nodata")
+
+
+def write_quicklook(mask_path: str | os.PathLike[str], png: str | os.PathLike[str], *,
+                    max_size: int = 1024) -> None:
+    """An RGBA PNG of the mask in its class colors, at most ``max_size`` pixels a side."""
+    import rasterio
+    from rasterio.enums import Resampling
+
+    with rasterio.Env(**raster.GDAL_ENV), rasterio.open(mask_path) as ds:
+        scale = max(ds.width / max_size, ds.height / max_size, 1.0)
+        shape = (max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
+        classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
+        table = ds.colormap(1)
+    lut = np.zeros((256, 4), np.uint8)
+    for value, rgba in table.items():
+        lut[value] = rgba
+    with rasterio.open(png, "w", driver="PNG", width=shape[1], height=shape[0], count=4,
+                       dtype="uint8") as out:
+        out.write(np.moveaxis(lut[classes], -1, 0))
+
+
+def open_mask(path: str | os.PathLike[str]) -> xr.DataArray:
+    """A written mask COG as a lazy DataArray (chunked by its internal tiles)."""
+    import rioxarray
+
+    try:
+        arr = rioxarray.open_rasterio(path, chunks={"band": 1, "y": 512, "x": 512},
+                                     mask_and_scale=False).squeeze("band", drop=True)
+    except Exception as exc:  # rasterio raises several unrelated types here
+        raise GeoSegError(f"cannot open the written mask ({exc})", path) from None
+    return arr.rename("class")

@@ -1,0 +1,96 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geoseg.cli import cli
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_one_line_error(result, *words):
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_sample_data_then_predict_writes_outputs_and_reports_paths(tmp_path):
+    result = run("sample-data", tmp_path / "data", "--size", 300, "--seed", 5)
+    assert result.exit_code == 0, result.output
+    scene = tmp_path / "data" / "scene_5.tif"
+    assert f"scene: {scene}" in result.output
+    dst = tmp_path / "mask.tif"
+    result = run("predict", scene, "-o", dst, "--tile-size", 128, "--quicklook", tmp_path / "q.png")
+    assert result.exit_code == 0, result.output
+    assert f"mask: {dst}" in result.output and "q.png" in result.output
+    with rasterio.open(dst) as ds, rasterio.open(scene) as src:
+        assert ds.transform == src.transform and ds.crs == src.crs
+    # Same command again: the output exists, so it refuses and keeps the file.
+    before = dst.read_bytes()
+    result = run("predict", scene, "-o", dst)
+    assert_one_line_error(result, str(dst), "exists already", "--overwrite")
+    assert dst.read_bytes() == before
+
+
+@pytest.mark.parametrize(("make", "words"), [
+    (lambda d: d / "missing.tif", ["missing.tif", "no such file"]),
+    (lambda d: (d / "notes.tif").write_text("not a raster") and d / "notes.tif",
+     ["notes.tif", "not a raster"]),
+    (lambda d: (d / "zero.tif").write_bytes(b"") or d / "zero.tif", ["zero.tif", "empty"]),
+])
+def test_bad_inputs_give_one_line_errors_and_no_output(tmp_path, make, words):
+    src = make(tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run("predict", src, "-o", out / "mask.tif")
+    assert_one_line_error(result, *words)
+    assert list(out.iterdir()) == []
+
+
+def test_wrong_band_count_and_no_crs_are_one_line_errors(make_raster, tmp_path):
+    three = make_raster("three.tif", data=np.ones((3, 40, 40), np.uint16))
+    assert_one_line_error(run("predict", three, "-o", tmp_path / "a.tif"),
+                          "three.tif", "3 bands but the model needs 4", "--bands")
+    nocrs = make_raster("nocrs.tif", crs=None)
+    assert_one_line_error(run("predict", nocrs, "-o", tmp_path / "b.tif"),
+                          "nocrs.tif", "no CRS", "--allow-no-crs")
+    assert run("predict", nocrs, "-o", tmp_path / "b.tif", "--allow-no-crs").exit_code == 0
+    assert not (tmp_path / "a.tif").exists()
+
+
+def test_bad_option_values_are_usage_errors(make_raster, tmp_path):
+    path = make_raster()
+    assert run("predict", path, "-o", tmp_path / "m.tif", "--bands", "x,y").exit_code == 2
+    assert run("predict", path, "-o", tmp_path / "m.tif", "--scheduler", "gpu").exit_code == 2
+    assert_one_line_error(run("predict", path, "-o", tmp_path / "m.tif", "--tile-size", 100),
+                          "multiple of 8")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(Exception, match="no such file"):
+        run("--debug", "predict", tmp_path / "missing.tif", "-o", tmp_path / "m.tif")
+
+
+def test_info_describes_rasters_and_models(make_raster):
+    result = run("info", make_raster(nodata=0), "--json")
+    data = json.loads(result.output)
+    assert data["size"] == "80 x 64" and data["bands"] == 4 and data["crs"] == "EPSG:32633"
+    result = run("info", "default")
+    assert "grass_crop" in result.output and "heldout_miou" in result.output
+    assert "default" in run("models").output
+
+
+def test_help_is_fast_and_does_not_import_torch():
+    code = "import sys; from geoseg.cli import cli; cli(['--help'], standalone_mode=False); " \
+           "print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().endswith("False")
