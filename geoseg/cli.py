@@ -79,8 +79,8 @@ def scheduler_options(f: F) -> F:
 def model_options(f: F) -> F:
     f = click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
                      help="Where the model runs; auto picks CUDA when available.")(f)
-    f = click.option("--batch-size", type=click.IntRange(min=1), default=4, show_default=True,
-                     help="Tiles per model call.")(f)
+    f = click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                     help="Tiles per model call [default: 1 on CPU, 16 on CUDA].")(f)
     f = click.option("--overlap", type=click.IntRange(min=0), default=None,
                      help="Overlap between tiles in pixels [default: tile size / 8].")(f)
     f = click.option("--tile-size", type=click.IntRange(min=1), default=None,
@@ -137,7 +137,7 @@ def _say(ctx: click.Context, text: str) -> None:
 @overwrite_option
 @click.pass_context
 def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
-            tile_size: int | None, overlap: int | None, batch_size: int, device: str,
+            tile_size: int | None, overlap: int | None, batch_size: int | None, device: str,
             bands: tuple[int, ...] | None, tta: bool, probabilities: str | None,
             quicklook: str | None, allow_no_crs: bool, progress: bool | None, scheduler: str,
             workers: int | None, overwrite: bool) -> None:

@@ -6,7 +6,7 @@ Workers never receive a network through the task graph; they receive a small
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal
 
@@ -37,14 +37,18 @@ class ModelHandle:
     """What a task needs to get the model: a card path, or the saved bytes of an in-memory model."""
 
     fingerprint: str
-    path: str | None = None
-    card: bytes | None = None
-    weights: bytes | None = None
+    path: str | None = field(default=None, compare=False)
+    card: bytes | None = field(default=None, compare=False, repr=False)
+    weights: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, model: Model) -> ModelHandle:
         if model.path is not None:
-            return cls(fingerprint=str(model.path), path=str(model.path))
+            from geoseg.model import card_and_weights
+
+            # The weights' mtime keeps a long-lived worker from using a replaced file's old model.
+            stamp = card_and_weights(model.path)[1].stat().st_mtime_ns
+            return cls(fingerprint=f"{model.path}@{stamp}", path=str(model.path))
         import json
 
         from safetensors.torch import save

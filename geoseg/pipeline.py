@@ -40,8 +40,8 @@ class PredictOptions:
 
     tile_size: int
     overlap: int
-    batch_size: int = 4
-    device: str = "auto"
+    batch_size: int = 1
+    device: str = "cpu"
     tta: bool = False
 
 
@@ -53,6 +53,9 @@ def _infer_batch(source: raster.Source, grid: TileGrid, ids: Sequence[tuple[int,
     with source.open() as ds:
         reads = [raster.read_window(ds, source, t.row, t.col, t.size, t.size) for t in tiles]
     valid = np.stack([v for _, v in reads])
+    if not valid.any():  # all nodata (e.g. outside a scene's footprint): nothing to predict
+        n_classes = len(predictor.spec.classes)
+        return np.zeros((len(tiles), n_classes, grid.size, grid.size), np.float32), valid
     x = predictor.normalize(np.stack([d for d, _ in reads]), valid)
     probs = predictor.predict_proba(x)
     for k, tile in enumerate(tiles):
@@ -100,12 +103,11 @@ def probabilities(source: raster.Source, model: Model, options: PredictOptions) 
     rows, cols = grid.shape
     for i in range(rows):
         for j in range(cols):
-            needed = sorted({batch_of[t.row_index, t.col_index][0]
-                             for t, _, _ in grid.tiles_over_block(i, j)})
-            local = {(t.row_index, t.col_index): (needed.index(batch_of[t.row_index, t.col_index][0]),
-                                                  batch_of[t.row_index, t.col_index][1])
-                     for t, _, _ in grid.tiles_over_block(i, j)}
-            dsk[(blend_name, 0, i, j)] = (_blend_block, grid, i, j, local,
+            covering = [(t.row_index, t.col_index) for t, _, _ in grid.tiles_over_block(i, j)]
+            needed = sorted({batch_of[tid][0] for tid in covering})
+            # Where each covering tile sits among the batches this block receives.
+            lookup = {tid: (needed.index(batch_of[tid][0]), batch_of[tid][1]) for tid in covering}
+            dsk[(blend_name, 0, i, j)] = (_blend_block, grid, i, j, lookup,
                                           [(infer_name, b) for b in needed])
     n_classes = len(model.spec.classes)
     graph = HighLevelGraph.from_collections(blend_name, dsk, dependencies=())
@@ -159,7 +161,7 @@ def predict(
     *,
     tile_size: int | None = None,
     overlap: int | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: str = "auto",
     bands: Sequence[int] | None = None,
     tta: bool = False,
@@ -200,10 +202,13 @@ def predict(
     return open_mask(dst)
 
 
-def _options(model: Model, tile_size: int | None, overlap: int | None, batch_size: int,
+def _options(model: Model, tile_size: int | None, overlap: int | None, batch_size: int | None,
              device: str, tta: bool) -> PredictOptions:
     from geoseg.inference import select_device
 
+    device = select_device(device)
+    if batch_size is None:  # CPUs are fastest on one tile at a time; GPUs want full batches
+        batch_size = 1 if device == "cpu" else 16
     size = tile_size or model.spec.tile_size
     if size % model.spec.size_multiple:
         raise InputError(f"tile size {size} must be a multiple of {model.spec.size_multiple} "
@@ -215,7 +220,7 @@ def _options(model: Model, tile_size: int | None, overlap: int | None, batch_siz
     ov = size // 8 if overlap is None else overlap
     if not 0 <= ov < size:
         raise InputError(f"overlap {ov} must be between 0 and the tile size {size}")
-    return PredictOptions(size, ov, batch_size, select_device(device), tta)
+    return PredictOptions(size, ov, batch_size, device, tta)
 
 
 def check_bands(source: raster.Source, model: Model) -> None:

@@ -132,7 +132,8 @@ def train(
 
 
 def evaluate_arrays(predicted: Sequence[np.ndarray], reference: Sequence[np.ndarray],
-                    n_classes: int) -> dict[str, object]:
+                    class_names: Sequence[str]) -> dict[str, object]:
     """Scores of predicted vs reference label arrays (255 in either is ignored)."""
-    cm = sum(confusion_matrix(p, r, n_classes) for p, r in zip(predicted, reference, strict=True))
-    return scores(np.asarray(cm))
+    n = len(class_names)
+    cm = sum(confusion_matrix(p, r, n) for p, r in zip(predicted, reference, strict=True))
+    return scores(np.asarray(cm), class_names)

@@ -179,3 +179,15 @@ def test_probabilities_without_mask_path_is_refused(make_scene, model):
     path, _ = make_scene(32, 32)
     with pytest.raises(InputError, match="need a mask path"):
         pipeline.predict(path, None, model=model, quicklook="q.png")
+
+
+def test_an_existing_scheduler_address_gives_the_same_mask(make_scene, tmp_path):
+    from distributed import LocalCluster
+
+    path, _ = make_scene(200, 180)
+    reference = geoseg.predict(path, model="default", tile_size=128).values
+    with LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        out = geoseg.predict(path, tmp_path / "m.tif", model="default", tile_size=128,
+                             scheduler=cluster.scheduler_address)
+        np.testing.assert_array_equal(out.values, reference)

@@ -41,7 +41,7 @@ def held_out_scores(model: geoseg.Model, seeds: list[int], size: int) -> dict[st
             preds.append(geoseg.predict(image, model=model).values)
             with rasterio.open(labels) as ds:
                 refs.append(ds.read(1))
-    return evaluate_arrays(preds, refs, len(model.spec.classes))
+    return evaluate_arrays(preds, refs, model.spec.class_names)
 
 
 def main() -> None:
@@ -70,7 +70,7 @@ def main() -> None:
                      "train your own model on your data."),
         bands=BANDS, mean=tuple(mean), std=tuple(std),
         classes=tuple(ClassInfo(n, c) for n, c in CLASSES),
-        tile_size=512, resolution=2.0,
+        tile_size=256, resolution=2.0,
     )
     sampler = ChipSampler(images, labels, size=args.chip)
     model = train(spec, sampler, steps=args.steps, batch_size=args.batch_size, lr=args.lr,

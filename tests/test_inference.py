@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+
+import geoseg
+from geoseg.errors import InputError
+from geoseg.inference import ModelHandle, Predictor, select_device
+
+
+@pytest.fixture(scope="module")
+def model():
+    return geoseg.load_model("default")
+
+
+def test_device_choice():
+    assert select_device("cpu") == "cpu"
+    assert select_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="no CUDA GPU"):
+            select_device("cuda")
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_probabilities_are_normalized_per_pixel(model, tta):
+    predictor = Predictor(model, "cpu", tta=tta)
+    tiles = np.random.default_rng(0).uniform(200, 4000, (2, 4, 64, 64)).astype(np.float32)
+    probs = predictor.predict_proba(predictor.normalize(tiles))
+    assert probs.shape == (2, len(model.spec.classes), 64, 64)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_tta_is_flip_equivariant(model):
+    predictor = Predictor(model, "cpu", tta=True)
+    x = predictor.normalize(np.random.default_rng(1).uniform(200, 4000, (1, 4, 64, 64)))
+    flipped = predictor.predict_proba(np.ascontiguousarray(x[..., ::-1]))[..., ::-1]
+    np.testing.assert_allclose(predictor.predict_proba(x), flipped, atol=1e-5)
+
+
+def test_invalid_pixels_are_fed_as_the_band_mean(model):
+    predictor = Predictor(model, "cpu")
+    tiles = np.full((1, 4, 8, 8), 12345.0, np.float32)
+    valid = np.zeros((1, 8, 8), bool)
+    assert not predictor.normalize(tiles, valid).any()
+
+
+def test_in_memory_models_travel_as_bytes_and_load_identically(model):
+    from geoseg.model import Model
+
+    copy = Model(model.network, model.spec)  # no path: must travel by value
+    handle = ModelHandle.of(copy)
+    assert handle.path is None and handle.weights
+    loaded = handle.load()
+    x = torch.randn(1, 4, 64, 64)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(loaded.network(x).numpy(), model.network(x).numpy())
+    assert ModelHandle.of(copy) == handle and hash(ModelHandle.of(copy)) == hash(handle)
