@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
-            subprocess.run([*geoseg, "sample-data", tmp, "--size", str(size), "--seed", "1"],
+            subprocess.run([*geoseg, "sample-data", tmp, "--size", str(size), "--seed", "1",
+                            "--overwrite"],
                            check=True, stdout=subprocess.DEVNULL)
             scene = Path(tmp) / "scene_1.tif"
             seconds, mib = peak_rss_of([*geoseg, "predict", str(scene), "-o",

@@ -12,7 +12,9 @@ import contextlib
 import fcntl
 import math
 import os
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.dtypes import _gdal_typename
+from rasterio.enums import MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
@@ -57,14 +60,13 @@ class Source:
 
     @contextlib.contextmanager
     def open(self) -> Iterator[rasterio.io.DatasetReader]:
-        """A fresh dataset handle (open one per task / thread)."""
+        """This thread's own dataset handle for the source (GDAL handles are not thread-safe).
+
+        Handles are kept open per thread, so neighbouring overlapping tiles read by one
+        thread share GDAL's block cache instead of decoding the same blocks again.
+        """
         with rasterio.Env(**GDAL_ENV), _read_errors(self.name):
-            if self.vrt_xml is None:
-                with rasterio.open(self.path, sharing=False) as ds:
-                    yield ds
-            else:
-                with MemoryFile(self.vrt_xml.encode(), ext=".vrt") as mem, mem.open() as ds:
-                    yield ds
+            yield _thread_handle(self)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -73,6 +75,34 @@ class Source:
     @property
     def pixel_size(self) -> tuple[float, float]:
         return abs(self.transform.a), abs(self.transform.e)
+
+
+_HANDLES = threading.local()
+_HANDLES_PER_THREAD = 4
+
+
+def _thread_handle(source: Source) -> rasterio.io.DatasetReader:
+    """An open dataset for ``source`` owned by the calling thread (a small LRU per thread)."""
+    handles: OrderedDict[tuple[Any, ...], tuple[Any, Any]] = _HANDLES.__dict__.setdefault(
+        "lru", OrderedDict())
+    stamp = os.stat(source.path).st_mtime_ns if source.vrt_xml is None and os.path.isfile(
+        source.path) else None
+    key = (source.path, source.vrt_xml, stamp)  # a rewritten file gets a new handle
+    if key in handles:
+        handles.move_to_end(key)
+        return handles[key][1]
+    if source.vrt_xml is None:
+        mem, ds = None, rasterio.open(source.path, sharing=False)
+    else:
+        mem = MemoryFile(source.vrt_xml.encode(), ext=".vrt")
+        ds = mem.open()
+    handles[key] = (mem, ds)
+    while len(handles) > _HANDLES_PER_THREAD:
+        _, (old_mem, old_ds) = handles.popitem(last=False)
+        old_ds.close()
+        if old_mem is not None:
+            old_mem.close()
+    return ds
 
 
 @contextlib.contextmanager
@@ -268,15 +298,38 @@ def read_window(
     r1, c1 = min(row + height, source.height), min(col + width, source.width)
     window = Window(c0, r0, c1 - c0, r1 - r0)
     with _read_errors(source.name):
-        data = ds.read(source.bands, window=window, out_dtype="float32")
-        masks = ds.read_masks(source.bands, window=window)
-    valid = np.all(masks > 0, axis=0) & np.all(np.isfinite(data), axis=0)
+        raw = ds.read(source.bands, window=window)
+        valid = _valid_pixels(ds, source.bands, window, raw)
+    data = raw.astype(np.float32)
+    valid &= np.all(np.isfinite(data), axis=0)
     pads = ((r0 - row, row + height - r1), (c0 - col, col + width - c1))
     if any(p for pair in pads for p in pair):
         mode = "reflect" if min(data.shape[1:]) > 1 else "edge"
         data = np.pad(data, ((0, 0), *pads), mode=mode)
         valid = np.pad(valid, pads, mode="constant", constant_values=False)
     return data, valid
+
+
+def _valid_pixels(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], window: Window,
+                  raw: np.ndarray) -> np.ndarray:
+    """Pixels with data in every band, by the cheapest way GDAL's mask flags allow.
+
+    A plain nodata value is compared on the native values already read (GDAL would read
+    every band again to build that mask); real mask bands or alpha are read.
+    """
+    flags = [ds.mask_flag_enums[b - 1] for b in bands]
+    if all(f == [MaskFlags.all_valid] for f in flags):
+        return np.ones(raw.shape[1:], bool)
+    if all(f == [MaskFlags.nodata] for f in flags):
+        valid = np.ones(raw.shape[1:], bool)
+        for k, b in enumerate(bands):
+            nodata = ds.nodatavals[b - 1]
+            if not (isinstance(nodata, float) and math.isnan(nodata)):  # NaN: isfinite catches it
+                valid &= raw[k] != np.array(nodata).astype(raw.dtype)
+        return valid
+    if all(MaskFlags.per_dataset in f for f in flags):
+        return ds.read_masks(bands[0], window=window) > 0
+    return np.all(ds.read_masks(bands, window=window) > 0, axis=0)
 
 
 # ---- writing ---------------------------------------------------------------------------
