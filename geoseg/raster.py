@@ -133,16 +133,15 @@ def open_source(
 
     Raises :class:`RasterReadError` / :class:`InputError` naming the file at fault.
     """
-    files = _expand(paths)
-    infos = [_inspect(f, allow_no_crs=allow_no_crs) for f in files]
+    infos = [_inspect(real, shown, allow_no_crs=allow_no_crs) for shown, real in _expand(paths)]
     if len(infos) == 1:
         info = infos[0]
-        name, path, vrt = info["path"], info["path"], None
+        name, path, vrt = info["shown"], info["path"], None
     else:
         _check_mosaic(infos)
         vrt, width, height, transform = _mosaic_vrt(infos)
         info = {**infos[0], "width": width, "height": height, "transform": transform}
-        name, path = f"{infos[0]['path']} (+{len(infos) - 1} tiles)", ""
+        name, path = f"{infos[0]['shown']} (+{len(infos) - 1} tiles)", ""
     band_indexes = _select_bands(bands, info["count"], name)
     return Source(
         name=name, path=path, vrt_xml=vrt, width=info["width"], height=info["height"],
@@ -151,49 +150,54 @@ def open_source(
     )
 
 
-def _expand(paths: Any) -> list[str]:
+def _expand(paths: Any) -> list[tuple[str, str]]:
+    """Input arguments → ``(as the user wrote it, absolute path)`` of every raster file.
+
+    Absolute paths keep working in VRTs and on workers with another working directory.
+    """
     items = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     if not items:
         raise InputError("no input raster given")
-    files: list[str] = []
+    files: list[tuple[str, str]] = []
     for item in items:
         p = Path(item)
         if p.is_dir():
-            tiles = sorted(str(c) for c in p.iterdir()
+            tiles = sorted(c for c in p.iterdir()
                            if c.suffix.lower() in (".tif", ".tiff") and c.is_file())
             if not tiles:
                 raise RasterReadError("is a directory without GeoTIFF tiles", p)
-            files.extend(tiles)
+            files.extend((str(c), str(c.absolute())) for c in tiles)
         elif "://" in str(item) or str(item).startswith("/vsi"):
-            files.append(str(item))
+            files.append((str(item), str(item)))
         elif not p.exists():
             raise RasterReadError("no such file", p)
         else:
-            files.append(str(p.absolute()))
+            files.append((str(p), str(p.absolute())))
     return files
 
 
-def _inspect(path: str, *, allow_no_crs: bool) -> dict[str, Any]:
+def _inspect(path: str, shown: str, *, allow_no_crs: bool) -> dict[str, Any]:
+    """Open one raster and check it can feed a model; errors name it as ``shown``."""
     if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise RasterReadError("is an empty file (0 bytes)", path)
+        raise RasterReadError("is an empty file (0 bytes)", shown)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.Env(**GDAL_ENV), _read_errors(path), rasterio.open(path, sharing=False) as ds:
+        with rasterio.Env(**GDAL_ENV), _read_errors(shown), rasterio.open(path, sharing=False) as ds:
             dtypes = set(ds.dtypes)
             if len(dtypes) != 1:
-                raise InputError(f"bands have different data types {sorted(dtypes)}", path)
+                raise InputError(f"bands have different data types {sorted(dtypes)}", shown)
             dtype = ds.dtypes[0]
             if dtype not in SUPPORTED_DTYPES:
-                raise InputError(f"data type {dtype} is not supported (use a real-valued raster)", path)
+                raise InputError(f"data type {dtype} is not supported (use a real-valued raster)", shown)
             transform = ds.transform
             if transform.b != 0 or transform.d != 0:
                 raise InputError("rotated or sheared geotransform is not supported "
-                                 "(warp it north-up first, e.g. gdalwarp)", path)
+                                 "(warp it north-up first, e.g. gdalwarp)", shown)
             if ds.crs is None and not allow_no_crs:
-                raise InputError("has no CRS (use --allow-no-crs to process it anyway)", path)
-            _check_readable(ds, path)
+                raise InputError("has no CRS (use --allow-no-crs to process it anyway)", shown)
+            _check_readable(ds, shown)
             return {
-                "path": path, "width": ds.width, "height": ds.height, "count": ds.count,
+                "path": path, "shown": shown, "width": ds.width, "height": ds.height, "count": ds.count,
                 "dtype": dtype, "crs": ds.crs, "transform": transform, "nodata": ds.nodata,
             }
 
@@ -224,14 +228,14 @@ def _check_mosaic(infos: list[dict[str, Any]]) -> None:
         for key, what in (("crs", "CRS"), ("count", "band count"), ("dtype", "data type")):
             if info[key] != first[key]:
                 raise InputError(f"mosaic tile {what} {info[key]} differs from "
-                                 f"{first[key]} of {first['path']}", info["path"])
+                                 f"{first[key]} of {first['shown']}", info["shown"])
         a, b = info["transform"], first["transform"]
         if not (math.isclose(a.a, b.a, rel_tol=1e-9) and math.isclose(a.e, b.e, rel_tol=1e-9)):
             raise InputError(f"mosaic tile pixel size ({a.a}, {a.e}) differs from "
-                             f"({b.a}, {b.e}) of {first['path']}", info["path"])
+                             f"({b.a}, {b.e}) of {first['shown']}", info["shown"])
         col, row = ~b @ (a.c, a.f)
         if abs(col - round(col)) > 1e-3 or abs(row - round(row)) > 1e-3:
-            raise InputError(f"mosaic tile is not on the pixel grid of {first['path']}", info["path"])
+            raise InputError(f"mosaic tile is not on the pixel grid of {first['shown']}", info["shown"])
 
 
 def _mosaic_vrt(infos: list[dict[str, Any]]) -> tuple[str, int, int, Affine]:
@@ -393,13 +397,13 @@ def write_cog(scratch: Path, dst: Path, *, overview_resampling: str = "nearest",
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What ``geoseg info`` shows about a raster: geometry, bands, nodata, classes, COG layout."""
-    files = _expand(path)
+    shown, real = _expand(path)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.Env(**GDAL_ENV), _read_errors(files[0]), rasterio.open(files[0]) as ds:
+        with rasterio.Env(**GDAL_ENV), _read_errors(shown), rasterio.open(real) as ds:
             tags = ds.tags()
             out: dict[str, Any] = {
-                "path": files[0], "driver": ds.driver, "size": f"{ds.width} x {ds.height}",
+                "path": shown, "driver": ds.driver, "size": f"{ds.width} x {ds.height}",
                 "bands": ds.count, "dtype": ds.dtypes[0],
                 "crs": ds.crs.to_string() if ds.crs else None,
                 "resolution": list(ds.res), "bounds": list(ds.bounds),

@@ -156,3 +156,32 @@ def test_atomic_path_never_leaves_partial_files(tmp_path):
         tmp.write_text("new")
     assert target.read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
+
+
+def test_vrt_file_input_reads_like_its_tiles(tmp_path):
+    data = np.random.default_rng(4).integers(1, 5000, (4, 64, 96), dtype=np.uint16)
+    mosaic = raster.open_source(_split(tmp_path, data))
+    vrt = tmp_path / "mosaic.vrt"
+    vrt.write_text(mosaic.vrt_xml)
+    src = raster.open_source(vrt)
+    assert (src.width, src.height, src.transform) == (96, 64, TRANSFORM)
+    with src.open() as ds:
+        tile, valid = raster.read_window(ds, src, 0, 0, 64, 96)
+    np.testing.assert_array_equal(tile, data.astype(np.float32))
+    assert valid.all()
+
+
+def test_internal_mask_band_marks_nodata(tmp_path):
+    data = np.full((4, 32, 32), 500, np.uint16)
+    path = tmp_path / "masked.tif"
+    with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(
+            path, "w", driver="GTiff", width=32, height=32, count=4, dtype="uint16",
+            crs="EPSG:32633", transform=TRANSFORM) as ds:
+        ds.write(data)
+        mask = np.full((32, 32), 255, np.uint8)
+        mask[:, :10] = 0
+        ds.write_mask(mask)
+    src = raster.open_source(path)
+    with src.open() as ds:
+        _, valid = raster.read_window(ds, src, 0, 0, 32, 32)
+    assert not valid[:, :10].any() and valid[:, 10:].all()
