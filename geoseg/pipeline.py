@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -308,6 +309,7 @@ def write_quicklook(mask_path: str | os.PathLike[str], png: str | os.PathLike[st
     """An RGBA PNG of the mask in its class colors, at most ``max_size`` pixels a side."""
     import rasterio
     from rasterio.enums import Resampling
+    from rasterio.errors import NotGeoreferencedWarning
 
     with rasterio.Env(**raster.GDAL_ENV), rasterio.open(mask_path) as ds:
         scale = max(ds.width / max_size, ds.height / max_size, 1.0)
@@ -317,9 +319,11 @@ def write_quicklook(mask_path: str | os.PathLike[str], png: str | os.PathLike[st
     lut = np.zeros((256, 4), np.uint8)
     for value, rgba in table.items():
         lut[value] = rgba
-    with rasterio.open(png, "w", driver="PNG", width=shape[1], height=shape[0], count=4,
-                       dtype="uint8") as out:
-        out.write(np.moveaxis(lut[classes], -1, 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # a picture, on purpose
+        with rasterio.open(png, "w", driver="PNG", width=shape[1], height=shape[0], count=4,
+                           dtype="uint8") as out:
+            out.write(np.moveaxis(lut[classes], -1, 0))
 
 
 def open_mask(path: str | os.PathLike[str]) -> xr.DataArray:

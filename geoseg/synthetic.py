@@ -82,9 +82,19 @@ class Scene:
         self.parcel_size = rng.uniform(60, 140, size=2)
         self.roads = _roads(rng, self.size)
         self.rivers = _rivers(rng, self.size)
-        self.buildings, streets = _settlements(rng, self.size)
+        buildings, streets = _settlements(rng, self.size)
         self.roads = np.concatenate([self.roads, streets]) if len(streets) else self.roads
+        self.buildings = buildings[~self._is_water(buildings[:, 0:3:2].mean(axis=1),
+                                                   buildings[:, 1:4:2].mean(axis=1))]
         self.noise_seed = int(rng.integers(2**31))
+
+    def _is_water(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Whether points (pixel coordinates) lie in a lake or river (no houses there)."""
+        f = self._fields
+        terrain = (_sample(f["terrain"], rows / COARSE, cols / COARSE)
+                   + 0.35 * _sample(f["rough"], rows / MEDIUM, cols / MEDIUM))
+        river = _near_segments(self.rivers, rows[:, None], cols[:, None])[:, 0]
+        return (terrain < self.water_level) | river
 
     @property
     def transform(self) -> Affine:
@@ -121,12 +131,10 @@ class Scene:
     def _land_cover(self, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
         f = self._fields
         rough = 0.35 * _sample(f["rough"], yy / MEDIUM, xx / MEDIUM)
-        terrain = _sample(f["terrain"], yy / COARSE, xx / COARSE) + rough
         labels = np.full(yy.shape, GRASS, np.uint8)
         labels[_sample(f["bare"], yy / COARSE, xx / COARSE) + rough > self.bare_level] = BARE
         labels[_sample(f["forest"], yy / COARSE, xx / COARSE) + rough > self.forest_level] = FOREST
-        labels[terrain < self.water_level] = WATER
-        labels[_near_segments(self.rivers, yy, xx)] = WATER
+        labels[self._is_water(yy, xx)] = WATER
         for r0, c0, r1, c1, _ in _in_window(self.buildings, yy, xx):
             labels[(yy >= r0) & (yy < r1) & (xx >= c0) & (xx < c1)] = BUILT
         labels[_near_segments(self.roads, yy, xx)] = ROAD
@@ -257,7 +265,7 @@ def _in_window(rects: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     """Rectangles (or segments, by their bounding boxes) that touch the window."""
     if not len(rects):
         return rects
-    ymin, ymax, xmin, xmax = yy[0, 0], yy[-1, 0], xx[0, 0], xx[0, -1]
+    ymin, ymax, xmin, xmax = yy.min(), yy.max(), xx.min(), xx.max()
     pad = rects[:, 4:5].max() + 1 if rects.shape[1] == 5 else 1
     lo_r = np.minimum(rects[:, 0], rects[:, 2]) - pad
     hi_r = np.maximum(rects[:, 0], rects[:, 2]) + pad
