@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -48,13 +48,17 @@ def check_outputs(paths: Iterable[str | os.PathLike[str] | None], *, overwrite: 
 def temp_sibling(path: str | os.PathLike[str], suffix: str = "") -> Path:
     """A new, empty temp file in the same folder as ``path`` (so os.replace is atomic)."""
     p = Path(path)
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp" + (suffix or p.suffix),
-                                    dir=p.parent if str(p.parent) else ".")
-    except OSError as exc:
-        raise OutputError(f"cannot create a file here ({exc.strerror})", p.parent) from None
-    os.close(fd)
-    return Path(name)
+    for _ in range(100):
+        name = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp{suffix or p.suffix}")
+        try:
+            # Mode 0o666 filtered by the umask, like any new file (mkstemp would give 0o600).
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise OutputError(f"cannot create a file here ({exc.strerror})", p.parent) from None
+        return name
+    raise OutputError("cannot find a free temporary file name", p.parent)
 
 
 def remove_with_sidecars(path: str | os.PathLike[str]) -> None:

@@ -210,7 +210,7 @@ def info(path: str, as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2, default=str))
         return
     for key, value in data.items():
-        if isinstance(value, (list, dict)):
+        if isinstance(value, (list, tuple, dict)):
             value = json.dumps(value, default=str)
         click.echo(f"{key + ':':<18} {value}")
 

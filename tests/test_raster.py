@@ -185,3 +185,16 @@ def test_internal_mask_band_marks_nodata(tmp_path):
     with src.open() as ds:
         _, valid = raster.read_window(ds, src, 0, 0, 32, 32)
     assert not valid[:, :10].any() and valid[:, 10:].all()
+
+
+def test_outputs_get_ordinary_file_permissions(tmp_path):
+    import os
+
+    target = tmp_path / "shared.txt"
+    old = os.umask(0o022)
+    try:
+        with atomic.atomic_path(target, overwrite=False) as tmp:
+            tmp.write_text("for everyone to read")
+    finally:
+        os.umask(old)
+    assert target.stat().st_mode & 0o777 == 0o644
