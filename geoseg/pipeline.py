@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 NODATA = styles.NODATA_CLASS
 PROB_NODATA = 255
 PROB_SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
+BAND_TILES = 32  # tile columns per band of the sweep (bounds memory for wide rasters)
+LOOKAHEAD_ROWS = 2  # tile row r waits for block row r - 2 (block row i needs tile row i + 1)
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,12 @@ class PredictOptions:
 
 
 def _infer_batch(source: raster.Source, grid: TileGrid, ids: Sequence[tuple[int, int]],
-                 handle: ModelHandle, options: PredictOptions) -> tuple[np.ndarray, np.ndarray]:
-    """Read, normalize and predict a batch of tiles; returns (weighted probs, valid masks)."""
+                 handle: ModelHandle, options: PredictOptions,
+                 after: object = None) -> tuple[np.ndarray, np.ndarray]:
+    """Read, normalize and predict a batch of tiles; returns (weighted probs, valid masks).
+
+    ``after`` only orders the task behind a gate; its value is unused.
+    """
     predictor = cached_predictor(handle, options.device, options.tta)
     tiles = [grid.tile(i, j) for i, j in ids]
     with source.open() as ds:
@@ -62,6 +68,21 @@ def _infer_batch(source: raster.Source, grid: TileGrid, ids: Sequence[tuple[int,
     for k, tile in enumerate(tiles):
         probs[k] *= grid.blend_weights(tile)
     return probs, valid
+
+
+def _blend_task(grid: TileGrid, i: int, j: int,
+                batch_of: dict[tuple[int, int], tuple[Any, int]]) -> tuple[Any, ...]:
+    """The task for output block (i, j), fed by the batches that hold its covering tiles."""
+    covering = [(t.row_index, t.col_index) for t, _, _ in grid.tiles_over_block(i, j)]
+    needed = sorted({batch_of[tid][0] for tid in covering})
+    # Where each covering tile sits among the batches this block receives.
+    lookup = {tid: (needed.index(batch_of[tid][0]), batch_of[tid][1]) for tid in covering}
+    return (_blend_block, grid, i, j, lookup, needed)
+
+
+def _done(_: object) -> None:
+    """A gate: finishes when its inputs (a row of blocks) exist; orders the sweep."""
+    return None
 
 
 def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], tuple[int, int]],
@@ -85,7 +106,14 @@ def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], t
 
 
 def probabilities(source: raster.Source, model: Model, options: PredictOptions) -> da.Array:
-    """Lazy blended class probabilities ``(classes, height, width)`` float32 (NaN = nodata)."""
+    """Lazy blended class probabilities ``(classes, height, width)`` float32 (NaN = nodata).
+
+    The graph sweeps the raster in bands of :data:`BAND_TILES` tile columns, row by row;
+    tiles at a band's sides are predicted again by the next band (≤ 2 / BAND_TILES extra
+    work, none for rasters narrower than one band) and each row of tiles waits for the
+    blocks :data:`LOOKAHEAD_ROWS` rows above it. So the tile results alive at any time
+    are a few rows of one band, whatever the raster's width or height.
+    """
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
@@ -94,22 +122,30 @@ def probabilities(source: raster.Source, model: Model, options: PredictOptions) 
     handle = ModelHandle.of(model)
     token = tokenize(source, grid, handle, options)
     infer_name, blend_name = f"geoseg-infer-{token}", f"geoseg-blend-{token}"
-    ids = [(t.row_index, t.col_index) for t in grid.tiles()]
-    batch_of = {}
-    dsk: dict[Any, Any] = {}
-    for b, start in enumerate(range(0, len(ids), options.batch_size)):
-        batch = ids[start:start + options.batch_size]
-        batch_of.update({tid: (b, k) for k, tid in enumerate(batch)})
-        dsk[(infer_name, b)] = (_infer_batch, source, grid, batch, handle, options)
+    gate_name = f"geoseg-gate-{token}"
     rows, cols = grid.shape
-    for i in range(rows):
-        for j in range(cols):
-            covering = [(t.row_index, t.col_index) for t, _, _ in grid.tiles_over_block(i, j)]
-            needed = sorted({batch_of[tid][0] for tid in covering})
-            # Where each covering tile sits among the batches this block receives.
-            lookup = {tid: (needed.index(batch_of[tid][0]), batch_of[tid][1]) for tid in covering}
-            dsk[(blend_name, 0, i, j)] = (_blend_block, grid, i, j, lookup,
-                                          [(infer_name, b) for b in needed])
+    dsk: dict[Any, Any] = {}
+    step = 0
+    for first in range(0, cols, BAND_TILES):
+        block_cols = range(first, min(first + BAND_TILES, cols))
+        tile_cols = range(max(first - 1, 0), min(first + BAND_TILES + 1, cols))
+        batch_of: dict[tuple[int, int], tuple[Any, int]] = {}
+        for r in range(rows + 1):
+            if r < rows:  # infer tile row r once block row r - LOOKAHEAD_ROWS is finished
+                back = step - (LOOKAHEAD_ROWS - 1)  # block row (r - LOOKAHEAD_ROWS) in the sweep
+                gate = (gate_name, back) if back >= 0 else None
+                ids = [(r, c) for c in tile_cols]
+                for k in range(0, len(ids), options.batch_size):
+                    key = (infer_name, first, r, k)
+                    batch = ids[k:k + options.batch_size]
+                    batch_of.update({tid: (key, n) for n, tid in enumerate(batch)})
+                    dsk[key] = (_infer_batch, source, grid, batch, handle, options, gate)
+            if r >= 1:  # blend block row r - 1: its tiles (rows r-2 .. r) are all there now
+                i = r - 1
+                for j in block_cols:
+                    dsk[(blend_name, 0, i, j)] = _blend_task(grid, i, j, batch_of)
+                dsk[(gate_name, step)] = (_done, [(blend_name, 0, i, j) for j in block_cols])
+                step += 1
     n_classes = len(model.spec.classes)
     graph = HighLevelGraph.from_collections(blend_name, dsk, dependencies=())
     return da.Array(graph, blend_name, chunks=((n_classes,), *grid.chunks), dtype=np.float32)

@@ -191,3 +191,42 @@ def test_an_existing_scheduler_address_gives_the_same_mask(make_scene, tmp_path)
         out = geoseg.predict(path, tmp_path / "m.tif", model="default", tile_size=128,
                              scheduler=cluster.scheduler_address)
         np.testing.assert_array_equal(out.values, reference)
+
+
+def test_sweep_in_bands_gives_the_same_mask(make_scene, model, monkeypatch):
+    path, _ = make_scene(300, 500)
+    whole_width = geoseg.predict(path, model=model, tile_size=64).values
+    monkeypatch.setattr(pipeline, "BAND_TILES", 3)  # 9 tile columns -> 3 bands
+    banded = geoseg.predict(path, model=model, tile_size=64).values
+    np.testing.assert_array_equal(banded, whole_width)
+
+
+@pytest.mark.parametrize("size", [400, 800])
+def test_tile_results_alive_at_once_do_not_grow_with_the_raster(make_scene, model, monkeypatch,
+                                                                 size):
+    import threading
+    import weakref
+
+    live, peak, lock = [0], [0], threading.Lock()
+    infer = pipeline._infer_batch
+
+    def counting(*args, **kwargs):
+        probs, valid = infer(*args, **kwargs)
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+
+        def release():
+            with lock:
+                live[0] -= 1
+
+        weakref.finalize(probs, release)
+        return probs, valid
+
+    monkeypatch.setattr(pipeline, "_infer_batch", counting)
+    monkeypatch.setattr(pipeline, "BAND_TILES", 4)
+    path, _ = make_scene(size, size, nodata_corner=False)
+    geoseg.predict(path, model=model, tile_size=32, overlap=8).compute()
+    # A few rows of one band (4 columns + its two side columns), however large the raster;
+    # sweeping whole rows instead would keep 3+ rows of 17 or 34 tiles.
+    assert peak[0] <= (pipeline.LOOKAHEAD_ROWS + 3) * (4 + 2), peak[0]
