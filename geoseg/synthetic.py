@@ -135,8 +135,8 @@ class Scene:
         labels[_sample(f["bare"], yy / COARSE, xx / COARSE) + rough > self.bare_level] = BARE
         labels[_sample(f["forest"], yy / COARSE, xx / COARSE) + rough > self.forest_level] = FOREST
         labels[self._is_water(yy, xx)] = WATER
-        for r0, c0, r1, c1, _ in _in_window(self.buildings, yy, xx):
-            labels[(yy >= r0) & (yy < r1) & (xx >= c0) & (xx < c1)] = BUILT
+        for rect in _in_window(self.buildings, yy, xx):
+            labels[_rect_slices(rect, yy, xx)] = BUILT
         labels[_near_segments(self.roads, yy, xx)] = ROAD
         return labels
 
@@ -156,9 +156,9 @@ class Scene:
         image[:3, crop] *= 1 - 0.25 * vigour[crop]
         built = labels == BUILT
         red = np.zeros(labels.shape, bool)
-        for r0, c0, r1, c1, roof in _in_window(self.buildings, yy, xx):
-            if roof:
-                red |= (yy >= r0) & (yy < r1) & (xx >= c0) & (xx < c1)
+        for rect in _in_window(self.buildings, yy, xx):
+            if rect[4]:  # red tile roof
+                red[_rect_slices(rect, yy, xx)] = True
         image[:, red & built] = RED_ROOF[:, None]
         texture = {WATER: 0.04, FOREST: 0.18, GRASS: 0.07, BARE: 0.10, BUILT: 0.06, ROAD: 0.04}
         amp = np.zeros(labels.shape, np.float32)
@@ -275,14 +275,34 @@ def _in_window(rects: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
     return rects[keep]
 
 
+def _rect_slices(rect: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> tuple[slice, slice]:
+    """The part of a grid window (integer pixel coordinates ``yy``, ``xx``) that
+    ``r0 <= y < r1`` and ``c0 <= x < c1`` select, as slices (no full-window pass)."""
+    row0, col0 = int(yy[0, 0]), int(xx[0, 0])
+    h, w = yy.shape
+    r0, c0, r1, c1 = (math.ceil(v) for v in rect[:4])
+    return (slice(min(max(r0 - row0, 0), h), min(max(r1 - row0, 0), h)),
+            slice(min(max(c0 - col0, 0), w), min(max(c1 - col0, 0), w)))
+
+
 def _near_segments(segments: np.ndarray, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    """Pixels whose centre lies within each segment's half width."""
+    """Points (pixel centres ``+ 0.5``) that lie within each segment's half width.
+
+    On a grid window each segment is only evaluated inside its own bounding box.
+    """
     hit = np.zeros(yy.shape, bool)
-    py, px = yy + 0.5, xx + 0.5
+    grid = yy.ndim == 2 and yy.shape[1] > 1 and bool(yy[0, 0] == yy[0, -1])
     for r0, c0, r1, c1, half in _in_window(segments, yy, xx):
+        if grid:
+            box = np.array([min(r0, r1) - half - 1, min(c0, c1) - half - 1,
+                            max(r0, r1) + half + 1, max(c0, c1) + half + 1])
+            region = _rect_slices(box, yy, xx)
+        else:
+            region = (slice(None), slice(None))
+        py, px = yy[region] + 0.5, xx[region] + 0.5
         dy, dx = r1 - r0, c1 - c0
         t = np.clip(((py - r0) * dy + (px - c0) * dx) / max(dy * dy + dx * dx, 1e-6), 0, 1)
-        hit |= (py - r0 - t * dy) ** 2 + (px - c0 - t * dx) ** 2 <= half * half
+        hit[region] |= (py - r0 - t * dy) ** 2 + (px - c0 - t * dx) ** 2 <= half * half
     return hit
 
 

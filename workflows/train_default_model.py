@@ -2,6 +2,7 @@
 
     python workflows/train_default_model.py            # writes geoseg/models/default/
     python workflows/train_default_model.py --steps 200 --out /tmp/quick
+    python workflows/train_default_model.py --evaluate-only   # score the shipped model
 
 Training scenes use seeds 0..N-1; the model is then evaluated with the full tiled
 pipeline (``geoseg.predict``) on held-out scenes (seeds 1000+) that training never saw,
@@ -56,7 +57,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-seeds", type=int, nargs="+", default=[1000, 1001, 1002])
     parser.add_argument("--eval-size", type=int, default=1024)
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="score the model at --out on the held-out scenes; do not train")
     args = parser.parse_args()
+    if args.evaluate_only:
+        model = geoseg.load_model(args.out)
+        result = held_out_scores(model, args.eval_seeds, args.eval_size)
+        print(f"held-out mIoU {result['miou']:.4f}, overall accuracy "
+              f"{result['overall_accuracy']:.4f} (seeds {args.eval_seeds}, {args.eval_size}²)")
+        for name, s in result["per_class"].items():
+            print(f"  {name:<12} IoU {s['iou']:.4f}  F1 {s['f1']:.4f}")
+        return
 
     torch.set_num_threads(torch.get_num_threads())
     started = time.time()
