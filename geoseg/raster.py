@@ -1,7 +1,8 @@
 """Raster sources and outputs: open and validate inputs, read windows, write COGs.
 
-A :class:`Source` is a small picklable value (paths or VRT text + geometry); every task
-opens its own dataset handle from it, because GDAL handles are not thread-safe.
+A :class:`Source` is a small picklable value (paths or VRT text + geometry); tasks get
+their dataset handle from it through ``Source.open()``, one per thread, because GDAL
+handles are not thread-safe.
 Several GeoTIFFs that form a mosaic become one VRT (built here as GDAL's own VRT XML,
 with a dataset mask so gaps between tiles are nodata), never a hand-merged array.
 """
@@ -35,7 +36,6 @@ from geoseg.errors import InputError, OutputError, RasterReadError
 
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32",
                     "uint64", "int64", "float32", "float64")
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt")
 # GDAL reads a GDAL_CACHEMAX below 100000 as megabytes: a fixed 256 MB block cache per process.
 GDAL_ENV = {"GDAL_CACHEMAX": 256, "GDAL_NUM_THREADS": "ALL_CPUS"}
 
@@ -67,14 +67,6 @@ class Source:
         """
         with rasterio.Env(**GDAL_ENV), _read_errors(self.name):
             yield _thread_handle(self)
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return self.height, self.width
-
-    @property
-    def pixel_size(self) -> tuple[float, float]:
-        return abs(self.transform.a), abs(self.transform.e)
 
 
 _HANDLES = threading.local()
