@@ -111,7 +111,8 @@ def train(
         x, y = sampler(rng, batch_size)
         xt = (torch.from_numpy(x).to(dev) - mean) / std
         yt = torch.from_numpy(y).to(dev)
-        with torch.autocast(dev.type, enabled=dev.type == "cuda"):
+        # bfloat16 autocast on GPUs: float16 would need a GradScaler against underflow.
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
             logits = network(xt)
         logits = logits.float()
         loss = ce(logits, yt) + dice_loss(logits, yt, n_classes)
