@@ -16,6 +16,9 @@ from geoseg.errors import OutputError, OutputExistsError
 
 # Files GDAL or SQLite may leave beside a dataset.
 SIDECAR_SUFFIXES = (".aux.xml", ".ovr", ".msk", "-journal", "-wal", "-shm", ".lock")
+# GDAL sidecars that describe a raster: stale once the raster is replaced (QGIS writes
+# .aux.xml statistics, for example, and GDAL would apply them to the new file).
+RASTER_SIDECARS = (".aux.xml", ".ovr", ".msk")
 
 
 def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
@@ -85,6 +88,9 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Pa
             raise OutputExistsError("exists already (use --overwrite to replace it)", target)
         _fsync(tmp)
         os.replace(tmp, target)
+        for suffix in RASTER_SIDECARS:
+            with contextlib.suppress(FileNotFoundError):
+                target.with_name(target.name + suffix).unlink()
     except OSError as exc:
         remove_with_sidecars(tmp)
         if isinstance(exc, OutputError):

@@ -8,6 +8,7 @@ Heavy imports (torch, dask) happen inside the commands so ``geoseg --help`` is i
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -108,6 +109,8 @@ def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     import warnings
 
     ctx.obj = {"quiet": quiet}
+    if not (verbose or debug):  # GDAL default handler lines; its errors still reach us as exceptions
+        os.environ.setdefault("CPL_LOG", os.devnull)
     level = logging.ERROR if quiet else (logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     if not verbose:

@@ -42,8 +42,9 @@ class ModelHandle:
     weights: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, model: Model) -> ModelHandle:
-        if model.path is not None:
+    def of(cls, model: Model, *, by_path: bool = True) -> ModelHandle:
+        """A handle that reloads ``model`` from its file (``by_path``) or carries its bytes."""
+        if by_path and model.path is not None:
             from geoseg.model import card_and_weights
 
             # The weights' mtime keeps a long-lived worker from using a replaced file's old model.

@@ -105,35 +105,38 @@ def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], t
     return total
 
 
-def probabilities(source: raster.Source, model: Model, options: PredictOptions) -> da.Array:
+def probabilities(source: raster.Source, handle: ModelHandle, n_classes: int,
+                  options: PredictOptions, *, sweep: bool = False) -> da.Array:
     """Lazy blended class probabilities ``(classes, height, width)`` float32 (NaN = nodata).
 
-    The graph sweeps the raster in bands of :data:`BAND_TILES` tile columns, row by row;
-    tiles at a band's sides are predicted again by the next band (≤ 2 / BAND_TILES extra
-    work, none for rasters narrower than one band) and each row of tiles waits for the
-    blocks :data:`LOOKAHEAD_ROWS` rows above it. So the tile results alive at any time
-    are a few rows of one band, whatever the raster's width or height.
+    With ``sweep`` (for writing the whole raster) the graph sweeps it in bands of
+    :data:`BAND_TILES` tile columns, row by row: tiles at a band's sides are predicted
+    again by the next band (≤ 2 / BAND_TILES extra work, none for rasters narrower than
+    one band) and each row of tiles waits for the blocks :data:`LOOKAHEAD_ROWS` rows above
+    it. So the tile results alive at any time are a few rows of one band, whatever the
+    raster's size. Without it every block depends only on its neighbouring tiles, so a
+    window of the lazy array computes only the tiles it needs.
     """
     import dask.array as da
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph
 
     grid = TileGrid(source.height, source.width, options.tile_size, options.overlap)
-    handle = ModelHandle.of(model)
-    token = tokenize(source, grid, handle, options)
+    token = tokenize(source, grid, handle, options, sweep)
     infer_name, blend_name = f"geoseg-infer-{token}", f"geoseg-blend-{token}"
     gate_name = f"geoseg-gate-{token}"
     rows, cols = grid.shape
+    band = BAND_TILES if sweep else cols
     dsk: dict[Any, Any] = {}
     step = 0
-    for first in range(0, cols, BAND_TILES):
-        block_cols = range(first, min(first + BAND_TILES, cols))
-        tile_cols = range(max(first - 1, 0), min(first + BAND_TILES + 1, cols))
+    for first in range(0, cols, band):
+        block_cols = range(first, min(first + band, cols))
+        tile_cols = range(max(first - 1, 0), min(first + band + 1, cols))
         batch_of: dict[tuple[int, int], tuple[Any, int]] = {}
         for r in range(rows + 1):
             if r < rows:  # infer tile row r once block row r - LOOKAHEAD_ROWS is finished
                 back = step - (LOOKAHEAD_ROWS - 1)  # block row (r - LOOKAHEAD_ROWS) in the sweep
-                gate = (gate_name, back) if back >= 0 else None
+                gate = (gate_name, back) if sweep and back >= 0 else None
                 ids = [(r, c) for c in tile_cols]
                 for k in range(0, len(ids), options.batch_size):
                     key = (infer_name, first, r, k)
@@ -144,9 +147,9 @@ def probabilities(source: raster.Source, model: Model, options: PredictOptions) 
                 i = r - 1
                 for j in block_cols:
                     dsk[(blend_name, 0, i, j)] = _blend_task(grid, i, j, batch_of)
-                dsk[(gate_name, step)] = (_done, [(blend_name, 0, i, j) for j in block_cols])
+                if sweep:
+                    dsk[(gate_name, step)] = (_done, [(blend_name, 0, i, j) for j in block_cols])
                 step += 1
-    n_classes = len(model.spec.classes)
     graph = HighLevelGraph.from_collections(blend_name, dsk, dependencies=())
     return da.Array(graph, blend_name, chunks=((n_classes,), *grid.chunks), dtype=np.float32)
 
@@ -226,10 +229,12 @@ def predict(
         atomic.check_outputs([dst, qml_path(dst), probabilities_path, quicklook],
                              overwrite=overwrite)
     source = raster.open_source(src, bands=bands, allow_no_crs=allow_no_crs)
-    model = load_model(model)
+    model_arg, model = model, load_model(model)
     options = _options(model, tile_size, overlap, batch_size, device, tta)
     check_bands(source, model)
-    probs = probabilities(source, model, options)
+    # A Model object is used as it is in memory (it may differ from the file it came from).
+    handle = ModelHandle.of(model, by_path=not isinstance(model_arg, Model))
+    probs = probabilities(source, handle, len(model.spec.classes), options, sweep=dst is not None)
     mask = class_mask(probs)
     if dst is None:
         return as_dataarray(mask, source, name="class", nodata=NODATA)
@@ -255,8 +260,7 @@ def _options(model: Model, tile_size: int | None, overlap: int | None, batch_siz
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
     ov = size // 8 if overlap is None else overlap
-    if not 0 <= ov < size:
-        raise InputError(f"overlap {ov} must be between 0 and the tile size {size}")
+    TileGrid(1, 1, size, ov)  # validates tile size and overlap
     return PredictOptions(size, ov, batch_size, device, tta)
 
 
@@ -286,18 +290,21 @@ def write_outputs(source: raster.Source, model: Model, mask: da.Array, probs: da
     scratch_probs = (atomic.temp_sibling(probabilities_path, ".scratch.tif")
                      if probabilities_path else None)
     try:
-        raster.create_scratch(scratch_mask, source, count=1, dtype="uint8", nodata=NODATA)
-        arrays, targets = [mask], [raster.WindowWriter(scratch_mask)]
-        if scratch_probs is not None:
+        raster.create_scratch(scratch_mask, source, count=1, dtype="uint8", nodata=NODATA,
+                              name=dst)
+        arrays, targets = [mask], [raster.WindowWriter(scratch_mask, dst)]
+        if scratch_probs is not None and probabilities_path is not None:
             raster.create_scratch(scratch_probs, source, count=len(spec.classes),
-                                  dtype="uint8", nodata=PROB_NODATA)
+                                  dtype="uint8", nodata=PROB_NODATA, name=probabilities_path)
             arrays.append(scaled_probabilities(probs))
-            targets.append(raster.WindowWriter(scratch_probs))
+            targets.append(raster.WindowWriter(scratch_probs, probabilities_path))
         stored = da.store(arrays, targets, lock=False, compute=False)
         compute(stored, scheduler=scheduler, workers=workers, progress=progress)
-        _describe_mask(scratch_mask, model, source)
-        if scratch_probs is not None:
-            _describe_probabilities(scratch_probs, model)
+        with raster.write_errors(dst):
+            _describe_mask(scratch_mask, model, source)
+        if scratch_probs is not None and probabilities_path is not None:
+            with raster.write_errors(probabilities_path):
+                _describe_probabilities(scratch_probs, model)
         # All outputs are finished as temp files first and replaced together at the end.
         with contextlib.ExitStack() as outputs:
             tmp_mask = outputs.enter_context(atomic.atomic_path(dst, overwrite=overwrite))

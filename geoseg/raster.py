@@ -25,6 +25,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 import rasterio
 from affine import Affine
+from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.dtypes import _gdal_typename
 from rasterio.enums import MaskFlags
@@ -33,6 +34,9 @@ from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
 from geoseg.errors import InputError, OutputError, RasterReadError
+
+# What GDAL failures surface as: rasterio's own errors and GDAL's CPLE_* classes.
+GDAL_ERRORS = (RasterioError, CPLE_BaseError)
 
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32",
                     "uint64", "int64", "float32", "float64")
@@ -83,11 +87,13 @@ def _thread_handle(source: Source) -> rasterio.io.DatasetReader:
     if key in handles:
         handles.move_to_end(key)
         return handles[key][1]
-    if source.vrt_xml is None:
-        mem, ds = None, rasterio.open(source.path, sharing=False)
-    else:
-        mem = MemoryFile(source.vrt_xml.encode(), ext=".vrt")
-        ds = mem.open()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # checked by open_source
+        if source.vrt_xml is None:
+            mem, ds = None, rasterio.open(source.path, sharing=False)
+        else:
+            mem = MemoryFile(source.vrt_xml.encode(), ext=".vrt")
+            ds = mem.open()
     handles[key] = (mem, ds)
     while len(handles) > _HANDLES_PER_THREAD:
         _, (old_mem, old_ds) = handles.popitem(last=False)
@@ -102,12 +108,21 @@ def _read_errors(name: str) -> Iterator[None]:
     """Turn GDAL/rasterio failures into one-line RasterReadErrors naming the file."""
     try:
         yield
-    except RasterioError as exc:
+    except GDAL_ERRORS as exc:
         raise RasterReadError(_gdal_message(exc), name) from None
 
 
+def _gdal_text(exc: BaseException) -> str:
+    """GDAL's own words for a failure (rasterio often wraps them in a generic message)."""
+    text = str(exc).strip()
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and ("previous exception" in text or not text):
+        text = str(cause).strip() or text
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _gdal_message(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = _gdal_text(exc)
     if "not recognized as" in text or "not a supported file format" in text:
         return "not a raster GDAL can read"
     if "No such file" in text:
@@ -201,7 +216,7 @@ def _check_readable(ds: rasterio.io.DatasetReader, path: str) -> None:
     window = Window(col, row, min(bw, ds.width - col), min(bh, ds.height - row))
     try:
         ds.read(window=window)
-    except RasterioError as exc:
+    except GDAL_ERRORS as exc:
         raise RasterReadError(f"is truncated or corrupt ({_gdal_message(exc)})", path) from None
 
 
@@ -330,9 +345,24 @@ def _valid_pixels(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], window:
 
 # ---- writing ---------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def write_errors(name: str | os.PathLike[str]) -> Iterator[None]:
+    """Turn GDAL/OS write failures (disk full, file too large…) into OutputErrors naming ``name``."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except (*GDAL_ERRORS, OSError) as exc:
+        text = exc.strerror if isinstance(exc, OSError) and exc.strerror else _gdal_text(exc)
+        raise OutputError(f"could not be written ({text})", name) from None
+
+
 def create_scratch(path: Path, source: Source, *, count: int, dtype: str, nodata: float | None,
-                   blocksize: int = 512) -> None:
-    """An empty tiled GeoTIFF on the source's grid that tasks fill window by window."""
+                   name: str | os.PathLike[str], blocksize: int = 512) -> None:
+    """An empty tiled GeoTIFF on the source's grid that tasks fill window by window.
+
+    ``name`` is the output the scratch file is for (errors name it).
+    """
     profile = {
         "driver": "GTiff", "width": source.width, "height": source.height, "count": count,
         "dtype": dtype, "crs": source.crs, "transform": source.transform, "nodata": nodata,
@@ -341,26 +371,30 @@ def create_scratch(path: Path, source: Source, *, count: int, dtype: str, nodata
     }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.Env(**GDAL_ENV), rasterio.open(path, "w", **profile):
+        with write_errors(name), rasterio.Env(**GDAL_ENV), rasterio.open(path, "w", **profile):
             pass
 
 
 class WindowWriter:
     """A picklable ``target[key] = block`` sink for :func:`dask.array.store`.
 
-    Each write opens the scratch file under an exclusive file lock, so threads, processes
-    and Dask workers on one file system can all write into it safely.
+    Each write opens the scratch file holding an exclusive lock on the file itself, so
+    threads, processes and Dask workers on one file system can all write into it safely.
+    ``name`` is the output it is for (errors name it).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], name: str | os.PathLike[str]) -> None:
         self.path = str(path)
+        self.name = str(name)
 
     def __setitem__(self, key: tuple[slice, ...], block: np.ndarray) -> None:
         rows, cols = key[-2], key[-1]
         window = Window(cols.start, rows.start, cols.stop - cols.start, rows.stop - rows.start)
         if block.ndim == 2:
             block = block[None]
-        with open(self.path + ".lock", "a") as lock:
+        # Opened without O_CREAT: once a failed run removed the scratch file, a late task
+        # fails here instead of leaving a file behind.
+        with write_errors(self.name), open(self.path, "rb") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -376,15 +410,12 @@ def write_cog(scratch: Path, dst: Path, *, overview_resampling: str = "nearest",
     """
     from rasterio.shutil import copy as gdal_copy
 
-    try:
-        with rasterio.Env(**GDAL_ENV):
-            gdal_copy(
-                str(scratch), str(dst), driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES",
-                BLOCKSIZE=blocksize, OVERVIEW_RESAMPLING=overview_resampling.upper(),
-                BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
-            )
-    except RasterioError as exc:
-        raise OutputError(f"could not be written ({_gdal_message(exc)})", dst) from None
+    with write_errors(dst), rasterio.Env(**GDAL_ENV):
+        gdal_copy(
+            str(scratch), str(dst), driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES",
+            BLOCKSIZE=blocksize, OVERVIEW_RESAMPLING=overview_resampling.upper(),
+            BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
+        )
 
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:

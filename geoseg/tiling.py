@@ -45,8 +45,10 @@ class TileGrid:
     def __post_init__(self) -> None:
         if self.size <= 0:
             raise InputError(f"tile size must be positive, not {self.size}")
-        if not 0 <= self.overlap < self.size:
-            raise InputError(f"overlap must be in [0, tile size), not {self.overlap}")
+        if not 0 <= self.overlap <= self.size // 2:
+            # Wider overlaps would let tiles two strides away reach a block.
+            raise InputError(f"overlap must be between 0 and half the tile size "
+                             f"({self.size // 2}), not {self.overlap}")
         if self.height <= 0 or self.width <= 0:
             raise InputError(f"raster has no pixels ({self.height} × {self.width})")
 

@@ -94,3 +94,25 @@ def test_help_is_fast_and_does_not_import_torch():
            "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().endswith("False")
+
+
+def test_a_full_disk_is_a_one_line_error_and_leaves_nothing(tmp_path):
+    import resource
+    import signal
+
+    run("sample-data", tmp_path, "--size", 512, "--seed", 2)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def small_disk():  # files may not grow past 100 kB, like a nearly full disk
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    done = subprocess.run([sys.executable, "-m", "geoseg.cli", "predict",
+                           str(tmp_path / "scene_2.tif"), "-o", str(out / "mask.tif")],
+                          capture_output=True, text=True, preexec_fn=small_disk)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert lines[-1].startswith(f"Error: {out / 'mask.tif'}: could not be written"), done.stderr
+    assert "Traceback" not in done.stderr
+    assert list(out.iterdir()) == []

@@ -194,17 +194,29 @@ def test_an_existing_scheduler_address_gives_the_same_mask(make_scene, tmp_path)
         np.testing.assert_array_equal(out.values, reference)
 
 
-def test_sweep_in_bands_gives_the_same_mask(make_scene, model, monkeypatch):
+def test_sweep_in_bands_gives_the_same_mask(make_scene, model, monkeypatch, tmp_path):
     path, _ = make_scene(300, 500)
-    whole_width = geoseg.predict(path, model=model, tile_size=64).values
+    lazy = geoseg.predict(path, model=model, tile_size=64).values
     monkeypatch.setattr(pipeline, "BAND_TILES", 3)  # 9 tile columns -> 3 bands
-    banded = geoseg.predict(path, model=model, tile_size=64).values
-    np.testing.assert_array_equal(banded, whole_width)
+    banded = geoseg.predict(path, tmp_path / "m.tif", model=model, tile_size=64).values
+    np.testing.assert_array_equal(banded, lazy)
+
+
+def test_a_window_of_the_lazy_mask_computes_only_nearby_tiles(make_scene, model):
+    path, _ = make_scene(600, 600)
+    mask = geoseg.predict(path, model=model, tile_size=64)
+    from dask.core import flatten
+    from dask.optimization import cull
+
+    corner = mask[-10:, -10:].data
+    graph, _ = cull(dict(corner.__dask_graph__()), list(flatten(corner.__dask_keys__())))
+    infer = [k for k in graph if isinstance(k, tuple) and str(k[0]).startswith("geoseg-infer")]
+    assert len(infer) <= 4, len(infer)  # the 2 x 2 tiles around the corner, of 121
 
 
 @pytest.mark.parametrize("size", [400, 800])
-def test_tile_results_alive_at_once_do_not_grow_with_the_raster(make_scene, model, monkeypatch,
-                                                                 size):
+def test_writing_keeps_tile_results_alive_bounded_whatever_the_raster(make_scene, model,
+                                                                      monkeypatch, size):
     import threading
     import weakref
 
@@ -227,7 +239,20 @@ def test_tile_results_alive_at_once_do_not_grow_with_the_raster(make_scene, mode
     monkeypatch.setattr(pipeline, "_infer_batch", counting)
     monkeypatch.setattr(pipeline, "BAND_TILES", 4)
     path, _ = make_scene(size, size, nodata_corner=False)
-    geoseg.predict(path, model=model, tile_size=32, overlap=8).compute()
+    geoseg.predict(path, path.with_name("mask.tif"), model=model, tile_size=32, overlap=8)
     # A few rows of one band (4 columns + its two side columns), however large the raster;
     # sweeping whole rows instead would keep 3+ rows of 17 or 34 tiles.
     assert peak[0] <= (pipeline.LOOKAHEAD_ROWS + 3) * (4 + 2), peak[0]
+
+
+def test_an_in_memory_model_is_used_as_it_is_not_reloaded_from_its_file(make_scene):
+    import torch
+
+    path, _ = make_scene(64, 64, nodata_corner=False)
+    changed = geoseg.load_model("default")
+    with torch.no_grad():
+        head = changed.network.segmentation_head[0]
+        head.weight.zero_()
+        head.bias.copy_(torch.arange(len(changed.spec.classes), dtype=head.bias.dtype))
+    mask = geoseg.predict(path, model=changed).values
+    assert (mask == len(changed.spec.classes) - 1).all()  # the biggest bias wins everywhere

@@ -5,7 +5,7 @@ from affine import Affine
 from conftest import TRANSFORM, write_raster
 
 from geoseg import atomic, raster
-from geoseg.errors import InputError, OutputExistsError, RasterReadError
+from geoseg.errors import InputError, OutputError, OutputExistsError, RasterReadError
 
 
 def test_open_source_reads_geometry_and_bands(make_raster):
@@ -133,8 +133,8 @@ def test_mosaic_with_mismatched_tiles_is_refused(tmp_path):
 def test_window_writer_fills_a_scratch_file(make_raster, tmp_path):
     src = raster.open_source(make_raster())
     scratch = tmp_path / "scratch.tif"
-    raster.create_scratch(scratch, src, count=1, dtype="uint8", nodata=255)
-    writer = raster.WindowWriter(scratch)
+    raster.create_scratch(scratch, src, count=1, dtype="uint8", nodata=255, name="out.tif")
+    writer = raster.WindowWriter(scratch, "out.tif")
     writer[slice(0, 64), slice(0, 40)] = np.full((64, 40), 3, np.uint8)
     writer[slice(0, 64), slice(40, 80)] = np.full((64, 40), 7, np.uint8)
     with rasterio.open(scratch) as ds:
@@ -198,3 +198,20 @@ def test_outputs_get_ordinary_file_permissions(tmp_path):
     finally:
         os.umask(old)
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_replacing_a_raster_drops_its_stale_sidecars(tmp_path):
+    target = tmp_path / "mask.tif"
+    target.write_text("old")
+    aux = tmp_path / "mask.tif.aux.xml"
+    aux.write_text("<PAMDataset>stale statistics of the old file</PAMDataset>")
+    with atomic.atomic_path(target, overwrite=True) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and not aux.exists()
+
+
+def test_a_late_block_after_a_failed_run_leaves_no_file(make_raster, tmp_path):
+    writer = raster.WindowWriter(tmp_path / "gone.scratch.tif", "out.tif")
+    with pytest.raises(OutputError, match=r"out\.tif"):
+        writer[slice(0, 4), slice(0, 4)] = np.zeros((4, 4), np.uint8)
+    assert list(tmp_path.iterdir()) == []

@@ -43,7 +43,7 @@ def test_edge_pixels_get_context_from_reflection_margin():
     assert grid.stride == 192
 
 
-@pytest.mark.parametrize(("size", "overlap"), [(0, 0), (64, 64), (64, -1)])
+@pytest.mark.parametrize(("size", "overlap"), [(0, 0), (64, 64), (64, 33), (64, -1)])
 def test_bad_grid_parameters_are_refused(size, overlap):
     with pytest.raises(InputError):
         TileGrid(100, 100, size, overlap)
