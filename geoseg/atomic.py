@@ -37,10 +37,15 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
 
 
 def check_outputs(paths: Iterable[str | os.PathLike[str] | None], *, overwrite: bool) -> None:
+    """Check every output before any work; missing output folders are created."""
     seen: set[Path] = set()
     for p in paths:
         if p is None:
             continue
+        try:
+            Path(p).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the output folder ({exc.strerror})", p) from None
         resolved = Path(p).resolve()
         if resolved in seen:
             raise OutputError("named twice as an output", p)

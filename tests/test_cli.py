@@ -116,3 +116,9 @@ def test_a_full_disk_is_a_one_line_error_and_leaves_nothing(tmp_path):
     assert lines[-1].startswith(f"Error: {out / 'mask.tif'}: could not be written"), done.stderr
     assert "Traceback" not in done.stderr
     assert list(out.iterdir()) == []
+
+
+def test_missing_output_folders_are_created(make_raster, tmp_path):
+    dst = tmp_path / "new" / "deeper" / "mask.tif"
+    assert run("predict", make_raster(), "-o", dst).exit_code == 0
+    assert dst.exists() and dst.with_suffix(".qml").exists()
