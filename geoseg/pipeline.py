@@ -125,9 +125,11 @@ def probabilities(source: raster.Source, handle: ModelHandle, n_classes: int,
     token = tokenize(source, grid, handle, options, sweep)
     infer_name, blend_name = f"geoseg-infer-{token}", f"geoseg-blend-{token}"
     gate_name = f"geoseg-gate-{token}"
+    # The handle is one graph key, so a distributed worker receives an in-memory model once.
+    model_key = f"geoseg-model-{token}"
+    dsk: dict[Any, Any] = {model_key: handle}
     rows, cols = grid.shape
     band = BAND_TILES if sweep else cols
-    dsk: dict[Any, Any] = {}
     step = 0
     for first in range(0, cols, band):
         block_cols = range(first, min(first + band, cols))
@@ -142,7 +144,7 @@ def probabilities(source: raster.Source, handle: ModelHandle, n_classes: int,
                     key = (infer_name, first, r, k)
                     batch = ids[k:k + options.batch_size]
                     batch_of.update({tid: (key, n) for n, tid in enumerate(batch)})
-                    dsk[key] = (_infer_batch, source, grid, batch, handle, options, gate)
+                    dsk[key] = (_infer_batch, source, grid, batch, model_key, options, gate)
             if r >= 1:  # blend block row r - 1: its tiles (rows r-2 .. r) are all there now
                 i = r - 1
                 for j in block_cols:
