@@ -19,9 +19,9 @@ import click
 
 from geoseg import __version__
 from geoseg.errors import GeoSegError
+from geoseg.inference import DEVICES
 
 F = TypeVar("F", bound=Callable[..., Any])
-DEVICES = ("auto", "cpu", "cuda")
 
 
 class GeoSegGroup(click.Group):

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 from geoseg.errors import InputError
-from geoseg.model import Model, load_model
+from geoseg.model import Model, ModelSpec, fingerprint_of, load_model, model_from_state
 
 Device = Literal["auto", "cpu", "cuda"]
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+DEVICES: tuple[str, ...] = get_args(Device)
 
 
 def select_device(device: str = "auto") -> str:
@@ -50,13 +50,8 @@ class ModelHandle:
             # The weights' mtime keeps a long-lived worker from using a replaced file's old model.
             stamp = card_and_weights(model.path)[1].stat().st_mtime_ns
             return cls(fingerprint=f"{model.path}@{stamp}", path=str(model.path))
-        import json
-
-        from safetensors.torch import save
-
-        state = {k: v.detach().cpu().contiguous() for k, v in model.network.state_dict().items()}
-        return cls(fingerprint=model.fingerprint,
-                   card=json.dumps(model.spec.to_dict()).encode(), weights=save(state))
+        card, weights = model.to_bytes()  # serialized once: shipped and hashed
+        return cls(fingerprint=fingerprint_of(card, weights), card=card, weights=weights)
 
     def load(self) -> Model:
         if self.path is not None:
@@ -65,12 +60,8 @@ class ModelHandle:
 
         from safetensors.torch import load
 
-        from geoseg.model import ModelSpec, build_network
-
         spec = ModelSpec.from_dict(json.loads(self.card or b"{}"))
-        network = build_network(spec)
-        network.load_state_dict(load(self.weights or b""))
-        return Model(network=network.eval(), spec=spec)
+        return model_from_state(spec, load(self.weights or b""), "in-memory model")
 
 
 class Predictor:

@@ -140,14 +140,17 @@ class Model:
     spec: ModelSpec
     path: Path | None = None
 
+    def to_bytes(self) -> tuple[bytes, bytes]:
+        """The model as ``(card JSON, safetensors weights)``, ready to travel or to hash."""
+        from safetensors.torch import save
+
+        card = json.dumps(self.spec.to_dict(), sort_keys=True).encode()
+        return card, save(_contiguous_state(self.network))
+
     @property
     def fingerprint(self) -> str:
         """A short content hash of card + weights (stable across processes)."""
-        from safetensors.torch import save
-
-        h = hashlib.sha256(json.dumps(self.spec.to_dict(), sort_keys=True).encode())
-        h.update(save(_contiguous_state(self.network)))
-        return h.hexdigest()[:16]
+        return fingerprint_of(*self.to_bytes())
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``PATH.json`` (card) and ``PATH.safetensors`` (weights); returns the card path."""
@@ -162,6 +165,11 @@ class Model:
         with atomic_path(card, overwrite=True) as tmp:
             tmp.write_text(json.dumps(self.spec.to_dict(), indent=2) + "\n")
         return card
+
+
+def fingerprint_of(card: bytes, weights: bytes) -> str:
+    """A short content hash of a serialized model (see :meth:`Model.to_bytes`)."""
+    return hashlib.sha256(card + weights).hexdigest()[:16]
 
 
 def _contiguous_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -252,14 +260,20 @@ def load_model(name_or_path: str | os.PathLike[str] | Model = "default") -> Mode
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"not a readable safetensors file ({exc})", weights) from None
+    return model_from_state(spec, state, weights, path=card)
+
+
+def model_from_state(spec: ModelSpec, state: dict[str, torch.Tensor], where: str | os.PathLike[str],
+                     *, path: Path | None = None) -> Model:
+    """Build the network for ``spec`` and load ``state`` into it, strictly (``where`` names
+    the weights in errors)."""
     network = build_network(spec)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         first = str(exc).splitlines()[1:2] or [str(exc)]
-        raise ModelError(f"weights do not match the model card ({first[0].strip()})", weights) from None
-    network.eval()
-    return Model(network=network, spec=spec, path=card)
+        raise ModelError(f"weights do not match the model card ({first[0].strip()})", where) from None
+    return Model(network=network.eval(), spec=spec, path=path)
 
 
 def is_model_reference(path: str | os.PathLike[str]) -> bool:
