@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import cached_property
+from functools import lru_cache
 
 import numpy as np
 
@@ -104,25 +104,36 @@ class TileGrid:
         return out
 
     def blend_weights(self, tile: Tile) -> np.ndarray:
-        """``size × size`` float32 weights for ``tile`` (partition of unity across tiles)."""
+        """``size × size`` float32 weights for ``tile`` (partition of unity across tiles).
+
+        Read-only and shared: a grid has at most 9 distinct weight windows (by which
+        sides have a neighbour), built once each instead of once per tile.
+        """
         rows, cols = self.shape
-        wy = self._ramp(tile.row_index > 0, tile.row_index < rows - 1)
-        wx = self._ramp(tile.col_index > 0, tile.col_index < cols - 1)
-        return np.outer(wy, wx).astype(np.float32)
+        return _weights(self.size, self.overlap,
+                        tile.row_index > 0, tile.row_index < rows - 1,
+                        tile.col_index > 0, tile.col_index < cols - 1)
 
-    @cached_property
-    def _ramp_up(self) -> np.ndarray:
-        t = (np.arange(self.overlap) + 0.5) / max(self.overlap, 1)
-        return np.sin(t * np.pi / 2) ** 2
 
-    def _ramp(self, before: bool, after: bool) -> np.ndarray:
-        w = np.ones(self.size)
-        if self.overlap:
-            if before:
-                w[: self.overlap] = self._ramp_up
-            if after:
-                w[-self.overlap:] = self._ramp_up[::-1]
-        return w
+@lru_cache(maxsize=64)
+def _weights(size: int, overlap: int, top: bool, bottom: bool, left: bool,
+             right: bool) -> np.ndarray:
+    out = np.outer(_ramp(size, overlap, top, bottom), _ramp(size, overlap, left, right))
+    out = out.astype(np.float32)
+    out.flags.writeable = False
+    return out
+
+
+def _ramp(size: int, overlap: int, before: bool, after: bool) -> np.ndarray:
+    """1-D weights: ``sin²`` up over the overlap on each side that has a neighbour, else 1."""
+    w = np.ones(size)
+    if overlap:
+        up = np.sin((np.arange(overlap) + 0.5) / overlap * np.pi / 2) ** 2
+        if before:
+            w[:overlap] = up
+        if after:
+            w[-overlap:] = up[::-1]
+    return w
 
 
 def _axis_chunks(length: int, stride: int) -> tuple[int, ...]:
