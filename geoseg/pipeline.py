@@ -81,7 +81,7 @@ def _blend_task(grid: TileGrid, i: int, j: int,
 
 
 def _done(_: object) -> None:
-    """A gate: finishes when its inputs (a row of blocks) exist; orders the sweep."""
+    """A gate: finishes when its inputs (a row of blocks and the previous gate) exist."""
     return None
 
 
@@ -149,8 +149,10 @@ def probabilities(source: raster.Source, handle: ModelHandle, n_classes: int,
                 i = r - 1
                 for j in block_cols:
                     dsk[(blend_name, 0, i, j)] = _blend_task(grid, i, j, batch_of)
-                if sweep:
-                    dsk[(gate_name, step)] = (_done, [(blend_name, 0, i, j) for j in block_cols])
+                if sweep:  # a gate also waits for the one before: all block rows so far are done
+                    earlier = [(gate_name, step - 1)] if step else []
+                    dsk[(gate_name, step)] = (_done, [(blend_name, 0, i, j) for j in block_cols]
+                                              + earlier)
                 step += 1
     graph = HighLevelGraph.from_collections(blend_name, dsk, dependencies=())
     return da.Array(graph, blend_name, chunks=((n_classes,), *grid.chunks), dtype=np.float32)
