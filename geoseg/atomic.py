@@ -69,11 +69,18 @@ def temp_sibling(path: str | os.PathLike[str], suffix: str = "") -> Path:
     raise OutputError("cannot find a free temporary file name", p.parent)
 
 
-def remove_with_sidecars(path: str | os.PathLike[str]) -> None:
+def remove_sidecars(path: str | os.PathLike[str], suffixes: Iterable[str] = SIDECAR_SUFFIXES) -> None:
+    """Delete the files beside ``path`` named ``path`` + suffix (those that exist)."""
     p = Path(path)
-    for candidate in [p, *(p.with_name(p.name + s) for s in SIDECAR_SUFFIXES)]:
+    for suffix in suffixes:
         with contextlib.suppress(FileNotFoundError):
-            candidate.unlink()
+            p.with_name(p.name + suffix).unlink()
+
+
+def remove_with_sidecars(path: str | os.PathLike[str]) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        Path(path).unlink()
+    remove_sidecars(path)
 
 
 @contextlib.contextmanager
@@ -93,17 +100,13 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Pa
             raise OutputExistsError("exists already (use --overwrite to replace it)", target)
         _fsync(tmp)
         os.replace(tmp, target)
-        for suffix in RASTER_SIDECARS:
-            with contextlib.suppress(FileNotFoundError):
-                target.with_name(target.name + suffix).unlink()
+        remove_sidecars(target, RASTER_SIDECARS)
     except OSError as exc:
         remove_with_sidecars(tmp)
         if isinstance(exc, OutputError):
             raise
         raise OutputError(f"could not be written ({exc.strerror or exc})", target) from exc
-    for s in SIDECAR_SUFFIXES:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.with_name(tmp.name + s).unlink()
+    remove_sidecars(tmp)
 
 
 def _fsync(path: Path) -> None:
