@@ -241,11 +241,16 @@ def predict(
     probs = probabilities(source, handle, len(model.spec.classes), options, sweep=dst is not None)
     mask = class_mask(probs)
     if dst is None:
-        return as_dataarray(mask, source, name="class", nodata=NODATA)
-    write_outputs(source, model, mask, probs, Path(dst), overwrite=overwrite,
-                  probabilities_path=probabilities_path, quicklook=quicklook,
-                  scheduler=scheduler, workers=workers, progress=progress)
-    return open_mask(dst)
+        out = as_dataarray(mask, source, name="class", nodata=NODATA)
+    else:
+        write_outputs(source, model, mask, probs, Path(dst), overwrite=overwrite,
+                      probabilities_path=probabilities_path, quicklook=quicklook,
+                      scheduler=scheduler, workers=workers, progress=progress)
+        out = open_mask(dst)
+    # What geoseg.vectorize (and a reader of the array) needs to name and colour classes.
+    out.attrs.update(class_names=list(model.spec.class_names),
+                     class_colors=[list(c) for c in model.spec.colors])
+    return out
 
 
 def _options(model: Model, tile_size: int | None, overlap: int | None, batch_size: int | None,

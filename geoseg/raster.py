@@ -305,18 +305,34 @@ def read_window(
     Returns ``(data float32 (bands, height, width), valid bool (height, width))``; pixels
     that are nodata, masked or not finite are ``valid == False`` (and so is the outside).
     """
+    raw, valid = read_clipped(ds, source, row, col, height, width, fill="reflect")
+    data = raw.astype(np.float32)
+    valid &= np.all(np.isfinite(data), axis=0)
+    return data, valid
+
+
+def read_clipped(
+    ds: rasterio.io.DatasetReader, source: Source, row: int, col: int, height: int, width: int,
+    *, fill: str = "zeros",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a window that may extend past the raster, in the raster's own dtype.
+
+    The outside is zeros (``fill="zeros"``) or a reflection of the inside (``"reflect"``)
+    and always ``valid == False``. Returns ``(data (bands, height, width), valid)``.
+    """
     r0, c0 = max(row, 0), max(col, 0)
     r1, c1 = min(row + height, source.height), min(col + width, source.width)
     window = Window(c0, r0, c1 - c0, r1 - r0)
     with _read_errors(source.name):
-        raw = ds.read(source.bands, window=window)
-        valid = _valid_pixels(ds, source.bands, window, raw)
-    data = raw.astype(np.float32)
-    valid &= np.all(np.isfinite(data), axis=0)
+        data = ds.read(source.bands, window=window)
+        valid = _valid_pixels(ds, source.bands, window, data)
     pads = ((r0 - row, row + height - r1), (c0 - col, col + width - c1))
     if any(p for pair in pads for p in pair):
-        mode = "reflect" if min(data.shape[1:]) > 1 else "edge"
-        data = np.pad(data, ((0, 0), *pads), mode=mode)
+        if fill == "reflect":
+            mode = "reflect" if min(data.shape[1:]) > 1 else "edge"
+            data = np.pad(data, ((0, 0), *pads), mode=mode)
+        else:
+            data = np.pad(data, ((0, 0), *pads))
         valid = np.pad(valid, pads, mode="constant", constant_values=False)
     return data, valid
 

@@ -1,0 +1,249 @@
+"""Vectorizing masks: exact polygons across chunk borders, true areas, GeoPackage output."""
+
+import json
+import sqlite3
+
+import geopandas as gpd
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+import shapely
+from affine import Affine
+from pyproj import Geod
+from rasterio import features
+from scipy import ndimage
+
+import geoseg
+from geoseg import styles
+from geoseg.errors import GeoSegError, InputError, OutputExistsError
+from geoseg.vector import vectorize
+from tests.conftest import TRANSFORM, UTM, write_raster
+
+NAMES = ["water", "forest", "field", "town"]
+COLORS = [(30, 90, 200), (20, 110, 40), (220, 200, 90), (200, 40, 40)]
+
+
+def blobs(height: int, width: int, seed: int = 0, n_classes: int = 4) -> np.ndarray:
+    """A land-cover-like mask: smooth random fields, nested regions, holes, specks, nodata."""
+    rng = np.random.default_rng(seed)
+    field = ndimage.gaussian_filter(rng.random((height, width)), 3)
+    edges = np.quantile(field, np.linspace(0, 1, n_classes + 1)[1:-1])
+    mask = np.digitize(field, edges).astype(np.uint8)
+    specks = rng.random((height, width)) < 0.01
+    mask[specks] = rng.integers(0, n_classes, specks.sum())
+    mask[: height // 5, : width // 4] = 255  # a nodata corner
+    return mask
+
+
+def write_mask(path, mask, *, crs=UTM, transform=TRANSFORM, names=NAMES, colors=COLORS):
+    write_raster(path, mask, crs=crs, transform=transform, nodata=255)
+    with rasterio.open(path, "r+") as ds:
+        ds.write_colormap(1, styles.colormap(colors))
+        ds.update_tags(CLASS_NAMES=json.dumps(names))
+    return path
+
+
+def rasterize_back(gdf, shape, transform):
+    return features.rasterize(zip(gdf.geometry, gdf.class_id, strict=True), out_shape=shape,
+                              transform=transform, fill=255, dtype="uint8")
+
+
+def components(mask):
+    return sum(ndimage.label(mask == k)[1] for k in np.unique(mask) if k != 255)
+
+
+@pytest.mark.parametrize("chunk", [16, 37, 64, 4096])
+def test_polygons_rasterize_back_to_the_mask_whatever_the_chunk_size(tmp_path, chunk):
+    mask = blobs(150, 170)
+    path = write_mask(tmp_path / "mask.tif", mask)
+    gdf = vectorize(path, chunk_size=chunk)
+    assert (rasterize_back(gdf, mask.shape, TRANSFORM) == mask).all()
+    # One polygon per 4-connected region of one class, as GDAL draws it.
+    assert len(gdf) == components(mask)
+    assert shapely.is_valid(gdf.geometry.values).all()
+    assert set(gdf.geom_type) == {"Polygon"}
+    whole = sorted(shapely.normalize(shapely.geometry.shape(g)).wkt for g, _ in features.shapes(
+        mask, mask=mask != 255, transform=TRANSFORM))
+    assert sorted(shapely.normalize(g).wkt for g in gdf.geometry) == whole
+
+
+def test_no_polygon_shares_an_edge_with_one_of_its_own_class(tmp_path):
+    mask = blobs(120, 140, seed=3)
+    gdf = vectorize(write_mask(tmp_path / "m.tif", mask), chunk_size=16)
+    geoms = gdf.geometry.values
+    a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pairs = (a < b) & (gdf.class_id.values[a] == gdf.class_id.values[b])
+    shared = shapely.length(shapely.intersection(geoms[a[pairs]], geoms[b[pairs]]))
+    assert pairs.any() and (shared == 0).all()  # corners may touch, edges never
+
+
+def test_attributes_and_projected_areas(tmp_path):
+    mask = blobs(100, 120, seed=1)
+    gdf = vectorize(write_mask(tmp_path / "m.tif", mask), chunk_size=32)
+    assert list(gdf.columns) == ["class_id", "class_name", "area_m2", "perimeter_m", "geometry"]
+    assert gdf.crs == UTM
+    assert (gdf.class_name == np.array(NAMES)[gdf.class_id]).all()
+    pixel_area = abs(TRANSFORM.a * TRANSFORM.e)
+    for k in range(4):
+        assert gdf.area_m2[gdf.class_id == k].sum() == pytest.approx(
+            (mask == k).sum() * pixel_area, rel=1e-12)
+    np.testing.assert_allclose(gdf.perimeter_m, gdf.geometry.length, rtol=1e-12)
+
+
+def test_a_crs_in_feet_gives_square_metres(tmp_path):
+    mask = blobs(40, 50, seed=2)
+    feet = Affine(3.0, 0, 2_000_000, 0, -3.0, 500_000)
+    gdf = vectorize(write_mask(tmp_path / "m.tif", mask, crs="EPSG:2263", transform=feet))
+    assert gdf.area_m2.sum() == pytest.approx((mask != 255).sum() * 9 * 0.3048006096**2,
+                                              rel=1e-6)
+
+
+def test_geographic_areas_are_geodesic(tmp_path):
+    mask = blobs(90, 120, seed=4)
+    deg = Affine(0.001, 0, 10.0, 0, -0.001, 60.0)  # ~55 m x 111 m pixels at 60° N
+    gdf = vectorize(write_mask(tmp_path / "m.tif", mask, crs="EPSG:4326", transform=deg),
+                    chunk_size=40)
+    geod = Geod(ellps="WGS84")
+    for k in range(4):
+        rows, _ = np.nonzero(mask == k)
+        reference = 0.0
+        for r, count in zip(*np.unique(rows, return_counts=True), strict=True):
+            lat0, lat1 = 60.0 - 0.001 * (r + 1), 60.0 - 0.001 * r
+            cell, _ = geod.polygon_area_perimeter([10.0, 10.001, 10.001, 10.0],
+                                                  [lat0, lat0, lat1, lat1])
+            reference += abs(cell) * count
+        assert gdf.area_m2[gdf.class_id == k].sum() == pytest.approx(reference, rel=0.005)
+    # The pixels are half as wide as tall there: a planar "area" in degrees is far off.
+    assert gdf.area_m2.sum() > 1e6
+
+
+def test_confidence_is_the_mean_probability_of_the_predicted_class(tmp_path):
+    mask = np.zeros((20, 30), np.uint8)
+    mask[5:15, 5:20] = 1
+    probs = np.zeros((2, 20, 30), np.uint8)
+    probs[0] = 200
+    probs[1, 5:15, 5:20] = np.linspace(127, 254, 15).astype(np.uint8)
+    path = write_mask(tmp_path / "m.tif", mask)
+    prob_path = write_raster(tmp_path / "p.tif", probs, nodata=255)
+    gdf = vectorize(path, probabilities=prob_path, chunk_size=16)
+    by_class = gdf.set_index("class_id").confidence
+    assert by_class[0] == pytest.approx(200 / 254)
+    assert by_class[1] == pytest.approx(probs[1, 5:15, 5:20].mean() / 254)
+
+
+def test_min_area_merges_specks_into_their_neighbour_and_leaves_no_gap(tmp_path):
+    mask = blobs(100, 100, seed=5)
+    path = write_mask(tmp_path / "m.tif", mask)
+    full = vectorize(path)
+    pixel_area = abs(TRANSFORM.a * TRANSFORM.e)
+    merged = vectorize(path, min_area=20 * pixel_area, chunk_size=32)
+    assert len(merged) < len(full)
+    assert merged.area_m2.min() >= 20 * pixel_area
+    assert merged.area_m2.sum() == pytest.approx(full.area_m2.sum())  # nothing dropped
+    assert shapely.is_valid(merged.geometry.values).all()
+    back = rasterize_back(merged, mask.shape, TRANSFORM)
+    assert ((back == 255) == (mask == 255)).all()
+    # Only pixels of regions below the threshold changed class.
+    small = np.zeros(mask.shape, bool)
+    for k in range(4):
+        labels, _ = ndimage.label(mask == k)
+        sizes = np.bincount(labels.ravel())
+        small |= (labels > 0) & (sizes[labels] < 20)
+    assert (back != mask).any() and not ((back != mask) & ~small).any()
+
+
+def test_min_area_drops_isolated_specks(tmp_path):
+    mask = np.full((30, 30), 255, np.uint8)
+    mask[2:4, 2:4] = 1  # 4 pixels, nodata all around
+    mask[10:30, 10:30] = 0
+    gdf = vectorize(write_mask(tmp_path / "m.tif", mask), min_area=5 * 4.0)
+    assert gdf.class_id.tolist() == [0]
+
+
+def test_simplify_keeps_neighbours_sharing_one_border(tmp_path):
+    mask = blobs(120, 120, seed=6)
+    path = write_mask(tmp_path / "m.tif", mask)
+    full = vectorize(path, chunk_size=40)
+    simple = vectorize(path, simplify=4.0, chunk_size=40)
+    assert len(simple) == len(full)
+    assert shapely.get_num_coordinates(simple.geometry.values).sum() < 0.7 * shapely.get_num_coordinates(
+        full.geometry.values).sum()
+    assert shapely.is_valid(simple.geometry.values).all()
+    assert shapely.coverage_is_valid(simple.geometry.values)  # no overlaps
+    # no new gaps: the outline of everything moved only where it met nodata
+    assert simple.area_m2.sum() == pytest.approx(full.area_m2.sum(), rel=0.01)
+
+
+def test_classes_keep_a_subset_by_name_or_id(tmp_path):
+    path = write_mask(tmp_path / "m.tif", blobs(60, 60))
+    assert set(vectorize(path, classes=["water", 3]).class_id) == {0, 3}
+    with pytest.raises(InputError, match="unknown class 'lake'"):
+        vectorize(path, classes=["lake"])
+
+
+def test_geopackage_is_styled_indexed_and_in_the_mask_crs(tmp_path):
+    mask = blobs(80, 90)
+    dst = tmp_path / "out" / "landcover.gpkg"
+    gdf = vectorize(write_mask(tmp_path / "m.tif", mask), dst, chunk_size=32)
+    back = gpd.read_file(dst, layer="landcover")
+    assert len(back) == len(gdf) and back.crs == UTM
+    assert shapely.is_valid(back.geometry.values).all()
+    assert (back.class_name == gdf.class_name).all()
+    with sqlite3.connect(dst) as con:
+        assert con.execute("SELECT srs_id FROM gpkg_geometry_columns").fetchone()[0] == 32633
+        assert con.execute("SELECT COUNT(*) FROM gpkg_extensions WHERE extension_name = "
+                           "'gpkg_rtree_index'").fetchone()[0] == 1
+        name, qml, default = con.execute(
+            "SELECT f_table_name, styleQML, useAsDefault FROM layer_styles").fetchone()
+    assert name == "landcover" and default == 1
+    assert 'type="categorizedSymbol"' in qml and 'label="forest"' in qml
+    assert 'value="20,110,40,255"' in qml  # the mask's own colour for class 1
+    assert (tmp_path / "out" / "landcover.qml").read_text() == qml
+    assert pyogrio.list_layers(dst)[:, 0].tolist().count("landcover") == 1
+    assert not list((tmp_path / "out").glob(".*"))  # no temp files left
+
+
+def test_existing_output_is_kept_without_overwrite(tmp_path):
+    path = write_mask(tmp_path / "m.tif", blobs(40, 40))
+    dst = tmp_path / "out.gpkg"
+    dst.write_text("precious")
+    with pytest.raises(OutputExistsError):
+        vectorize(path, dst)
+    assert dst.read_text() == "precious"
+    vectorize(path, dst, overwrite=True)
+    assert len(gpd.read_file(dst, layer="out")) > 0
+
+
+def test_a_dataarray_from_predict_vectorizes_like_its_file(make_scene, tmp_path):
+    path, _ = make_scene(160, 200)
+    lazy = geoseg.predict(path, tile_size=64)
+    from_array = vectorize(lazy.chunk({"y": 50, "x": 70}), chunk_size=48)
+    written = geoseg.predict(path, tmp_path / "mask.tif", tile_size=64)
+    from_file = vectorize(tmp_path / "mask.tif", chunk_size=100)
+    assert (written.values == lazy.values).all()
+    assert sorted(shapely.to_wkt(shapely.normalize(from_array.geometry.values))) == sorted(
+        shapely.to_wkt(shapely.normalize(from_file.geometry.values)))
+    assert from_array.class_name.iloc[0] in geoseg.load_model("default").spec.class_names
+
+
+@pytest.mark.parametrize("scheduler", ["processes", "sync"])
+def test_schedulers_give_the_same_polygons(tmp_path, scheduler):
+    path = write_mask(tmp_path / "m.tif", blobs(90, 90, seed=8))
+    ref = vectorize(path, chunk_size=30)
+    other = vectorize(path, chunk_size=30, scheduler=scheduler, workers=2)
+    assert (shapely.to_wkb(ref.geometry.values) == shapely.to_wkb(other.geometry.values)).all()
+
+
+def test_bad_masks_are_refused_with_the_file_named(tmp_path):
+    rgb = write_raster(tmp_path / "rgb.tif", np.zeros((3, 20, 20), np.uint8))
+    with pytest.raises(InputError, match=r"rgb\.tif.*3 bands"):
+        vectorize(rgb)
+    floats = write_raster(tmp_path / "f.tif", np.zeros((20, 20), np.float32))
+    with pytest.raises(InputError, match="float32"):
+        vectorize(floats)
+    big = write_raster(tmp_path / "big.tif", np.full((20, 20), 300, np.uint16))
+    with pytest.raises(InputError, match="class value 300"):
+        vectorize(big)
+    with pytest.raises(GeoSegError, match=r"missing\.tif"):
+        vectorize(tmp_path / "missing.tif")
