@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 _API = {
     "predict": "geoseg.pipeline",
     "vectorize": "geoseg.vector",
+    "run": "geoseg.batch",
     "load_model": "geoseg.model",
     "Model": "geoseg.model",
     "ModelSpec": "geoseg.model",

@@ -237,6 +237,49 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
     _say(ctx, f"style: {vec.qml_path(dst)}")
 
 
+@cli.command()
+@click.argument("src", nargs=-1, required=True)
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the outputs (created if missing).")
+@model_options
+@click.option("--bands", callback=_bands, help="Input bands in model order, e.g. 3,2,1,4.")
+@click.option("--tta", is_flag=True, help="Test-time augmentation: average over flips (4× slower).")
+@click.option("--probabilities", is_flag=True,
+              help="Also write NAME.prob.tif, and give each polygon its confidence.")
+@click.option("--quicklook", is_flag=True, help="Also write NAME.png, a colored preview.")
+@vector_options
+@click.option("--allow-no-crs", is_flag=True, help="Accept inputs without a CRS.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show progress bars [default: when stderr is a terminal].")
+@scheduler_options
+@overwrite_option
+@click.pass_context
+def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
+        tile_size: int | None, overlap: int | None, batch_size: int | None, device: str,
+        bands: tuple[int, ...] | None, tta: bool, probabilities: bool, quicklook: bool,
+        min_area: float, simplify: float, classes: list[str] | None, allow_no_crs: bool,
+        progress: bool | None, scheduler: str, workers: int | None, overwrite: bool) -> None:
+    """Predict and vectorize each scene SRC (a GeoTIFF, a VRT or a folder of mosaic
+    tiles) into OUT_DIR: NAME.mask.tif, NAME.gpkg (QGIS-styled, with .qml files) and a
+    summary.json with the area of every class; the same table is printed.
+
+    \b
+    Example:
+      geoseg run data/scene_0.tif data/tiles/ -o out/ --min-area 200
+    """
+    from geoseg.batch import SUMMARY
+    from geoseg.batch import run as run_scenes
+
+    run_scenes(list(src), out_dir, model, probabilities=probabilities, quicklook=quicklook,
+               min_area=min_area, simplify=simplify, classes=classes, overwrite=overwrite,
+               scheduler=scheduler, workers=workers,
+               progress=sys.stderr.isatty() if progress is None else progress,
+               report=lambda text: _say(ctx, text), tile_size=tile_size, overlap=overlap,
+               batch_size=batch_size, device=device, bands=bands, tta=tta,
+               allow_no_crs=allow_no_crs)
+    _say(ctx, f"summary: {Path(out_dir) / SUMMARY}")
+
+
 @cli.command("sample-data")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--size", type=click.IntRange(min=16), default=2048, show_default=True,

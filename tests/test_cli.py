@@ -122,3 +122,59 @@ def test_missing_output_folders_are_created(make_raster, tmp_path):
     dst = tmp_path / "new" / "deeper" / "mask.tif"
     assert run("predict", make_raster(), "-o", dst).exit_code == 0
     assert dst.exists() and dst.with_suffix(".qml").exists()
+
+
+def test_vectorize_writes_a_styled_geopackage_and_refuses_bad_masks(tmp_path):
+    result = run("sample-data", tmp_path, "--size", 200, "--seed", 3)
+    labels = tmp_path / "labels_3.tif"
+    dst = tmp_path / "out" / "labels.gpkg"
+    result = run("vectorize", labels, "-o", dst, "--min-area", 50, "--chunk-size", 64)
+    assert result.exit_code == 0, result.output
+    assert f"polygons: {dst}" in result.output and "labels.qml" in result.output
+    import geopandas as gpd
+
+    gdf = gpd.read_file(dst, layer="labels")
+    assert len(gdf) > 10 and gdf.area_m2.min() >= 50
+    assert_one_line_error(run("vectorize", labels, "-o", dst), str(dst), "exists already")
+    scene = tmp_path / "scene_3.tif"
+    assert_one_line_error(run("vectorize", scene, "-o", tmp_path / "x.gpkg"), "scene_3.tif",
+                          "4 bands")
+    assert not (tmp_path / "x.gpkg").exists()
+    assert_one_line_error(run("vectorize", labels, "-o", tmp_path / "y.gpkg", "--classes",
+                              "lake"), "unknown class 'lake'")
+    assert run("vectorize", labels, "-o", tmp_path / "z.gpkg", "--simplify", -1).exit_code == 2
+
+
+def test_run_predicts_and_vectorizes_each_scene_with_a_summary(tmp_path):
+    run("sample-data", tmp_path / "a", "--size", 160, "--seed", 1)
+    run("sample-data", tmp_path / "b", "--size", 160, "--seed", 2, "--no-nodata")
+    out = tmp_path / "out"
+    result = run("run", tmp_path / "a" / "scene_1.tif", tmp_path / "b" / "scene_2.tif",
+                 "-o", out, "--tile-size", 64, "--probabilities")
+    assert result.exit_code == 0, result.output
+    assert "water" in result.output and "area (ha)" in result.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["scene_1.gpkg", "scene_1.mask.qml", "scene_1.mask.tif", "scene_1.prob.tif",
+                     "scene_1.qml", "scene_2.gpkg", "scene_2.mask.qml", "scene_2.mask.tif",
+                     "scene_2.prob.tif", "scene_2.qml", "summary.json"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["name"] for s in summary["scenes"]] == ["scene_1", "scene_2"]
+    import geopandas as gpd
+
+    for scene in summary["scenes"]:
+        gdf = gpd.read_file(scene["outputs"]["gpkg"], layer=scene["name"])
+        assert gdf.confidence.between(0, 1).all()
+        by_class = {c["class_name"]: c["area_m2"] for c in scene["classes"]}
+        assert sum(by_class.values()) == pytest.approx(gdf.area_m2.sum(), abs=0.1)
+        with rasterio.open(scene["outputs"]["mask"]) as ds:
+            valid = (ds.read(1) != 255).sum() * abs(ds.transform.a * ds.transform.e)
+        assert sum(by_class.values()) == pytest.approx(valid, abs=0.1)
+    # Everything is checked up front: one existing output stops the run before any work.
+    (out / "scene_2.gpkg").unlink()
+    result = run("run", tmp_path / "b" / "scene_2.tif", tmp_path / "a" / "scene_1.tif",
+                 "-o", out)
+    assert_one_line_error(result, "exists already")
+    assert not (out / "scene_2.gpkg").exists()
+    result = run("run", tmp_path / "a" / "scene_1.tif", tmp_path / "a" / "scene_1.tif",
+                 "-o", out)
+    assert_one_line_error(result, "same name")
