@@ -20,11 +20,9 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/geoseg sample-data $(DEMO_DATA) --size 2048 --seed 7 --overwrite
-	mkdir -p $(DEMO_OUT)
-	$(BIN)/geoseg predict $(DEMO_DATA)/scene_7.tif -o $(DEMO_OUT)/scene_7.mask.tif \
-		--probabilities $(DEMO_OUT)/scene_7.prob.tif --quicklook $(DEMO_OUT)/scene_7.png \
-		--overwrite --no-progress
-	@echo "Outputs are in $(DEMO_OUT)/ (open scene_7.mask.tif in QGIS: it comes styled)."
+	$(BIN)/geoseg run $(DEMO_DATA)/scene_7.tif -o $(DEMO_OUT) --probabilities --quicklook \
+		--min-area 100 --overwrite --no-progress
+	@echo "Outputs are in $(DEMO_OUT)/ (open scene_7.mask.tif and scene_7.gpkg in QGIS: both come styled)."
 
 test: install
 	$(BIN)/python -m pytest

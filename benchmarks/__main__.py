@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = {"memory": "benchmarks.memory"}
+BENCHMARKS = {"memory": "benchmarks.memory", "vectorize": "benchmarks.vectorize"}
 
 
 def main() -> None:

@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from geoseg import __version__, atomic
 from geoseg.errors import InputError
+
+if TYPE_CHECKING:
+    from geoseg.vector import Tally
 
 SUMMARY = "summary.json"
 
@@ -95,7 +96,7 @@ def run(
     """
     from geoseg.model import load_model
     from geoseg.pipeline import predict
-    from geoseg.vector import polygons, write_gpkg
+    from geoseg.vector import iter_layers, write_gpkg
 
     scenes = plan(sources, out_dir, probabilities=probabilities, quicklook=quicklook)
     summary_path = Path(out_dir) / SUMMARY
@@ -108,19 +109,18 @@ def run(
         predict(scene.source, scene.mask, loaded, probabilities_path=scene.probabilities,
                 quicklook=scene.quicklook, overwrite=overwrite, scheduler=scheduler,
                 workers=workers, progress=progress, **predict_options)
-        layer = polygons(scene.mask, probabilities=scene.probabilities, min_area=min_area,
-                         simplify=simplify, classes=classes, scheduler=scheduler,
-                         workers=workers, progress=progress,
-                         allow_no_crs=bool(predict_options.get("allow_no_crs")))
-        write_gpkg(layer, scene.gpkg, overwrite=overwrite)
+        batches = iter_layers(scene.mask, probabilities=scene.probabilities,
+                              min_area=min_area, simplify=simplify, classes=classes,
+                              scheduler=scheduler, workers=workers, progress=progress,
+                              allow_no_crs=bool(predict_options.get("allow_no_crs")))
+        tally = write_gpkg(batches, scene.gpkg, overwrite=overwrite)
         entry = {"name": scene.name, "source": scene.source,
                  "outputs": {k: str(v) for k, v in (
                      ("mask", scene.mask), ("gpkg", scene.gpkg),
                      ("probabilities", scene.probabilities),
                      ("quicklook", scene.quicklook)) if v is not None},
-                 "crs": layer.crs.to_string() if layer.crs else None,
-                 "seconds": round(time.perf_counter() - started, 2),
-                 "classes": class_areas(layer.class_id, layer.area_m2, layer.class_names)}
+                 "crs": tally.crs, "seconds": round(time.perf_counter() - started, 2),
+                 "classes": class_areas(tally)}
         done.append(entry)
         if report:
             report(format_scene(entry))
@@ -135,24 +135,23 @@ def run(
     return summary
 
 
-def class_areas(class_id: np.ndarray, area_m2: np.ndarray, names: Sequence[str]
-                ) -> list[dict[str, Any]]:
+def class_areas(tally: Tally) -> list[dict[str, Any]]:
     """Polygons, area and share of the mapped area, per class (every class listed)."""
-    total = float(area_m2.sum())
+    total = float(tally.area_m2.sum())
     rows = []
-    for k, name in enumerate(names):
-        here = class_id == k
-        area = float(area_m2[here].sum())
-        rows.append({"class_id": k, "class_name": name, "polygons": int(here.sum()),
-                     "area_m2": round(area, 2),
-                     "share": round(area / total, 6) if total else 0.0})
+    for k, name in enumerate(tally.class_names):
+        area = float(tally.area_m2[k]) if k < len(tally.area_m2) else 0.0
+        rows.append({"class_id": k, "class_name": name,
+                     "polygons": int(tally.polygons[k]) if k < len(tally.polygons) else 0,
+                     "area_m2": round(area, 2), "share": round(area / total, 6) if total else 0.0})
     return rows
 
 
 def format_scene(entry: dict[str, Any]) -> str:
     """A scene's class table as text (areas in hectares)."""
-    lines = [f"{entry['name']}  ({entry['seconds']:.1f} s)  -> {entry['outputs']['gpkg']}",
-             f"  {'class':<16} {'polygons':>9} {'area (ha)':>12} {'share':>7}"]
+    lines = [f"{entry['name']} ({entry['seconds']:.1f} s)"]
+    lines += [f"  {kind}: {path}" for kind, path in entry["outputs"].items()]
+    lines.append(f"  {'class':<16} {'polygons':>9} {'area (ha)':>12} {'share':>7}")
     for row in entry["classes"]:
         lines.append(f"  {row['class_name']:<16} {row['polygons']:>9} "
                      f"{row['area_m2'] / 1e4:>12.2f} {row['share']:>7.1%}")

@@ -94,6 +94,24 @@ def model_options(f: F) -> F:
                              ".safetensors).")(f)
 
 
+def prediction_options(f: F) -> F:
+    """The model, how to tile the input, and which of its bands to use."""
+    f = click.option("--tta", is_flag=True,
+                     help="Test-time augmentation: average over flips (4× slower).")(f)
+    f = click.option("--bands", callback=_bands,
+                     help="Input bands in model order, e.g. 3,2,1,4.")(f)
+    return model_options(f)
+
+
+def job_options(f: F) -> F:
+    """CRS tolerance, progress bar, scheduler and overwriting: every command that computes."""
+    f = overwrite_option(f)
+    f = scheduler_options(f)
+    f = click.option("--progress/--no-progress", default=None,
+                     help="Show a progress bar [default: when stderr is a terminal].")(f)
+    return click.option("--allow-no-crs", is_flag=True, help="Accept inputs without a CRS.")(f)
+
+
 @click.group(cls=GeoSegGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="geoseg")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
@@ -129,18 +147,12 @@ def _say(ctx: click.Context, text: str) -> None:
 @click.argument("src", nargs=-1, required=True)
 @click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False),
               help="The class mask to write (Cloud-Optimized GeoTIFF).")
-@model_options
-@click.option("--bands", callback=_bands, help="Input bands in model order, e.g. 3,2,1,4.")
-@click.option("--tta", is_flag=True, help="Test-time augmentation: average over flips (4× slower).")
+@prediction_options
 @click.option("--probabilities", type=click.Path(dir_okay=False), default=None,
               help="Also write per-class probabilities (uint8, value / 254) to this COG.")
 @click.option("--quicklook", type=click.Path(dir_okay=False), default=None,
               help="Also write a colored PNG preview of the mask.")
-@click.option("--allow-no-crs", is_flag=True, help="Accept inputs without a CRS.")
-@click.option("--progress/--no-progress", default=None,
-              help="Show a progress bar [default: when stderr is a terminal].")
-@scheduler_options
-@overwrite_option
+@job_options
 @click.pass_context
 def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
             tile_size: int | None, overlap: int | None, batch_size: int | None, device: str,
@@ -203,11 +215,7 @@ def vector_options(f: F) -> F:
 @click.option("--layer", default=None, help="Layer name [default: the output's file name].")
 @click.option("--chunk-size", type=click.IntRange(min=16), default=2048, show_default=True,
               help="Pixels per chunk side (memory per worker grows with its square).")
-@click.option("--allow-no-crs", is_flag=True, help="Accept a mask without a CRS.")
-@click.option("--progress/--no-progress", default=None,
-              help="Show a progress bar [default: when stderr is a terminal].")
-@scheduler_options
-@overwrite_option
+@job_options
 @click.pass_context
 def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None,
               min_area: float, simplify: float, classes: list[str] | None, layer: str | None,
@@ -226,14 +234,14 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
 
     started = time.perf_counter()
     atomic.check_outputs([dst, vec.qml_path(dst)], overwrite=overwrite)
-    layer_data = vec.polygons(
+    batches = vec.iter_layers(
         mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
         classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,
         scheduler=scheduler, workers=workers,
         progress=sys.stderr.isatty() if progress is None else progress)
-    vec.write_gpkg(layer_data, dst, layer_name=layer, overwrite=overwrite)
+    tally = vec.write_gpkg(batches, dst, layer_name=layer, overwrite=overwrite)
     seconds = time.perf_counter() - started
-    _say(ctx, f"polygons: {dst} ({len(layer_data.geometry)} polygons, {seconds:.1f} s)")
+    _say(ctx, f"polygons: {dst} ({tally.polygons.sum()} polygons, {seconds:.1f} s)")
     _say(ctx, f"style: {vec.qml_path(dst)}")
 
 
@@ -241,18 +249,12 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
 @click.argument("src", nargs=-1, required=True)
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the outputs (created if missing).")
-@model_options
-@click.option("--bands", callback=_bands, help="Input bands in model order, e.g. 3,2,1,4.")
-@click.option("--tta", is_flag=True, help="Test-time augmentation: average over flips (4× slower).")
+@prediction_options
 @click.option("--probabilities", is_flag=True,
               help="Also write NAME.prob.tif, and give each polygon its confidence.")
 @click.option("--quicklook", is_flag=True, help="Also write NAME.png, a colored preview.")
 @vector_options
-@click.option("--allow-no-crs", is_flag=True, help="Accept inputs without a CRS.")
-@click.option("--progress/--no-progress", default=None,
-              help="Show progress bars [default: when stderr is a terminal].")
-@scheduler_options
-@overwrite_option
+@job_options
 @click.pass_context
 def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
         tile_size: int | None, overlap: int | None, batch_size: int | None, device: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from geoseg.errors import InputError
@@ -42,6 +42,79 @@ def compute(*collections: Any, scheduler: str = "threads", workers: int | None =
             dist_progress(futures)
             print(file=sys.stderr)
         return tuple(client.gather(futures))
+
+
+@contextlib.contextmanager
+def session(scheduler: str = "threads", workers: int | None = None, *, total: int = 0,
+            progress: bool = False, desc: str = "") -> Iterator[Callable[[list[Any]], list[Any]]]:
+    """A function that computes a list of Dask objects, to call many times on one pool of
+    workers (one LocalCluster, one process pool), with one progress bar over ``total``."""
+    import dask
+
+    check_scheduler(scheduler)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="task", desc=desc, file=sys.stderr, leave=False)
+
+    def done(n: int) -> None:
+        if bar is not None:
+            bar.update(n)
+
+    try:
+        if scheduler in LOCAL_SCHEDULERS:
+            with _pool(scheduler, workers) as pool:
+                extra = {} if pool is None else {"pool": pool}
+                # The scheduler's own function: naming it by string makes dask import
+                # distributed (0.2 s) to look for a client first.
+                get = _local_get(scheduler)
+
+                def run_local(items: list[Any]) -> list[Any]:
+                    out = list(dask.compute(*items, scheduler=get, **extra))
+                    done(len(items))
+                    return out
+
+                yield run_local
+        else:
+            with client_for(scheduler, workers=workers) as client:
+                def run_remote(items: list[Any]) -> list[Any]:
+                    out = list(client.gather(client.compute(items)))
+                    done(len(items))
+                    return out
+
+                yield run_remote
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _local_get(scheduler: str) -> Callable[..., Any]:
+    if scheduler == "threads":
+        from dask.threaded import get
+    elif scheduler == "processes":
+        from dask.multiprocessing import get
+    else:
+        from dask.local import get_sync as get
+    return get
+
+
+@contextlib.contextmanager
+def _pool(scheduler: str, workers: int | None) -> Iterator[Any]:
+    if scheduler == "sync":
+        yield None
+    elif scheduler == "threads":
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers or os.cpu_count()) as pool:
+            yield pool
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        context = multiprocessing.get_context("spawn")  # as dask's own default: no forked locks
+        with ProcessPoolExecutor(workers or os.cpu_count(), mp_context=context) as pool:
+            yield pool
 
 
 @contextlib.contextmanager

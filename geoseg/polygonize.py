@@ -17,6 +17,7 @@ diagonally) is split there into an outline and a hole, as OGC validity requires.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,8 +51,9 @@ class Polygons:
     polygons continue across their border.
     """
 
-    geometry: np.ndarray  # shapely Polygons, pixel coordinates
+    geometry: np.ndarray  # shapely Polygons, in pixel coordinates or placed on the map
     cls: np.ndarray
+    pixels: np.ndarray  # pixel count of each polygon
     seed: tuple[np.ndarray, np.ndarray]  # (row, col) of one pixel inside each polygon
     edges: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]
 
@@ -121,23 +123,22 @@ def _runs(p: np.ndarray, changes: np.ndarray, valid: np.ndarray, c: np.ndarray,
     lines only, where it starts or stops matching the inside class (``"border"``).
     Returns (first p, last p, class) of every run, ordered along the lines."""
 
-    def continues(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
-        """Whether the edge at ``cur`` continues the run of the edge at ``prev``."""
-        ok = (changes[prev] & changes[cur] & valid[prev + inside] & valid[cur + inside]
-              & (c[prev + inside] == c[cur + inside]))
-        if split == "all":
-            ok &= framed[prev + across] == framed[cur + across]
-        elif split == "border":
-            line = cur // cols if step == 1 else cur % cols
-            on_border = (line == 0) | (line == (rows - 2 if step == 1 else cols - 2))
-            same = ((framed[prev + across] == c[prev + inside])
-                    == (framed[cur + across] == c[cur + inside]))
-            ok &= ~on_border | same
-        return ok
-
-    starts = ~continues(p - step, p)
-    ends = ~continues(p, p + step)
-    first, last = p[starts], p[ends]
+    prev = p - step
+    cls = c[p + inside]
+    # Edge p continues the run of edge p - step if that is an edge too, with the same
+    # class inside (which is then valid as well).
+    cont = changes[prev] & (c[prev + inside] == cls)
+    if split == "all":
+        cont &= framed[prev + across] == framed[p + across]
+    elif split == "border":
+        line = p // cols if step == 1 else p % cols
+        on_border = (line == 0) | (line == (rows - 2 if step == 1 else cols - 2))
+        same = (framed[prev + across] == cls) == (framed[p + across] == cls)
+        cont &= ~on_border | same
+    # A run ends where the next edge does not continue it.
+    continued = np.zeros(changes.shape, bool)
+    continued[p[cont]] = True
+    first, last = p[~cont], p[~continued[p + step]]
     if step != 1:  # row-major order interleaves the columns' runs: order both by column
         first = first[np.argsort(first % cols * rows + first // cols, kind="stable")]
         last = last[np.argsort(last % cols * rows + last // cols, kind="stable")]
@@ -180,7 +181,7 @@ def _successors(seg: Segments, width: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def _split_pinches(succ: np.ndarray, rep: np.ndarray, out_a: np.ndarray, out_b: np.ndarray
-                   ) -> bool:
+                   ) -> np.ndarray:
     """Turn rings that touch themselves at a corner into an outline and a hole (in place).
 
     Where two diagonal pixels of one class meet at a corner (two segments of that class
@@ -190,21 +191,38 @@ def _split_pinches(succ: np.ndarray, rep: np.ndarray, out_a: np.ndarray, out_b: 
     """
     twice = rep[out_a] == rep[out_b]
     if not twice.any():
-        return False
+        return rep
     pred = np.empty_like(succ)
     pred[succ] = np.arange(len(succ))
     a, b = pred[out_a[twice]], pred[out_b[twice]]
     succ[a], succ[b] = succ[b], succ[a].copy()
-    return True
+    return _update_reps(succ, rep, np.unique(rep[a]))
 
 
 def _ring_reps(succ: np.ndarray) -> np.ndarray:
-    """The smallest member of each element's cycle in the permutation ``succ``."""
+    """The smallest member of each element's cycle in the permutation ``succ``.
+
+    After k rounds each element holds the minimum of the next 2^k; once a round changes
+    nothing, every window already holds its cycle's minimum.
+    """
     rep = np.arange(len(succ))
     jump = succ.copy()
     for _ in range(max(1, len(succ).bit_length())):
-        rep = np.minimum(rep, rep[jump])
+        new = np.minimum(rep, rep[jump])
+        if np.array_equal(new, rep):
+            break
+        rep = new
         jump = jump[jump]
+    return rep
+
+
+def _update_reps(succ: np.ndarray, rep: np.ndarray, changed: np.ndarray) -> np.ndarray:
+    """``rep`` again after the rings with representatives ``changed`` were rewired."""
+    sub = np.flatnonzero(np.isin(rep, changed))
+    local = np.empty(len(succ), np.int64)
+    local[sub] = np.arange(len(sub))
+    rep = rep.copy()
+    rep[sub] = sub[_ring_reps(local[succ[sub]])]
     return rep
 
 
@@ -227,23 +245,23 @@ def _ring_order(succ: np.ndarray, rep: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return ring, offsets[ring] + sizes[ring] - 1 - left, sizes
 
 
-def polygonize(classes: np.ndarray, *, nodes: bool = False, frame: bool = False) -> Polygons:
+def polygonize(classes: np.ndarray, *, nodes: bool = False, frame: bool = False,
+               place: Callable[[np.ndarray], np.ndarray] | None = None) -> Polygons:
     """All 4-connected regions of equal class in ``classes`` (uint8; ``INVALID`` skipped).
 
     ``nodes`` and ``frame``: see :func:`segments`; with ``frame`` the coordinates start at
-    the first pixel inside the frame.
+    the first pixel inside the frame. ``place`` maps pixel coordinates ``(n, 2)`` to the
+    coordinates the geometries get (e.g. onto the map); default: pixel coordinates.
     """
     h, w = classes.shape[0] - 2 * frame, classes.shape[1] - 2 * frame
     seg = segments(classes, nodes=nodes, frame=frame)
     empty = np.zeros(0, np.int64)
     if len(seg.x0) == 0:
         no_edges = (empty, empty, empty.astype(np.int32), empty)
-        return Polygons(np.empty(0, object), np.zeros(0, np.int32), (empty, empty),
+        return Polygons(np.empty(0, object), np.zeros(0, np.int32), empty, (empty, empty),
                         {side: no_edges for side in ("top", "bottom", "left", "right")})
     succ, out_a, out_b = _successors(seg, w)
-    rep = _ring_reps(succ)
-    if _split_pinches(succ, rep, out_a, out_b):
-        rep = _ring_reps(succ)
+    rep = _split_pinches(succ, _ring_reps(succ), out_a, out_b)
     ring, pos, sizes = _ring_order(succ, rep)
     n = len(ring)
     coords = np.empty((n, 2))
@@ -260,8 +278,9 @@ def polygonize(classes: np.ndarray, *, nodes: bool = False, frame: bool = False)
     is_shell = area2 < 0
     ring_start = np.flatnonzero(rep == np.arange(n))  # each ring's first segment
     ring_cls = seg.cls[ring_start]
-    rings = shapely.linearrings(coords, indices=ring_of_pos)
-    owner = _hole_owners(rings, is_shell, ring_cls, seg, ring_start, area2)
+    place = place or (lambda xy: xy)
+    rings = shapely.linearrings(place(coords), indices=ring_of_pos)
+    owner = _hole_owners(rings, is_shell, ring_cls, seg, ring_start, area2, place)
     poly_of_ring = (np.cumsum(is_shell) - 1)[owner]  # polygon k is the k-th outline
     # Each polygon: its outline, then its holes.
     ring_order = np.lexsort((~is_shell, poly_of_ring))
@@ -269,7 +288,9 @@ def polygonize(classes: np.ndarray, *, nodes: bool = False, frame: bool = False)
     shells = np.flatnonzero(is_shell)
     sx, sy = _left_pixel(seg, ring_start[shells])
     seed = (np.floor(sy).astype(np.int64), np.floor(sx).astype(np.int64))
-    return Polygons(polys, ring_cls[shells], seed, _edge_runs(seg, poly_of_ring[ring], h, w))
+    pixels = np.rint(np.bincount(poly_of_ring, weights=-area2 / 2)).astype(np.int64)
+    return Polygons(polys, ring_cls[shells], pixels, seed,
+                    _edge_runs(seg, poly_of_ring[ring], h, w))
 
 
 def _left_pixel(seg: Segments, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -281,7 +302,8 @@ def _left_pixel(seg: Segments, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 
 def _hole_owners(rings: np.ndarray, is_shell: np.ndarray, ring_cls: np.ndarray, seg: Segments,
-                 ring_ids: np.ndarray, area2: np.ndarray) -> np.ndarray:
+                 ring_ids: np.ndarray, area2: np.ndarray,
+                 place: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """For every ring the index of the outline it belongs to (itself for an outline)."""
     owner = np.arange(len(rings))
     holes = np.flatnonzero(~is_shell)
@@ -289,7 +311,7 @@ def _hole_owners(rings: np.ndarray, is_shell: np.ndarray, ring_cls: np.ndarray, 
         return owner
     shells = np.flatnonzero(is_shell)
     # A point inside the pixel on the left of each hole's first segment: a pixel of its polygon.
-    points = shapely.points(*_left_pixel(seg, ring_ids[holes]))
+    points = shapely.points(place(np.column_stack(_left_pixel(seg, ring_ids[holes]))))
     # Query the points with the outlines (prepared once each), not the other way round.
     shell_j, hole_i = shapely.STRtree(points).query(shapely.polygons(rings[shells]),
                                                     predicate="contains_properly")

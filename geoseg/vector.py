@@ -31,11 +31,11 @@ import math
 import os
 import sqlite3
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import shapely
@@ -51,13 +51,14 @@ if TYPE_CHECKING:
     from rasterio.crs import CRS
 
 DEFAULT_CHUNK = 2048
+MIN_CHUNK = 16
 PROB_SCALE = 254  # probabilities COG: value / 254 (see geoseg.pipeline)
 COLUMNS = ("class_id", "class_name", "area_m2", "perimeter_m", "confidence")
 
 
 @dataclass(frozen=True)
 class Pieces:
-    """Polygons of one chunk, in pixel coordinates of the whole mask."""
+    """Polygons of one chunk, on the map, with what joining them across borders needs."""
 
     geometry: np.ndarray
     cls: np.ndarray
@@ -68,7 +69,7 @@ class Pieces:
 
 @dataclass
 class Regions:
-    """One polygon per region of the whole mask (pixel coordinates) and its sums."""
+    """One polygon per region of the whole mask (on the map) and its sums."""
 
     geometry: np.ndarray
     cls: np.ndarray
@@ -95,18 +96,17 @@ def _chunk_pieces(framed: np.ndarray, row: int, col: int, probs: np.ndarray | No
                   nodes: bool, transform: Affine) -> Pieces:
     """Polygonize the chunk at (row, col); ``framed`` has a one-pixel frame of its
     neighbours' classes around it (``INVALID`` outside the mask)."""
-    found = polygonize(framed, nodes=nodes, frame=True)
-    classes = framed[1:-1, 1:-1]
     # On the map at once: equal pixel corners give equal map coordinates in every chunk,
     # so the pieces still match exactly where they are joined.
-    geometry = to_map(found.geometry, transform, offset=(col, row))
-    pixels = np.rint(shapely.area(found.geometry)).astype(np.int64)
+    found = polygonize(framed, nodes=nodes, frame=True,
+                       place=lambda xy: map_coords(xy, transform, (col, row)))
+    classes = framed[1:-1, 1:-1]
     prob_sum = None if probs is None else _prob_sums(classes, probs, found.seed)
     edges = {}
     for side, (start, stop, cls, poly) in found.edges.items():
         shift = row if side in ("left", "right") else col
         edges[side] = (start + shift, stop + shift, cls, poly)
-    return Pieces(geometry, found.cls, pixels, prob_sum, edges)
+    return Pieces(found.geometry, found.cls, found.pixels, prob_sum, edges)
 
 
 def _prob_sums(classes: np.ndarray, probs: np.ndarray, seed: tuple[np.ndarray, np.ndarray]
@@ -116,8 +116,10 @@ def _prob_sums(classes: np.ndarray, probs: np.ndarray, seed: tuple[np.ndarray, n
 
     valid = classes != INVALID
     own = np.zeros(classes.shape, np.float64)
-    idx = np.minimum(classes, len(probs) - 1)[None]
-    own[valid] = np.take_along_axis(probs, idx, 0)[0][valid] / PROB_SCALE
+    idx = np.where(valid, classes, 0)[None]
+    # 255 is the probabilities' nodata: where the mask has data it cannot occur, but a
+    # foreign raster could hold it; it must not count above 1.
+    own[valid] = np.minimum(np.take_along_axis(probs, idx, 0)[0][valid], PROB_SCALE) / PROB_SCALE
     labels = np.zeros(classes.shape, np.int64)
     offset = 0
     for k in np.unique(classes[valid]):
@@ -165,25 +167,6 @@ def connected(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
             return label
 
 
-def _links(pieces: list[list[Pieces]], first_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs of global polygon ids that continue each other across a chunk border."""
-    a_ids, b_ids = [], []
-    rows, cols = len(pieces), len(pieces[0])
-    for i in range(rows):
-        for j in range(cols):
-            for di, dj, side_a, side_b in ((0, 1, "right", "left"), (1, 0, "bottom", "top")):
-                if i + di >= rows or j + dj >= cols:
-                    continue
-                a = pieces[i][j].edges[side_a]
-                b = pieces[i + di][j + dj].edges[side_b]
-                pa, pb = _overlapping_runs(a, b)
-                a_ids.append(pa + first_id[i * cols + j])
-                b_ids.append(pb + first_id[(i + di) * cols + j + dj])
-    if not a_ids:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    return np.concatenate(a_ids), np.concatenate(b_ids)
-
-
 def _overlapping_runs(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Polygon pairs whose runs (sorted, disjoint per side) overlap with the same class."""
@@ -198,51 +181,132 @@ def _overlapping_runs(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]
     return a_poly[ia[same]], b_poly[ib[same]]
 
 
-def _merge(pieces: list[list[Pieces]], nodes: bool, threads: int | None = None) -> Regions:
-    """Join the pieces of every region cut by chunk borders: one polygon per region."""
-    flat = [p for row in pieces for p in row]
-    counts = np.array([len(p.geometry) for p in flat])
-    first_id = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    geometry = np.concatenate([p.geometry for p in flat])
-    n = len(geometry)
-    a, b = _links(pieces, first_id)
-    region = connected(n, a, b)
-    # A region is listed where its first piece was (chunk order: deterministic).
+def _regions(run: Callable[[list[Any]], list[Any]], rows: list[list[Any]], nodes: bool,
+             threads: int | None = None) -> Iterator[Regions]:
+    """Compute the chunk tasks row by row and yield, after each row, the regions that are
+    complete: one polygon each, its pieces from every chunk joined.
+
+    A piece that touches no chunk border is a whole region at once. The others wait,
+    with the pieces they continue across borders, until no piece of their region touches
+    the bottom of the last row computed; only those wait in memory, so memory follows the
+    regions that cross one row of chunks, not the size of the mask.
+    """
+    pending: Regions | None = None  # pieces of open regions, with their ids
+    pending_ids = np.zeros(0, np.int64)
+    joins = (pending_ids, pending_ids)  # each open piece and the first of its region
+    above: list[tuple[np.ndarray, ...]] = []  # bottom runs of the row above, global ids
+    next_id = 0
+    # The next row computes while this one is joined and written (by the consumer).
+    with ThreadPoolExecutor(1) as ahead:
+        coming = ahead.submit(run, rows[0]) if rows else None
+        for i in range(len(rows)):
+            row: list[Pieces] = coming.result()  # type: ignore[union-attr]
+            last_row = i == len(rows) - 1
+            if not last_row:
+                coming = ahead.submit(run, rows[i + 1])
+            first = np.cumsum([0] + [len(p.geometry) for p in row])[:-1] + next_id
+            next_id += sum(len(p.geometry) for p in row)
+            a, b = _row_links(row, first, above, joins)
+            above = [(*p.edges["bottom"][:3], p.edges["bottom"][3] + first[j])
+                     for j, p in enumerate(row)]
+            at_border = [np.unique(np.concatenate([e[3] for e in p.edges.values()])) for p in row]
+            inner = [np.setdiff1d(np.arange(len(p.geometry)), t) for p, t in zip(row, at_border,
+                                                                                   strict=True)]
+            yield _concat([_take(p, k) for p, k in zip(row, inner, strict=True)])
+            # The pieces at a border, and those still open from above, form regions.
+            ids = np.concatenate([pending_ids, *(t + f for t, f in zip(at_border, first,
+                                                                        strict=True))])
+            waiting = _concat([*([pending] if pending is not None else []),
+                               *(_take(p, t) for p, t in zip(row, at_border, strict=True))])
+            if len(ids) == 0:
+                continue
+            region = connected(len(ids), np.searchsorted(ids, a), np.searchsorted(ids, b))
+            still_open = np.zeros(len(ids), bool)
+            if not last_row:
+                open_ids = np.concatenate([p.edges["bottom"][3] + f for p, f in zip(row, first,
+                                                                                     strict=True)])
+                still_open[np.searchsorted(ids, open_ids)] = True
+            region_open = np.zeros(len(ids), bool)
+            region_open[region[still_open]] = True
+            keep = region_open[region]
+            yield _join(_take(waiting, np.flatnonzero(~keep)), region[~keep], nodes, threads)
+            pending, pending_ids = _take(waiting, np.flatnonzero(keep)), ids[keep]
+            joins = (pending_ids, ids[region[keep]])
+
+
+def _row_links(row: list[Pieces], first: np.ndarray, above: list[tuple[np.ndarray, ...]],
+               joins: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs of piece ids (global) that are one region: pieces continuing each other from
+    chunk to chunk along the row and from the row ``above``, and the ``joins`` already
+    known between open pieces."""
+    a, b = [joins[0]], [joins[1]]
+    for j in range(len(row) - 1):
+        pa, pb = _overlapping_runs(row[j].edges["right"], row[j + 1].edges["left"])
+        a.append(pa + first[j])
+        b.append(pb + first[j + 1])
+    for j, bottom in enumerate(above):
+        pa, pb = _overlapping_runs(bottom, row[j].edges["top"])
+        a.append(pa)
+        b.append(pb + first[j])
+    return np.concatenate(a), np.concatenate(b)
+
+
+def _take(r: Regions | Pieces, idx: np.ndarray) -> Regions:
+    return Regions(r.geometry[idx], r.cls[idx], r.pixels[idx],
+                   None if r.prob_sum is None else r.prob_sum[idx])
+
+
+def _concat(parts: Sequence[Regions]) -> Regions:
+    with_probs = bool(parts) and parts[0].prob_sum is not None
+    return Regions(np.concatenate([p.geometry for p in parts] or [np.empty(0, object)]),
+                   np.concatenate([p.cls for p in parts] or [np.zeros(0, np.int32)]),
+                   np.concatenate([p.pixels for p in parts] or [np.zeros(0, np.int64)]),
+                   np.concatenate([p.prob_sum for p in parts]) if with_probs else None)
+
+
+def _join(pieces: Regions, region: np.ndarray, nodes: bool, threads: int | None) -> Regions:
+    """One polygon per region label, its pieces joined, listed by its first piece."""
+    if len(region) == 0:
+        return pieces
     order = np.argsort(region, kind="stable")
     starts = np.flatnonzero(np.r_[True, region[order][1:] != region[order][:-1]])
-    sizes = np.diff(np.r_[starts, n])
+    sizes = np.diff(np.r_[starts, len(region)])
     joined = np.flatnonzero(sizes > 1)
-    # The pieces share their vertices along the cut (see polygonize's frame), so GEOS's
-    # coverage union joins them; it releases the GIL, so threads share the work.
+
     def join(k: int) -> shapely.Geometry:
-        union = shapely.coverage_union_all(geometry[order[starts[k]:starts[k] + sizes[k]]])
+        # The pieces share their vertices along the cut (see polygonize's frame), so
+        # GEOS's coverage union joins them (it releases the GIL: threads share the work).
+        union = shapely.coverage_union_all(pieces.geometry[order[starts[k]:starts[k] + sizes[k]]])
         # Where an outline crossed the cut, it now runs straight on through a vertex that
         # only a coverage (nodes) needs.
         return union if nodes else drop_collinear(np.array([union]))[0]
 
     with ThreadPoolExecutor(threads or os.cpu_count()) as pool:
         unions = list(pool.map(join, joined))
-    merged = geometry[order[starts]]
+    firsts = order[starts]
+    merged = pieces.geometry[firsts]
     merged[joined] = unions
-    by_first = np.argsort(order[starts], kind="stable")
-    first = order[starts][by_first]
+    by_first = np.argsort(firsts, kind="stable")
+    label = region[firsts[by_first]]
 
     def total(values: np.ndarray) -> np.ndarray:
-        return np.bincount(region, weights=values)[region[first]]
+        return np.bincount(region, weights=values)[label]
 
-    with_probs = flat[0].prob_sum is not None
-    return Regions(
-        geometry=merged[by_first],
-        cls=np.concatenate([p.cls for p in flat])[first],
-        pixels=np.rint(total(np.concatenate([p.pixels for p in flat]))).astype(np.int64),
-        prob_sum=total(np.concatenate([p.prob_sum for p in flat])) if with_probs else None,
-    )
+    return Regions(merged[by_first], pieces.cls[firsts[by_first]],
+                   np.rint(total(pieces.pixels)).astype(np.int64),
+                   None if pieces.prob_sum is None else total(pieces.prob_sum))
 
 
 # ---- reading the mask ----------------------------------------------------------------
 
 def _as_classes(raw: np.ndarray, valid: np.ndarray, name: str) -> np.ndarray:
     """Class values as uint8 with ``INVALID`` where there is no data."""
+    if raw.dtype == np.uint8:
+        bad = (raw == INVALID) & valid
+        if bad.any():
+            raise InputError(f"has class value {INVALID} where it has data; a class mask "
+                             f"holds 0..254 (255 or the nodata value for no data)", name)
+        return np.where(valid, raw, np.uint8(INVALID))
     values = raw[valid]
     if values.size and (values.min() < 0 or values.max() >= INVALID):
         bad = values.min() if values.min() < 0 else values.max()
@@ -260,6 +324,10 @@ def _file_chunk(source: raster.Source, probs: raster.Source | None, row: int, co
     if probs is not None:
         with probs.open() as ds:
             prob, _ = raster.read_clipped(ds, probs, row, col, height, width)
+        top = framed[1:-1, 1:-1][framed[1:-1, 1:-1] != INVALID]
+        if top.size and top.max() >= len(prob):
+            raise InputError(f"has {len(prob)} bands but the mask has class {top.max()}",
+                             probs.name)
     return _chunk_pieces(framed, row, col, prob, nodes, source.transform)
 
 
@@ -375,16 +443,12 @@ def _absorb_small(regions: Regions, area: np.ndarray, min_area: float, nodes: bo
                    None if probs is None else probs[keep])
 
 
-def to_map(geometry: np.ndarray, t: Affine, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """Pixel-space geometries placed on the map by the affine transform ``t``, after
-    shifting them by whole pixels ``offset`` (so a corner has the same map coordinates
-    from whichever chunk it came)."""
-
-    def apply(xy: np.ndarray) -> np.ndarray:
-        x, y = xy[:, 0] + offset[0], xy[:, 1] + offset[1]
-        return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
-
-    return shapely.transform(geometry, apply)
+def map_coords(xy: np.ndarray, t: Affine, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """Pixel coordinates ``(n, 2)`` on the map by the affine transform ``t``, after shifting
+    them by whole pixels ``offset`` (so a corner has the same map coordinates from
+    whichever chunk it came)."""
+    x, y = xy[:, 0] + offset[0], xy[:, 1] + offset[1]
+    return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
 
 
 def measure(geometry: np.ndarray, crs: CRS | None) -> tuple[np.ndarray, np.ndarray]:
@@ -444,7 +508,7 @@ class Layer:
         return cols
 
 
-def polygons(
+def iter_layers(
     mask: str | os.PathLike[str] | xr.DataArray,
     *,
     probabilities: str | os.PathLike[str] | None = None,
@@ -456,15 +520,18 @@ def polygons(
     scheduler: str = "threads",
     workers: int | None = None,
     progress: bool = False,
-) -> Layer:
-    """Vectorize a class mask into a :class:`Layer` (see :func:`vectorize`)."""
+) -> Iterator[Layer]:
+    """Vectorize a class mask in batches (see :func:`vectorize`): one :class:`Layer` per
+    row of chunks, so that a writer holds only one row's polygons (plus those of regions
+    still open below it). ``min_area`` and ``simplify`` need every polygon's neighbours:
+    with them, the polygons are gathered and come as one batch at the end."""
     import dask
 
-    from geoseg.cluster import check_scheduler, compute
+    from geoseg.cluster import check_scheduler, session
 
     check_scheduler(scheduler)
-    if chunk_size < 16:
-        raise InputError(f"chunk size must be at least 16 pixels, not {chunk_size}")
+    if chunk_size < MIN_CHUNK:
+        raise InputError(f"chunk size must be at least {MIN_CHUNK} pixels, not {chunk_size}")
     if min_area < 0 or simplify < 0 or not (math.isfinite(min_area) and math.isfinite(simplify)):
         raise InputError("min-area and simplify must be finite and not negative")
     nodes = simplify > 0
@@ -489,27 +556,53 @@ def polygons(
             pads = ((r0 - r + 1, r + h + 1 - r1), (c0 - c + 1, c + w + 1 - c1))
             tasks.append(dask.delayed(_array_chunk, pure=True)(
                 data[r0:r1, c0:c1], nodata, pads, r, c, nodes, info.transform, info.name))
-    found = compute(*tasks, scheduler=scheduler, workers=workers, progress=progress)
     n_cols = len(range(0, info.width, chunk_size))
-    grid = [list(found[i:i + n_cols]) for i in range(0, len(found), n_cols)]
-    regions = _merge(grid, nodes, threads=workers)
+    rows = [tasks[i:i + n_cols] for i in range(0, len(tasks), n_cols)]
+    keep = None if classes is None else _class_ids(classes, _class_style(info, 256)[0])
+    with session(scheduler, workers, total=len(tasks), progress=progress,
+                 desc="vectorize") as run:
+        batches = _regions(run, rows, nodes, threads=workers)
+        if not (min_area > 0 or nodes):
+            for regions in batches:
+                yield _layer(regions, info, keep)
+            return
+        regions = _concat(list(batches))
     if min_area > 0 and len(regions.geometry):
         regions = _absorb_small(regions, _ground_area(regions, info), min_area, nodes)
-    geometry = regions.geometry
-    if nodes and len(geometry):
-        geometry = shapely.coverage_simplify(geometry, simplify, simplify_boundary=True)
+    if nodes and len(regions.geometry):
+        regions.geometry = shapely.coverage_simplify(regions.geometry, simplify,
+                                                     simplify_boundary=True)
+    yield _layer(regions, info, keep)
+
+
+def _layer(regions: Regions, info: MaskInfo, keep: list[int] | None) -> Layer:
+    """Measured polygons of the classes to keep, named and coloured."""
+    if keep is not None:
+        regions = _take(regions, np.flatnonzero(np.isin(regions.cls, keep)))
     n_classes = int(regions.cls.max()) + 1 if len(regions.cls) else 0
     names, colors = _class_style(info, max(n_classes, len(info.class_names)))
-    keep = np.ones(len(geometry), bool)
-    if classes is not None:
-        keep = np.isin(regions.cls, _class_ids(classes, names))
-    geometry = geometry[keep]
-    area, perimeter = measure(geometry, info.crs)
+    area, perimeter = measure(regions.geometry, info.crs)
     confidence = None
     if regions.prob_sum is not None:
-        confidence = regions.prob_sum[keep] / np.maximum(regions.pixels[keep], 1)
-    return Layer(geometry, regions.cls[keep], names, colors, area, perimeter, confidence,
+        confidence = regions.prob_sum / np.maximum(regions.pixels, 1)
+    return Layer(regions.geometry, regions.cls, names, colors, area, perimeter, confidence,
                  info.crs)
+
+
+def polygons(mask: str | os.PathLike[str] | xr.DataArray, **options: Any) -> Layer:
+    """Vectorize a class mask into one :class:`Layer` (options: see :func:`iter_layers`)."""
+    batches = list(iter_layers(mask, **options))
+    names = max((b.class_names for b in batches), key=len)
+    colors = max((b.colors for b in batches), key=len)
+
+    def cat(values: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(values)
+
+    return Layer(cat([b.geometry for b in batches]), cat([b.class_id for b in batches]),
+                 names, colors, cat([b.area_m2 for b in batches]),
+                 cat([b.perimeter_m for b in batches]),
+                 None if batches[0].confidence is None else cat([b.confidence for b in batches]),
+                 batches[0].crs)
 
 
 def _windows(info: MaskInfo, size: int) -> list[tuple[int, int, int, int]]:
@@ -595,32 +688,66 @@ def qml_path(gpkg: str | os.PathLike[str]) -> Path:
     return Path(gpkg).with_suffix(".qml")
 
 
-def write_gpkg(layer: Layer, dst: str | os.PathLike[str], *, layer_name: str | None = None,
-               overwrite: bool = False) -> None:
-    """Write the polygons to a GeoPackage atomically, QGIS style embedded and beside it."""
+@dataclass
+class Tally:
+    """What a written layer holds, per class id: polygon count and area (m²)."""
+
+    class_names: list[str]
+    polygons: np.ndarray
+    area_m2: np.ndarray
+    crs: str | None = None
+
+    def add(self, layer: Layer) -> None:
+        self.crs = _crs_text(layer.crs)
+        n = max(len(layer.class_names), len(self.polygons))
+        self.class_names = max(self.class_names, layer.class_names, key=len)
+        self.polygons = np.bincount(layer.class_id, minlength=n) + np.pad(
+            self.polygons, (0, n - len(self.polygons)))
+        self.area_m2 = np.bincount(layer.class_id, weights=layer.area_m2, minlength=n) + np.pad(
+            self.area_m2, (0, n - len(self.area_m2)))
+
+
+def write_gpkg(layers: Layer | Iterable[Layer], dst: str | os.PathLike[str], *,
+               layer_name: str | None = None, overwrite: bool = False) -> Tally:
+    """Write polygons to a GeoPackage atomically, batch after batch as they come, then
+    embed the QGIS style (and write it beside the file). Returns what was written."""
     import pyogrio.raw
 
     name = layer_name or Path(dst).stem
-    qml = styles.categorized_qml(layer.class_names, layer.colors, field="class_id")
-    cols = layer.columns()
+    batches = [layers] if isinstance(layers, Layer) else layers
+    tally = Tally([], np.zeros(0, np.int64), np.zeros(0))
+    colors: list[tuple[int, int, int]] = []
     with contextlib.ExitStack() as outputs:
         tmp = outputs.enter_context(atomic.atomic_path(dst, overwrite=overwrite))
         tmp.unlink()  # GDAL creates the GeoPackage itself
         if os.environ.get("SOURCE_DATE_EPOCH"):
             pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": _now()})
+        crs = None
+        for i, batch in enumerate(batches):
+            if i and not len(batch.geometry):
+                continue
+            cols = batch.columns()
+            crs = batch.crs
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    pyogrio.raw.write(
+                        tmp, shapely.to_wkb(batch.geometry), list(cols.values()), list(cols),
+                        layer=name, driver="GPKG", geometry_type="Polygon",
+                        crs=_crs_text(crs), promote_to_multi=False, append=i > 0,
+                        layer_options=None if i else {"SPATIAL_INDEX": "YES"})
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise OutputError(f"could not be written ({exc})", dst) from None
+            tally.add(batch)
+            colors = max(colors, batch.colors, key=len)
+        qml = styles.categorized_qml(tally.class_names, colors, field="class_id")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                pyogrio.raw.write(
-                    tmp, shapely.to_wkb(layer.geometry), list(cols.values()), list(cols),
-                    layer=name, driver="GPKG", geometry_type="Polygon",
-                    crs=_crs_text(layer.crs), promote_to_multi=False,
-                    layer_options={"SPATIAL_INDEX": "YES"})
             styles.embed_gpkg_style(tmp, name, qml, _now())
-        except (OSError, sqlite3.Error, RuntimeError, ValueError) as exc:
+        except sqlite3.Error as exc:
             raise OutputError(f"could not be written ({exc})", dst) from None
         tmp_qml = outputs.enter_context(atomic.atomic_path(qml_path(dst), overwrite=overwrite))
         tmp_qml.write_text(qml)
+    return tally
 
 
 def _now() -> str:

@@ -247,3 +247,30 @@ def test_bad_masks_are_refused_with_the_file_named(tmp_path):
         vectorize(big)
     with pytest.raises(GeoSegError, match=r"missing\.tif"):
         vectorize(tmp_path / "missing.tif")
+
+
+def test_an_all_nodata_mask_gives_an_empty_styled_layer(tmp_path):
+    path = write_mask(tmp_path / "m.tif", np.full((40, 50), 255, np.uint8))
+    dst = tmp_path / "empty.gpkg"
+    gdf = vectorize(path, dst, min_area=10, simplify=1.0, chunk_size=16)
+    assert len(gdf) == 0 and list(gdf.columns)[:4] == ["class_id", "class_name", "area_m2",
+                                                       "perimeter_m"]
+    back = gpd.read_file(dst, layer="empty")
+    assert len(back) == 0 and back.crs == UTM
+
+
+def test_tiny_chunks_join_every_region_whatever_its_shape(tmp_path, monkeypatch):
+    """Chunks of 2-3 px cut almost every region, in rows and columns, many times."""
+    from geoseg import vector
+
+    monkeypatch.setattr(vector, "MIN_CHUNK", 1)
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        h, w = rng.integers(2, 10, 2)
+        mask = rng.integers(0, 3, (h, w)).astype(np.uint8)
+        mask[rng.random((h, w)) < 0.1] = 255
+        path = write_mask(tmp_path / "m.tif", mask)
+        gdf = vectorize(path, chunk_size=int(rng.integers(2, 4)))
+        assert len(gdf) == components(mask)
+        assert (rasterize_back(gdf, mask.shape, TRANSFORM) == mask).all()
+        assert shapely.is_valid(gdf.geometry.values).all()
