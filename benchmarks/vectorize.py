@@ -5,7 +5,9 @@ nodata corner) written as a tiled GeoTIFF. Both tools run as real commands in fr
 processes writing a GeoPackage; wall time and peak RSS are measured per run (median of
 ``--repeats``). The outputs are compared: polygon count and area per class must agree.
 The claims checked: geoseg is at least 3× faster than gdal_polygonize.py on the 8192²
-mask, and its peak memory grows far less than the pixel count.
+mask, and its peak memory grows far less than the pixel count. For reference, it also
+times ``rasterio.features.shapes`` alone over the whole mask in memory (rasterio's GDAL,
+whose polygonizer was rewritten in GDAL 3.7; no file written).
 
     python -m benchmarks vectorize                       # 2048² and 8192² (~2 min)
     python -m benchmarks vectorize --sizes 2048 8192 16384 --repeats 1
@@ -53,6 +55,18 @@ def class_areas(gpkg: Path, layer: str, field: str) -> tuple[int, dict[int, floa
     areas = shapely.area(df.geometry.values)
     return len(df), {int(k): float(areas[df[field].values == k].sum())
                      for k in np.unique(df[field].values)}
+
+
+def shapes_seconds(mask: Path) -> float:
+    """``rasterio.features.shapes`` over the whole mask (rasterio's own GDAL, in memory, no
+    output file): what a recent GDAL polygonizer costs alone."""
+    code = ("import sys, time, rasterio; from rasterio import features; "
+            "ds = rasterio.open(sys.argv[1]); a = ds.read(1); t = time.perf_counter(); "
+            "n = sum(1 for _ in features.shapes(a, mask=a != 255, transform=ds.transform)); "
+            "print(time.perf_counter() - t)")
+    out = subprocess.run([sys.executable, "-c", code, str(mask)], check=True,
+                         capture_output=True, text=True)
+    return float(out.stdout)
 
 
 def gdal_version() -> str | None:
@@ -103,23 +117,27 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 row.update(gdal_seconds=round(gdal_s, 2), gdal_peak_rss_mib=round(gdal_mib),
                            gdal_polygons=n_gdal, speedup=round(gdal_s / ours_s, 2),
                            same_polygon_count=n_gdal == n_ours, same_class_areas=same_area)
+            row["rasterio_shapes_seconds"] = round(shapes_seconds(mask), 2)
             rows.append(row)
             mask.unlink()
     largest = max(rows, key=lambda r: r["size"])  # type: ignore[arg-type, return-value]
     smallest = min(rows, key=lambda r: r["size"])  # type: ignore[arg-type, return-value]
+    import rasterio
+
     result = {"benchmark": "vectorize", "date": time.strftime("%Y-%m-%d"),
               "cpus": os.cpu_count(), "gdal_polygonize": gdal_version() if gdal else None,
+              "rasterio_gdal": rasterio.__gdal_version__,
               "chunk_size": args.chunk_size, "repeats": args.repeats, "runs": rows,
               "target_speedup": 3.0,
               "rss_ratio_largest_to_smallest": round(
                   largest["geoseg_peak_rss_mib"] / smallest["geoseg_peak_rss_mib"], 2)}  # type: ignore[operator]
     print(f"{'size':>7} {'polygons':>9} {'geoseg s':>9} {'gdal s':>8} {'speedup':>8} "
-          f"{'geoseg MiB':>11} {'gdal MiB':>9} {'same areas':>11}")
+          f"{'geoseg MiB':>11} {'gdal MiB':>9} {'same areas':>11} {'shapes() s':>11}")
     for r in rows:
         print(f"{r['size']:>7} {r['polygons']:>9} {r['geoseg_seconds']:>9.2f} "
               f"{r.get('gdal_seconds', float('nan')):>8.2f} {r.get('speedup', float('nan')):>8.2f} "
               f"{r['geoseg_peak_rss_mib']:>11} {r.get('gdal_peak_rss_mib', '-'):>9} "
-              f"{r.get('same_class_areas', '-')!s:>11}")
+              f"{r.get('same_class_areas', '-')!s:>11} {r['rasterio_shapes_seconds']:>11.2f}")
     if not gdal:
         print("gdal_polygonize.py not found (apt-get install -y gdal-bin python3-gdal): "
               "geoseg timed alone")

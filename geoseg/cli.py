@@ -132,6 +132,8 @@ def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     ctx.obj = {"quiet": quiet}
     if not (verbose or debug):  # GDAL default handler lines; its errors still reach us as exceptions
         os.environ.setdefault("CPL_LOG", os.devnull)
+        # Dask distributed logs every worker start and stop at INFO; read at its import.
+        os.environ.setdefault("DASK_DISTRIBUTED__LOGGING__DISTRIBUTED", "warning")
     level = logging.ERROR if quiet else (logging.INFO if verbose else logging.WARNING)
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     if not verbose:

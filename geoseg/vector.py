@@ -1,11 +1,12 @@
 """Class mask → polygons → GeoPackage, in chunks, for masks of any size.
 
-Each chunk of the mask is polygonized on its own (in parallel, by Dask). A region that a
-chunk border cut leaves one piece in each chunk; the pieces' runs along the shared
-border tell which continue each other (same class, overlapping run), and those are
-unioned, so every 4-connected region of one class is exactly one polygon, holes kept,
-whatever the chunk size. Geometry is built and merged in pixel coordinates (integers,
-exact) and only then put on the map with the mask's transform.
+Each chunk of the mask is polygonized on its own (in parallel, by Dask), a row of chunks
+at a time. A region that a chunk border cut leaves one piece in each chunk; the pieces'
+runs along the shared border tell which continue each other (same class, overlapping
+run), and those are unioned, so every 4-connected region of one class is exactly one
+polygon, holes kept, whatever the chunk size. Vertices are whole-pixel corners put on the
+map by one formula (see :func:`map_coords`), so the pieces of a region meet exactly.
+Finished polygons leave as soon as their region is complete (:func:`iter_layers`).
 
 Options, applied in this order:
 
@@ -53,7 +54,6 @@ if TYPE_CHECKING:
 DEFAULT_CHUNK = 2048
 MIN_CHUNK = 16
 PROB_SCALE = 254  # probabilities COG: value / 254 (see geoseg.pipeline)
-COLUMNS = ("class_id", "class_name", "area_m2", "perimeter_m", "confidence")
 
 
 @dataclass(frozen=True)
