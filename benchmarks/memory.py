@@ -11,7 +11,6 @@ peak RSS for the largest scene stays within 1.5 × that of the smallest.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks import save
 
 
 def peak_rss_of(cmd: list[str]) -> tuple[float, float]:
@@ -67,10 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
               f"{r['mpx_per_s']:>7.2f} {r['peak_rss_mib']:>13} {r['rss_vs_smallest']:>15.2f}")
     print(f"peak RSS ratio {rows[-1]['size']}² / {rows[0]['size']}²: {ratio:.2f} "
           f"(target ≤ 1.5)")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "memory.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
-    return result
+    return save("memory", result)
 
 
 if __name__ == "__main__":

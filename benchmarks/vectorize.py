@@ -16,7 +16,6 @@ whose polygonizer was rewritten in GDAL 3.7; no file written).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -28,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.memory import RESULTS, peak_rss_of
+from benchmarks import save
+from benchmarks.memory import peak_rss_of
 
 
 def write_mask(path: Path, size: int, seed: int = 1) -> None:
@@ -141,10 +141,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     if not gdal:
         print("gdal_polygonize.py not found (apt-get install -y gdal-bin python3-gdal): "
               "geoseg timed alone")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "vectorize.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
-    return result
+    return save("vectorize", result)
 
 
 if __name__ == "__main__":
