@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import click
 
-from geoseg import __version__, atomic
+from geoseg import __version__
 from geoseg.errors import GeoSegError
 from geoseg.inference import DEVICES
 
@@ -235,7 +235,7 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
     from geoseg import vector as vec
 
     started = time.perf_counter()
-    atomic.check_outputs([dst, vec.qml_path(dst)], overwrite=overwrite)
+    vec.check_outputs(mask, dst, overwrite=overwrite)
     batches = vec.iter_layers(
         mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
         classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,

@@ -10,8 +10,8 @@ Finished polygons leave as soon as their region is complete (:func:`iter_layers`
 
 Options, applied in this order:
 
-* ``min_area`` (m²): a polygon smaller than this is merged into the neighbouring polygon
-  with which it shares the longest border (as GDAL's sieve does), taking that polygon's
+* ``min_area`` (m²): a polygon smaller than this is merged, smallest first, into the
+  neighbouring polygon with which it shares the longest border, taking that polygon's
   class; one with no neighbour (only nodata around it) is dropped.
 * ``simplify`` (map units): GEOS coverage simplification of all polygons together, so
   neighbours keep sharing one border (no gaps, no overlaps).
@@ -264,8 +264,12 @@ def _concat(parts: Sequence[Regions]) -> Regions:
                    np.concatenate([p.prob_sum for p in parts]) if with_probs else None)
 
 
-def _join(pieces: Regions, region: np.ndarray, nodes: bool, threads: int | None) -> Regions:
-    """One polygon per region label, its pieces joined, listed by its first piece."""
+def _join(pieces: Regions, region: np.ndarray, nodes: bool, threads: int | None,
+          cls: np.ndarray | None = None) -> Regions:
+    """One polygon per region label, its pieces joined, listed by its first piece.
+
+    With ``cls`` (indexed by label) the region takes that class, and pieces are joined by
+    a full union: they need not share their vertices (polygons merged by min-area)."""
     if len(region) == 0:
         return pieces
     order = np.argsort(region, kind="stable")
@@ -276,7 +280,8 @@ def _join(pieces: Regions, region: np.ndarray, nodes: bool, threads: int | None)
     def join(k: int) -> shapely.Geometry:
         # The pieces share their vertices along the cut (see polygonize's frame), so
         # GEOS's coverage union joins them (it releases the GIL: threads share the work).
-        union = shapely.coverage_union_all(pieces.geometry[order[starts[k]:starts[k] + sizes[k]]])
+        parts = pieces.geometry[order[starts[k]:starts[k] + sizes[k]]]
+        union = shapely.coverage_union_all(parts) if cls is None else shapely.union_all(parts)
         # Where an outline crossed the cut, it now runs straight on through a vertex that
         # only a coverage (nodes) needs.
         return union if nodes else drop_collinear(np.array([union]))[0]
@@ -292,7 +297,8 @@ def _join(pieces: Regions, region: np.ndarray, nodes: bool, threads: int | None)
     def total(values: np.ndarray) -> np.ndarray:
         return np.bincount(region, weights=values)[label]
 
-    return Regions(merged[by_first], pieces.cls[firsts[by_first]],
+    return Regions(merged[by_first],
+                   pieces.cls[firsts[by_first]] if cls is None else cls[label],
                    np.rint(total(pieces.pixels)).astype(np.int64),
                    None if pieces.prob_sum is None else total(pieces.prob_sum))
 
@@ -305,7 +311,8 @@ def _as_classes(raw: np.ndarray, valid: np.ndarray, name: str) -> np.ndarray:
         bad = (raw == INVALID) & valid
         if bad.any():
             raise InputError(f"has class value {INVALID} where it has data; a class mask "
-                             f"holds 0..254 (255 or the nodata value for no data)", name)
+                             f"holds 0..254 and marks no data by its nodata value (set it "
+                             f"with: gdal_edit.py -a_nodata {INVALID} FILE)", name)
         return np.where(valid, raw, np.uint8(INVALID))
     values = raw[valid]
     if values.size and (values.min() < 0 or values.max() >= INVALID):
@@ -335,9 +342,15 @@ def _array_chunk(block: np.ndarray, nodata: float | None, pads: tuple[tuple[int,
                  row: int, col: int, nodes: bool, transform: Affine, name: str) -> Pieces:
     block = np.asarray(block)
     valid = np.ones(block.shape, bool) if nodata is None else block != nodata
-    if np.issubdtype(block.dtype, np.floating):
+    if np.issubdtype(block.dtype, np.floating):  # e.g. read with mask_and_scale: NaN = nodata
         valid &= np.isfinite(block)
         block = np.where(valid, block, 0)
+        if (block != np.round(block)).any():
+            raise InputError("holds fractional values; a class mask holds integer classes",
+                             name)
+        block = block.astype(np.int64)
+    elif not np.issubdtype(block.dtype, np.integer):
+        raise InputError(f"holds {block.dtype} values; a class mask holds integer classes", name)
     framed = np.pad(_as_classes(block, valid, name), pads, constant_values=INVALID)
     return _chunk_pieces(framed, row, col, None, nodes, transform)
 
@@ -345,7 +358,7 @@ def _array_chunk(block: np.ndarray, nodata: float | None, pads: tuple[tuple[int,
 def _class_style(info: MaskInfo, n: int) -> tuple[list[str], list[tuple[int, int, int]]]:
     """Names and colours of classes 0..n-1 (numbered names, a fixed palette where unknown)."""
     names = list(info.class_names) + [f"class_{i}" for i in range(len(info.class_names), n)]
-    colors = [(int(c[0]), int(c[1]), int(c[2])) for c in info.colors]
+    colors = [(int(c[0]), int(c[1]), int(c[2])) for c in info.colors[:len(names)]]
     colors += [styles.fallback_color(i) for i in range(len(colors), len(names))]
     return names, colors
 
@@ -389,7 +402,7 @@ def _dataarray_info(mask: xr.DataArray) -> MaskInfo:
     names = names or mask.attrs.get("CLASS_NAMES")
     if isinstance(names, str):
         names = json.loads(names)
-    transform = mask.rio.transform(recalc=False)
+    transform = mask.rio.transform(recalc=True)  # from the coordinates: never stale
     colors = [tuple(c[:3]) for c in mask.attrs.get("class_colors") or []]
     return MaskInfo(str(mask.name or "mask"), mask.shape[0], mask.shape[1], mask.rio.crs,
                     transform, list(names or []), colors)
@@ -397,50 +410,105 @@ def _dataarray_info(mask: xr.DataArray) -> MaskInfo:
 
 # ---- min-area, simplification, measures ----------------------------------------------
 
-def _absorb_small(regions: Regions, area: np.ndarray, min_area: float, nodes: bool) -> Regions:
+def _borders(geometry: np.ndarray, which: np.ndarray, pixel: tuple[float, float]
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Who borders the polygons ``which`` along an edge, and over how many pixel edges.
+
+    Every pixel edge of their outlines gets a point a quarter pixel outside it; the
+    polygon containing that point is the neighbour there. The neighbours are found by
+    querying the points with every polygon prepared once (fast even for huge outlines),
+    never by intersecting outlines. Returns (polygon, neighbour, pixel edges) triples.
+    """
+    px, py = abs(pixel[0]), abs(pixel[1])
+    oriented = shapely.orient_polygons(geometry[which])  # outside is on the right
+    rings, owner = shapely.get_rings(oriented, return_index=True)
+    coords, ring = shapely.get_coordinates(rings, return_index=True)
+    same_ring = ring[1:] == ring[:-1]
+    start, end, seg_ring = coords[:-1][same_ring], coords[1:][same_ring], ring[:-1][same_ring]
+    d = end - start
+    steps = np.maximum(np.rint(np.abs(d[:, 0]) / px + np.abs(d[:, 1]) / py), 1).astype(np.int64)
+    seg = np.repeat(np.arange(len(d)), steps)
+    frac = (np.arange(steps.sum()) - np.repeat(np.cumsum(steps) - steps, steps) + 0.5) / steps[seg]
+    mid = start[seg] + d[seg] * frac[:, None]
+    outward = np.column_stack([np.sign(d[seg, 1]) * px / 4, -np.sign(d[seg, 0]) * py / 4])
+    points = shapely.points(mid + outward)
+    poly_i, point_j = shapely.STRtree(points).query(geometry, predicate="contains")
+    source = which[owner[seg_ring[seg[point_j]]]]
+    keep = poly_i != source
+    key = source[keep] * len(geometry) + poly_i[keep]
+    pairs, counts = np.unique(key, return_counts=True)
+    return pairs // len(geometry), pairs % len(geometry), counts.astype(np.float64)
+
+
+def _canonical(regions: Regions) -> Regions:
+    """The regions in an order and form that do not depend on the chunking: top-left
+    first, rings starting at a canonical vertex (coverage simplification and min-area ties
+    depend on both)."""
+    bounds = shapely.bounds(regions.geometry)
+    order = np.lexsort((regions.cls, bounds[:, 0], -bounds[:, 3]))
+    out = _take(regions, order)
+    out.geometry = shapely.normalize(out.geometry)
+    return out
+
+
+def _absorb_small(regions: Regions, area: np.ndarray, min_area: float, nodes: bool,
+                  pixel: tuple[float, float]) -> Regions:
     """Merge each polygon below ``min_area`` into the neighbour it shares most border with.
 
-    Smallest first; a merged polygon may grow past the threshold and stay. Polygons with
-    no neighbour (nodata all around) are dropped.
+    Region merging on the adjacency graph, smallest first: a polygon still below the
+    threshold (it may have grown by absorbing smaller ones) joins the neighbour with the
+    longest shared border in pixel edges (ties: the larger, then the first), taking its
+    class. One with
+    no neighbour along an edge (nodata all around) is dropped. Polygons of one class
+    that end up sharing an edge are then joined, so each remains one connected region.
+    Geometry is only unioned at the end, once per final polygon.
     """
-    geometry = regions.geometry.copy()
-    area = area.astype(np.float64).copy()
-    pixels = regions.pixels.astype(np.float64).copy()
-    probs = None if regions.prob_sum is None else regions.prob_sum.copy()
-    owner = np.arange(len(geometry))
-    alive = np.ones(len(geometry), bool)
-    tree = shapely.STRtree(regions.geometry)
+    n = len(regions.geometry)
+    small = np.flatnonzero(area < min_area)
+    small = small[np.argsort(area[small], kind="stable")]  # ties: canonical position
+    s_i, n_j, length = _borders(regions.geometry, small, pixel)
+    neighbours: dict[int, dict[int, float]] = {int(k): {} for k in small}
+    for a, b, w in zip(s_i.tolist(), n_j.tolist(), length.tolist(), strict=True):
+        neighbours[a][b] = w
+    parent = np.arange(n)
+    size = area.astype(np.float64).copy()
+    dropped = np.zeros(n, bool)
 
     def find(i: int) -> int:
-        while owner[i] != i:
-            owner[i] = owner[owner[i]]
-            i = owner[i]
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = int(parent[i])
         return i
 
-    for s in np.argsort(area, kind="stable"):
-        if area[s] >= min_area:
-            break
-        if not alive[s]:
+    for s in small.tolist():
+        g = find(s)
+        if size[g] >= min_area or dropped[g]:
             continue
-        near = {find(int(j)) for j in tree.query(geometry[s], predicate="intersects")} - {s}
-        near_ids = np.array(sorted(near), np.int64)
-        shared = (shapely.length(shapely.intersection(shapely.boundary(geometry[s]),
-                                                      shapely.boundary(geometry[near_ids])))
-                  if len(near_ids) else np.zeros(0))
-        alive[s] = False
-        if not len(shared) or shared.max() <= 0:
-            continue  # touches nothing along an edge: dropped
-        t = int(near_ids[np.argmax(shared)])
-        union = shapely.union(geometry[t], geometry[s])
-        geometry[t] = union if nodes else drop_collinear(np.array([union]))[0]
-        owner[s] = t
-        area[t] += area[s]
-        pixels[t] += pixels[s]
-        if probs is not None:
-            probs[t] += probs[s]
-    keep = np.flatnonzero(alive)
-    return Regions(geometry[keep], regions.cls[keep], np.rint(pixels[keep]).astype(np.int64),
-                   None if probs is None else probs[keep])
+        shared: dict[int, float] = {}  # border length with each neighbouring polygon now
+        for k, w in neighbours.get(g, {}).items():
+            r = find(k)
+            if r != g and not dropped[r]:
+                shared[r] = shared.get(r, 0.0) + w
+        if not shared:
+            dropped[g] = True
+            continue
+        t = max(shared, key=lambda r: (shared[r], size[r], -r))
+        parent[g] = t
+        size[t] += size[g]
+        if t in neighbours:  # a small target inherits what its new part touches
+            merged = neighbours[t]
+            for k, w in neighbours.pop(g, {}).items():
+                merged[k] = merged.get(k, 0.0) + w
+    # Same-class polygons that now meet along an edge (through an absorbed speck) join.
+    cls = regions.cls.copy()
+    for a, b in zip(s_i.tolist(), n_j.tolist(), strict=True):
+        ra, rb = find(a), find(b)
+        if ra != rb and cls[ra] == cls[rb] and not (dropped[ra] or dropped[rb]):
+            parent[max(ra, rb)] = min(ra, rb)
+    roots = np.array([find(i) for i in range(n)])
+    alive = ~dropped[roots]
+    return _join(_take(regions, np.flatnonzero(alive)), roots[alive], nodes, None,
+                 cls=cls)
 
 
 def map_coords(xy: np.ndarray, t: Affine, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
@@ -466,7 +534,8 @@ def measure(geometry: np.ndarray, crs: CRS | None) -> tuple[np.ndarray, np.ndarr
     from pyproj import CRS as ProjCRS
 
     geod = ProjCRS.from_user_input(crs.to_wkt()).get_geod()
-    dense = shapely.segmentize(geometry, 0.01)
+    # Geod adds each ring's signed area: outlines and holes must wind opposite ways.
+    dense = shapely.orient_polygons(shapely.segmentize(geometry, 0.01))
     area = np.empty(len(geometry))
     perimeter = np.empty(len(geometry))
     for i, g in enumerate(dense):
@@ -558,7 +627,7 @@ def iter_layers(
                 data[r0:r1, c0:c1], nodata, pads, r, c, nodes, info.transform, info.name))
     n_cols = len(range(0, info.width, chunk_size))
     rows = [tasks[i:i + n_cols] for i in range(0, len(tasks), n_cols)]
-    keep = None if classes is None else _class_ids(classes, _class_style(info, 256)[0])
+    keep = None if classes is None else _class_ids(classes, info.class_names)
     with session(scheduler, workers, total=len(tasks), progress=progress,
                  desc="vectorize") as run:
         batches = _regions(run, rows, nodes, threads=workers)
@@ -566,9 +635,10 @@ def iter_layers(
             for regions in batches:
                 yield _layer(regions, info, keep)
             return
-        regions = _concat(list(batches))
+        regions = _canonical(_concat(list(batches)))
     if min_area > 0 and len(regions.geometry):
-        regions = _absorb_small(regions, _ground_area(regions, info), min_area, nodes)
+        regions = _absorb_small(regions, _ground_area(regions, info), min_area, nodes,
+                                (info.transform.a, info.transform.e))
     if nodes and len(regions.geometry):
         regions.geometry = shapely.coverage_simplify(regions.geometry, simplify,
                                                      simplify_boundary=True)
@@ -576,9 +646,11 @@ def iter_layers(
 
 
 def _layer(regions: Regions, info: MaskInfo, keep: list[int] | None) -> Layer:
-    """Measured polygons of the classes to keep, named and coloured."""
+    """Measured polygons of the classes to keep, named and coloured, outlines
+    counterclockwise and holes clockwise (as OGC Simple Features recommends)."""
     if keep is not None:
         regions = _take(regions, np.flatnonzero(np.isin(regions.cls, keep)))
+    regions.geometry = shapely.orient_polygons(regions.geometry)
     n_classes = int(regions.cls.max()) + 1 if len(regions.cls) else 0
     names, colors = _class_style(info, max(n_classes, len(info.class_names)))
     area, perimeter = measure(regions.geometry, info.crs)
@@ -611,14 +683,18 @@ def _windows(info: MaskInfo, size: int) -> list[tuple[int, int, int, int]]:
 
 
 def _class_ids(classes: Sequence[int | str], names: list[str]) -> list[int]:
+    """Class ids from ids or the names the mask gives its classes."""
     ids = []
     for c in classes:
         if isinstance(c, (int, np.integer)) or (isinstance(c, str) and c.strip().isdigit()):
+            if not 0 <= int(c) < INVALID:
+                raise InputError(f"class id {c} is out of range (0..{INVALID - 1})")
             ids.append(int(c))
         elif c in names:
             ids.append(names.index(c))
         else:
-            raise InputError(f"unknown class {c!r} (classes: {', '.join(names)})")
+            known = f"the mask names: {', '.join(names)}" if names else "the mask names none"
+            raise InputError(f"unknown class {c!r} ({known}; ids work too)")
     return ids
 
 
@@ -661,7 +737,7 @@ def vectorize(
     style embedded, and a ``.qml`` beside it).
     """
     if dst is not None:
-        atomic.check_outputs([dst, qml_path(dst)], overwrite=overwrite)
+        check_outputs(mask, dst, overwrite=overwrite)
     out = polygons(mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
                    classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,
                    scheduler=scheduler, workers=workers, progress=progress)
@@ -685,7 +761,19 @@ def _crs_text(crs: CRS | None) -> str | None:
 
 
 def qml_path(gpkg: str | os.PathLike[str]) -> Path:
+    """Where QGIS looks for a GeoPackage's style file: its name with ``.qml``."""
     return Path(gpkg).with_suffix(".qml")
+
+
+def check_outputs(mask: Any, dst: str | os.PathLike[str], *, overwrite: bool) -> None:
+    """Check the GeoPackage and its style file before any work. ``scene.mask.gpkg``
+    beside ``scene.mask.tif`` would share one ``scene.mask.qml``: refused."""
+    style = qml_path(dst)
+    if isinstance(mask, (str, os.PathLike)) and Path(mask).with_suffix(".qml").resolve() == \
+            style.resolve():
+        raise InputError(f"its QGIS style file would be {style}, which styles the mask; "
+                         f"give the GeoPackage another name", dst)
+    atomic.check_outputs([dst, style], overwrite=overwrite)
 
 
 @dataclass

@@ -274,3 +274,82 @@ def test_tiny_chunks_join_every_region_whatever_its_shape(tmp_path, monkeypatch)
         assert len(gdf) == components(mask)
         assert (rasterize_back(gdf, mask.shape, TRANSFORM) == mask).all()
         assert shapely.is_valid(gdf.geometry.values).all()
+
+
+def same_class_edges(gdf):
+    geoms = gdf.geometry.values
+    a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
+    pairs = (a < b) & (gdf.class_id.values[a] == gdf.class_id.values[b])
+    return shapely.length(shapely.intersection(geoms[a[pairs]], geoms[b[pairs]])).sum()
+
+
+def test_min_area_joins_same_class_polygons_that_a_merged_speck_connects(tmp_path):
+    mask = np.zeros((20, 19), np.uint8)
+    mask[:, 2:9] = 1
+    mask[:, 10:18] = 1
+    mask[:10, 9], mask[12:, 9], mask[10:12, 9] = 3, 4, 2  # a 2-px speck of 2 between
+    gdf = vectorize(write_mask(tmp_path / "m.tif", mask), min_area=12)
+    assert same_class_edges(gdf) == 0
+    back = rasterize_back(gdf, mask.shape, TRANSFORM)
+    assert back[10, 9] == 1 and (gdf.class_id == 1).sum() == 1
+
+
+@pytest.mark.parametrize("options", [{"min_area": 24 * 4.0}, {"simplify": 3.0},
+                                     {"min_area": 40.0, "simplify": 2.0}])
+def test_min_area_and_simplify_do_not_depend_on_the_chunking(tmp_path, options):
+    path = write_mask(tmp_path / "m.tif", blobs(80, 90, seed=0))
+    runs = [vectorize(path, chunk_size=c, **options) for c in (16, 37, 4096)]
+    wkt = [sorted(shapely.to_wkt(shapely.normalize(r.geometry.values))) for r in runs]
+    assert wkt[0] == wkt[1] == wkt[2]
+    assert all(same_class_edges(r) == 0 for r in runs)
+    geoms = runs[0].geometry.values
+    assert shapely.area(geoms).sum() == pytest.approx(shapely.union_all(geoms).area)  # no overlap
+    if "simplify" in options:  # neighbours share exactly the same vertices
+        assert shapely.coverage_is_valid(geoms)
+
+
+def test_geographic_areas_stay_true_after_simplify(tmp_path):
+    deg = Affine(0.001, 0, 10.0, 0, -0.001, 60.0)
+    path = write_mask(tmp_path / "m.tif", blobs(60, 70, seed=4), crs="EPSG:4326", transform=deg)
+    plain = vectorize(path)
+    simple = vectorize(path, simplify=0.0015)
+    geod = Geod(ellps="WGS84")
+    for g, area in zip(simple.geometry, simple.area_m2, strict=True):
+        exterior = abs(geod.geometry_area_perimeter(shapely.Polygon(g.exterior.coords))[0])
+        holes = sum(abs(geod.geometry_area_perimeter(shapely.Polygon(h.coords))[0])
+                    for h in g.interiors)
+        assert area == pytest.approx(exterior - holes, rel=1e-3)
+    assert simple.area_m2.sum() == pytest.approx(plain.area_m2.sum(), rel=0.01)
+
+
+def test_a_geopackage_style_may_not_replace_the_mask_style(tmp_path):
+    path = write_mask(tmp_path / "scene.mask.tif", blobs(30, 30))
+    (tmp_path / "scene.mask.qml").write_text("raster style")
+    with pytest.raises(InputError, match="styles the mask"):
+        vectorize(path, tmp_path / "scene.mask.gpkg", overwrite=True)
+    assert (tmp_path / "scene.mask.qml").read_text() == "raster style"
+
+
+def test_dataarrays_use_their_coordinates_and_integer_values(tmp_path):
+    import rioxarray
+
+    mask = blobs(60, 80, seed=2)
+    path = write_mask(tmp_path / "m.tif", mask)
+    coarse = rioxarray.open_rasterio(path).squeeze("band", drop=True).coarsen(
+        x=2, y=2, boundary="trim").max()
+    gdf = vectorize(coarse)
+    assert gdf.area_m2.sum() == pytest.approx(
+        (coarse.values != 255).sum() * 16.0)  # 4 m pixels now, not the cached 2 m
+    floats = rioxarray.open_rasterio(path, mask_and_scale=True).squeeze("band", drop=True)
+    assert len(vectorize(floats)) == components(mask)  # NaN is nodata
+    with pytest.raises(InputError, match="fractional"):
+        vectorize(floats + 0.5)
+
+
+def test_unknown_classes_name_what_the_mask_knows(tmp_path):
+    path = write_raster(tmp_path / "plain.tif", blobs(30, 30), nodata=255)
+    with pytest.raises(InputError, match="the mask names none; ids work too"):
+        vectorize(path, classes=["forest"])
+    with pytest.raises(InputError, match="out of range"):
+        vectorize(path, classes=[300])
+    assert set(vectorize(path, classes=["2"]).class_id) == {2}
