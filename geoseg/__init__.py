@@ -15,6 +15,7 @@ _API = {
     "predict": "geoseg.pipeline",
     "vectorize": "geoseg.vector",
     "run": "geoseg.batch",
+    "evaluate": "geoseg.evaluate",
     "load_model": "geoseg.model",
     "Model": "geoseg.model",
     "ModelSpec": "geoseg.model",

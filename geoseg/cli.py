@@ -284,6 +284,56 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
     _say(ctx, f"summary: {Path(out_dir) / SUMMARY}")
 
 
+@cli.command()
+@click.argument("src")
+@click.option("--labels", required=True,
+              help="Reference labels: a class raster, or polygons (GeoPackage, GeoJSON, "
+                   "shapefile...) in any CRS.")
+@click.option("--class-field", default=None,
+              help="The polygons' class column (class ids or names) [default: every "
+                   "polygon is class 1 against background 0].")
+@click.option("--background", default=None,
+              help="Score unlabelled pixels as this class (id or name) instead of skipping them.")
+@click.option("--model", default=None,
+              help="SRC is an image: predict it with this model first (bundled name or path).")
+@click.option("--tile-size", type=click.IntRange(min=1), default=None,
+              help="With --model: tile size in pixels [default: the model's].")
+@click.option("-o", "--output", "report", type=click.Path(dir_okay=False), default=None,
+              help="Write the scores as JSON.")
+@click.option("--confusion-png", type=click.Path(dir_okay=False), default=None,
+              help="Draw the confusion matrix to this PNG.")
+@click.option("--compare-png", type=click.Path(dir_okay=False), default=None,
+              help="Draw image | prediction | reference side by side to this PNG.")
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help="The image behind the mask, for the first panel of --compare-png.")
+@overwrite_option
+@click.pass_context
+def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
+             background: str | None, model: str | None, tile_size: int | None,
+             report: str | None, confusion_png: str | None, compare_png: str | None,
+             image: str | None, overwrite: bool) -> None:
+    """Score a predicted mask SRC (or, with --model, the prediction for image SRC) against
+    reference labels: per-class IoU, F1, precision and recall, mIoU and overall accuracy.
+
+    \b
+    Examples:
+      geoseg evaluate scene.mask.tif --labels truth.gpkg --class-field class -o scores.json
+      geoseg evaluate scene.tif --model default --labels labels.tif --confusion-png cm.png
+    """
+    from geoseg.evaluate import evaluate as run_evaluation
+
+    options = {"tile_size": tile_size} if model is not None else {}
+    result = run_evaluation(src, labels, class_field=class_field, background=background,
+                            model=model, report=report, confusion_png=confusion_png,
+                            compare_png=compare_png, image=image, overwrite=overwrite,
+                            **options)
+    _say(ctx, result.table())
+    for label, path in (("report", report), ("confusion matrix", confusion_png),
+                        ("comparison", compare_png)):
+        if path:
+            _say(ctx, f"{label}: {path}")
+
+
 @cli.command("sample-data")
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--size", type=click.IntRange(min=16), default=2048, show_default=True,
