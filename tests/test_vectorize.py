@@ -353,3 +353,18 @@ def test_unknown_classes_name_what_the_mask_knows(tmp_path):
     with pytest.raises(InputError, match="out of range"):
         vectorize(path, classes=[300])
     assert set(vectorize(path, classes=["2"]).class_id) == {2}
+
+
+def test_geographic_perimeters_follow_the_pixel_outlines_holes_included(tmp_path):
+    mask = np.zeros((30, 30), np.uint8)
+    mask[10:20, 10:20] = 1  # a square hole in class 0
+    deg = Affine(0.01, 0, 10.0, 0, -0.01, 45.0)
+    gdf = vectorize(write_mask(tmp_path / "m.tif", mask, crs="EPSG:4326", transform=deg))
+    geod = Geod(ellps="WGS84")
+    ring = shapely.segmentize(shapely.box(10.1, 44.8, 10.2, 44.9).exterior, 0.0005)
+    hole_perimeter = geod.geometry_length(ring)
+    outer = shapely.segmentize(shapely.box(10.0, 44.7, 10.3, 45.0).exterior, 0.0005)
+    by_class = gdf.set_index("class_id")
+    assert by_class.perimeter_m[1] == pytest.approx(hole_perimeter, rel=1e-6)
+    assert by_class.perimeter_m[0] == pytest.approx(geod.geometry_length(outer) + hole_perimeter,
+                                                    rel=1e-6)
