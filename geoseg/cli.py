@@ -320,7 +320,7 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
       geoseg evaluate scene.mask.tif --labels truth.gpkg --class-field class -o scores.json
       geoseg evaluate scene.tif --model default --labels labels.tif --confusion-png cm.png
     """
-    from geoseg.evaluate import evaluate as run_evaluation
+    from geoseg.metrics import evaluate as run_evaluation
 
     options = {"tile_size": tile_size} if model is not None else {}
     result = run_evaluation(src, labels, class_field=class_field, background=background,
@@ -332,6 +332,96 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
                         ("comparison", compare_png)):
         if path:
             _say(ctx, f"{label}: {path}")
+
+
+def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--config FILE.yaml``: option values from a YAML mapping (command-line flags win)."""
+    if value is None:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(value).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"{value}: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{value}: expected a mapping of option names to values")
+    known = {p.name for p in ctx.command.params}
+    options = {str(k).replace("-", "_"): v for k, v in data.items()}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise click.BadParameter(f"{value}: unknown option(s) {', '.join(unknown)}")
+    ctx.default_map = {**(ctx.default_map or {}), **options}
+    return value
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--labels", multiple=True, required=True,
+              help="Labels of each image, in the same order (repeat the option): a class "
+                   "raster or polygons in any CRS.")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False),
+              help="Folder for the model (model.json + model.safetensors) and checkpoints.")
+@click.option("--config", callback=_config, is_eager=True, expose_value=False,
+              help="Read option values from this YAML file (flags given here win).")
+@click.option("--classes", callback=_classes,
+              help="Class names in id order [default: from the labels].")
+@click.option("--class-field", default=None,
+              help="The polygons' class column (class ids or names) [default: every "
+                   "polygon is class 1 against background 0].")
+@click.option("--background", default=None,
+              help="Train unlabelled pixels as this class instead of ignoring them.")
+@click.option("--bands", callback=_bands, help="Image bands to use, e.g. 3,2,1,4.")
+@click.option("--chip-size", type=click.IntRange(min=16), default=256, show_default=True,
+              help="Training chip size in pixels (validation blocks are twice that).")
+@click.option("--encoder", default="tu-mobilenetv3_small_100", show_default=True,
+              help="smp encoder name (weights start random: nothing is downloaded).")
+@click.option("--encoder-depth", type=click.IntRange(3, 5), default=3, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
+              show_default=True, help="Share of the image blocks kept for validation.")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3,
+              show_default=True, help="Peak learning rate (AdamW, one-cycle schedule).")
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Stop after this many epochs without a better validation mIoU.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar [default: when stderr is a terminal].")
+@overwrite_option
+@click.pass_context
+def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], out: str,
+          classes: list[str] | None, class_field: str | None, background: str | None,
+          bands: tuple[int, ...] | None, chip_size: int, encoder: str, encoder_depth: int,
+          val_fraction: float, epochs: int, steps_per_epoch: int, batch_size: int, lr: float,
+          patience: int, seed: int, device: str, resume: bool, progress: bool | None,
+          overwrite: bool) -> None:
+    """Train a model on IMAGES and their labels; predict with it by `--model OUT`.
+
+    Training chips come from most of each image; spatially separate blocks are kept for
+    validation after every epoch. The best model is kept, training stops early when
+    validation stops improving, and every epoch is checkpointed (--resume).
+
+    \b
+    Example:
+      geoseg train ortho.tif --labels fields.gpkg --class-field crop -o models/crops
+      geoseg predict ortho2.tif --model models/crops -o ortho2.mask.tif
+    """
+    from geoseg.training import train as run_training
+
+    model = run_training(
+        list(images), list(labels), out, classes=classes, class_field=class_field,
+        background=background, bands=bands, chip_size=chip_size, encoder=encoder,
+        encoder_depth=encoder_depth, val_fraction=val_fraction, epochs=epochs,
+        steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, patience=patience,
+        seed=seed, device=device, resume=resume, overwrite=overwrite,
+        progress=sys.stderr.isatty() if progress is None else progress)
+    metrics = model.spec.metrics
+    _say(ctx, f"model: {Path(out) / 'model.json'} (validation mIoU {metrics['val_miou']:.4f}, "
+              f"epoch {metrics['best_epoch']})")
 
 
 @cli.command("sample-data")

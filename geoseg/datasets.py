@@ -214,3 +214,97 @@ def class_id(value: Any, names: Sequence[str], where: str) -> int:
         return list(names).index(value)
     raise InputError(f"has class {value!r}, which the model does not know "
                      f"(classes: {', '.join(names)})", where)
+
+
+# ---- training chips --------------------------------------------------------------------
+
+MIN_LABELLED = 0.05  # a chip with less of its pixels labelled is drawn again
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One training image and its labels, on the image's grid."""
+
+    image: raster.Source
+    labels: Labels
+
+
+def open_pairs(images: Sequence[str | os.PathLike[str]], labels: Sequence[str | os.PathLike[str]],
+               class_names: Sequence[str], *, class_field: str | None = None,
+               background: int | str | None = None, bands: Sequence[int] | None = None
+               ) -> list[Pair]:
+    """Validated (image, labels) pairs; every image must have the same bands."""
+    if not images or len(images) != len(labels):
+        raise InputError(f"give one labels file per image ({len(images)} images, "
+                         f"{len(labels)} labels)")
+    pairs = []
+    for image, label in zip(images, labels, strict=True):
+        source = raster.open_source(image, bands=bands)
+        grid = Grid(source.crs, source.transform, source.width, source.height)
+        pairs.append(Pair(source, Labels(label, grid, class_names, class_field=class_field,
+                                         background=background)))
+    counts = {len(p.image.bands) for p in pairs}
+    if len(counts) > 1:
+        raise InputError(f"the images have different band counts ({sorted(counts)})")
+    return pairs
+
+
+def split_blocks(pair: Pair, block: int, val_fraction: float, rng: np.random.Generator
+                 ) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int, int, int]]]:
+    """The image cut into ``block``-sized windows (row, col, h, w), some kept apart for
+    validation: spatially separate areas, so validation measures what training never saw
+    nearby. At least one block goes to each side when there are two or more."""
+    h, w = pair.image.height, pair.image.width
+    blocks = [(r, c, min(block, h - r), min(block, w - c))
+              for r in range(0, h, block) for c in range(0, w, block)]
+    order = rng.permutation(len(blocks))
+    n_val = 0 if len(blocks) < 2 else min(max(1, round(val_fraction * len(blocks))),
+                                          len(blocks) - 1)
+    val = sorted(blocks[i] for i in order[:n_val])
+    return sorted(blocks[i] for i in order[n_val:]), val
+
+
+class RasterChips:
+    """Random labelled chips from the training blocks of image/label pairs (read from
+    disk chip by chip: memory does not grow with the images), augmented."""
+
+    def __init__(self, pairs: Sequence[Pair], blocks: Sequence[Sequence[tuple[int, ...]]],
+                 size: int, jitter: float = 0.1) -> None:
+        self.pairs, self.size, self.jitter = list(pairs), size, jitter
+        self.windows = [(k, b) for k, bs in enumerate(blocks) for b in bs]
+        if not self.windows:
+            raise InputError("no training area left (the images are smaller than one block)")
+
+    def chip(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """One chip ``(bands, size, size)`` float32 and its labels (IGNORE = unlabelled)."""
+        for _ in range(50):
+            k, (r, c, h, w) = self.windows[int(rng.integers(len(self.windows)))]
+            row = r + int(rng.integers(0, max(h - self.size, 0) + 1))
+            col = c + int(rng.integers(0, max(w - self.size, 0) + 1))
+            x, y = read_chip(self.pairs[k], row, col, self.size)
+            if (y != IGNORE).mean() >= MIN_LABELLED:
+                return x, y
+        raise InputError("the labels cover almost none of the training area "
+                         f"(fewer than {MIN_LABELLED:.0%} of the pixels of 50 chips in a row)")
+
+    def __call__(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        from geoseg.fitting import augment
+
+        xs, ys = [], []
+        for _ in range(n):
+            x, y = augment(*self.chip(rng), rng, self.jitter)
+            xs.append(x)
+            ys.append(y)
+        return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.int64)
+
+
+def read_chip(pair: Pair, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image and labels of a window; pixels without image data are unlabelled."""
+    with pair.image.open() as ds:
+        x, valid = raster.read_window(ds, pair.image, row, col, size, size)
+    y = np.full((size, size), IGNORE, np.uint8)
+    h = min(size, pair.image.height - row)
+    w = min(size, pair.image.width - col)
+    y[:h, :w] = pair.labels.read(row, col, h, w)
+    y[~valid] = IGNORE
+    return x, y

@@ -15,7 +15,7 @@ import numpy as np
 from geoseg import styles
 
 if TYPE_CHECKING:
-    from geoseg.evaluate import Evaluation
+    from geoseg.metrics import Evaluation
 
 PANEL = 512  # longest side of each panel of the comparison, pixels
 CELL = 44

@@ -10,7 +10,7 @@ from PIL import Image
 import geoseg
 from geoseg import styles
 from geoseg.errors import InputError
-from geoseg.evaluate import evaluate
+from geoseg.metrics import evaluate
 from tests.conftest import TRANSFORM, write_raster
 
 NAMES = ["water", "forest"]

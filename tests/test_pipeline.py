@@ -10,8 +10,8 @@ from rio_cogeo.cogeo import cog_validate
 import geoseg
 from geoseg import pipeline, raster
 from geoseg.errors import InputError, OutputError, OutputExistsError
-from geoseg.evaluate import confusion_matrix, scores
 from geoseg.inference import Predictor
+from geoseg.metrics import confusion_matrix, scores
 
 
 @pytest.fixture(scope="module")

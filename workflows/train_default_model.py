@@ -25,9 +25,9 @@ import rasterio
 import torch
 
 import geoseg
+from geoseg.fitting import ChipSampler, band_statistics, evaluate_arrays, train
 from geoseg.model import ClassInfo, ModelSpec
 from geoseg.synthetic import BANDS, CLASSES, sample_scene, write_sample_data
-from geoseg.train import ChipSampler, band_statistics, evaluate_arrays, train
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE.parent / "geoseg" / "models" / "default"

@@ -62,6 +62,17 @@ def scores(cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str
     }
 
 
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN (a class in neither input) as None: strict JSON has no NaN."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
 # ---- evaluating a prediction against reference labels --------------------------------
 
 WINDOW = 1024  # pixels per side read at a time: memory does not grow with the raster
@@ -176,7 +187,7 @@ def _write_results(result: Evaluation, prediction: Any, labels: str | os.PathLik
 
     if report:
         with atomic.atomic_path(report, overwrite=overwrite) as tmp:
-            tmp.write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+            tmp.write_text(json.dumps(json_safe(result.to_dict()), indent=2) + "\n")
     if confusion_png or compare_png:
         from geoseg import plots
 

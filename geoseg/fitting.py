@@ -1,0 +1,297 @@
+"""The core training loop: chips in, a trained :class:`~geoseg.model.Model` out.
+
+Loss is cross-entropy + soft Dice (pixels labelled 255 are ignored), optimiser AdamW with a
+one-cycle schedule; chips are augmented with flips, 90° rotations and per-band
+brightness/contrast jitter. Seeded: the same chips, seed and thread count give the same
+weights.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from geoseg.metrics import confusion_matrix, scores
+from geoseg.model import Model, ModelSpec, build_network
+
+IGNORE = 255
+
+
+@dataclass(frozen=True)
+class ChipSampler:
+    """Random ``size × size`` chips from in-memory (image, labels) pairs, with augmentation.
+
+    Images are ``(bands, H, W)`` in raw units, labels ``(H, W)`` uint8 (255 = ignore).
+    """
+
+    images: Sequence[np.ndarray]
+    labels: Sequence[np.ndarray]
+    size: int
+    jitter: float = 0.1
+
+    def __call__(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for _ in range(n):
+            k = int(rng.integers(len(self.images)))
+            img, lab = self.images[k], self.labels[k]
+            r = int(rng.integers(0, lab.shape[0] - self.size + 1))
+            c = int(rng.integers(0, lab.shape[1] - self.size + 1))
+            x, y = augment(img[:, r:r + self.size, c:c + self.size].astype(np.float32),
+                           lab[r:r + self.size, c:c + self.size], rng, self.jitter)
+            xs.append(x)
+            ys.append(y)
+        return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.int64)
+
+
+def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, jitter: float
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """A random 90° rotation and flip of a chip, and per-band brightness/contrast jitter."""
+    turns = int(rng.integers(4))
+    x, y = np.rot90(x, turns, axes=(1, 2)), np.rot90(y, turns)
+    if rng.random() < 0.5:
+        x, y = x[:, :, ::-1], y[:, ::-1]
+    gain = 1 + rng.uniform(-jitter, jitter, size=(x.shape[0], 1, 1))
+    mean = x.mean(axis=(1, 2), keepdims=True)
+    contrast = 1 + rng.uniform(-jitter, jitter, size=(x.shape[0], 1, 1))
+    return ((x - mean) * contrast + mean) * gain, y
+
+
+def band_statistics(images: Sequence[np.ndarray],
+                    labels: Sequence[np.ndarray]) -> tuple[list[float], list[float]]:
+    """Per-band mean and standard deviation over labelled (non-ignored) pixels."""
+    values = [img[:, lab != IGNORE].astype(np.float64) for img, lab in zip(images, labels, strict=True)]
+    stacked = np.concatenate(values, axis=1)
+    return stacked.mean(axis=1).tolist(), np.maximum(stacked.std(axis=1), 1e-6).tolist()
+
+
+def dice_loss(logits, target, n_classes: int):  # type: ignore[no-untyped-def]
+    """Soft multi-class Dice loss over labelled pixels."""
+    import torch
+
+    valid = (target != IGNORE).unsqueeze(1)
+    probs = torch.softmax(logits, dim=1) * valid
+    onehot = torch.nn.functional.one_hot(target.clamp(max=n_classes - 1), n_classes)
+    onehot = onehot.permute(0, 3, 1, 2).float() * valid
+    inter = (probs * onehot).sum(dim=(0, 2, 3))
+    denom = probs.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    present = onehot.sum(dim=(0, 2, 3)) > 0
+    dice = (2 * inter + 1) / (denom + 1)
+    return 1 - dice[present].mean()
+
+
+def train(
+    spec: ModelSpec,
+    sampler: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]],
+    *,
+    steps: int = 1000,
+    batch_size: int = 8,
+    lr: float = 3e-3,
+    seed: int = 0,
+    device: str = "auto",
+    validation: Callable[[Model], float] | None = None,
+    log_every: int = 50,
+) -> Model:
+    """Train a fresh network for ``spec`` on chips from ``sampler``; returns the model (eval mode)."""
+    import torch
+
+    from geoseg.inference import select_device
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    dev = torch.device(select_device(device))
+    network = build_network(spec).to(dev)
+    mean = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps,
+                                                   pct_start=0.1)
+    ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+    n_classes = len(spec.classes)
+    network.train()
+    running = 0.0
+    for step in range(1, steps + 1):
+        x, y = sampler(rng, batch_size)
+        xt = (torch.from_numpy(x).to(dev) - mean) / std
+        yt = torch.from_numpy(y).to(dev)
+        # bfloat16 autocast on GPUs: float16 would need a GradScaler against underflow.
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            logits = network(xt)
+        logits = logits.float()
+        loss = ce(logits, yt) + dice_loss(logits, yt, n_classes)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        running += loss.item()
+        if step % log_every == 0 or step == steps:
+            print(f"step {step}/{steps}  loss {running / log_every:.4f}", file=sys.stderr,
+                  flush=True)
+            running = 0.0
+    network.eval()
+    model = Model(network=network.cpu(), spec=spec)
+    if validation is not None:
+        print(f"validation mIoU {validation(model):.4f}", file=sys.stderr)
+    return model
+
+
+def evaluate_arrays(predicted: Sequence[np.ndarray], reference: Sequence[np.ndarray],
+                    class_names: Sequence[str]) -> dict[str, object]:
+    """Scores of predicted vs reference label arrays (255 in either is ignored)."""
+    n = len(class_names)
+    cm = sum(confusion_matrix(p, r, n) for p, r in zip(predicted, reference, strict=True))
+    return scores(np.asarray(cm), class_names)
+
+
+# ---- epochs, validation, checkpoints ---------------------------------------------------
+
+@dataclass(frozen=True)
+class FitOptions:
+    """How long and how to train (see ``geoseg train --help``)."""
+
+    epochs: int = 20
+    steps_per_epoch: int = 100
+    batch_size: int = 8
+    lr: float = 3e-3
+    patience: int = 5
+    seed: int = 0
+    device: str = "auto"
+
+
+def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]],
+        validate: Callable[[Model], dict[str, object]], options: FitOptions,
+        checkpoint: Path, *, resume: bool = False, progress: bool = False) -> Model:
+    """Train for up to ``options.epochs`` epochs, validating after each; keep the best.
+
+    Stops early when validation mIoU has not improved for ``patience`` epochs. After each
+    epoch the state (weights, optimiser, schedule, random generators, history) goes to
+    ``checkpoint`` (a folder), so ``resume`` continues exactly where an interrupted run
+    stopped (with the same options: the learning-rate schedule spans all epochs). Returns
+    the best model, with its validation scores and the history in ``spec.metrics``.
+    """
+    import dataclasses
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from geoseg.errors import InputError
+    from geoseg.inference import select_device
+
+    dev = torch.device(select_device(options.device))
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    network = build_network(spec).to(dev)
+    mean = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=1e-4)
+    total = options.epochs * options.steps_per_epoch
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.lr,
+                                                   total_steps=total, pct_start=0.1)
+    ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
+    state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "history": []}
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    best_path = checkpoint / "best.safetensors"
+    if resume:
+        state = _load_checkpoint(checkpoint, network, optimiser, schedule, rng, dev)
+        if state.get("options") != dataclasses.asdict(options):
+            raise InputError("holds a run with other options "
+                             f"({state.get('options')}); resume it with the same ones",
+                             checkpoint)
+    state["options"] = dataclasses.asdict(options)
+    for epoch in range(state["epoch"] + 1, options.epochs + 1):
+        network.train()
+        losses = []
+        steps = range(options.steps_per_epoch)
+        if progress:
+            from tqdm import tqdm
+
+            steps = tqdm(steps, desc=f"epoch {epoch}/{options.epochs}", file=sys.stderr,
+                         leave=False)
+        for _ in steps:
+            x, y = sampler(rng, options.batch_size)
+            xt = (torch.from_numpy(x).to(dev) - mean) / std
+            yt = torch.from_numpy(y).to(dev)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                logits = network(xt)
+            logits = logits.float()
+            loss = ce(logits, yt) + dice_loss(logits, yt, len(spec.classes))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            losses.append(loss.item())
+            if progress:
+                steps.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")  # type: ignore[union-attr]
+        network.eval()
+        scores = validate(Model(network=network, spec=spec))
+        miou = float(scores["miou"])  # type: ignore[arg-type]
+        improved = miou > state["best_miou"]
+        state["history"].append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5),
+                                 "val_miou": round(miou, 5)})
+        if improved:
+            state.update(best_miou=miou, best_epoch=epoch, best_scores=scores)
+            save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
+                      str(best_path))
+        state["epoch"] = epoch
+        _save_checkpoint(checkpoint, state, network, optimiser, schedule, rng)
+        print(f"epoch {epoch}/{options.epochs}  loss {np.mean(losses):.4f}  "
+              f"val mIoU {miou:.4f}" + ("  (best)" if improved else ""), file=sys.stderr,
+              flush=True)
+        if epoch - state["best_epoch"] >= options.patience:
+            print(f"no better for {options.patience} epochs: stopping", file=sys.stderr)
+            break
+    best = build_network(spec)
+    best.load_state_dict(load_file(str(best_path)))
+    best.eval()
+    metrics = {"val_miou": state["best_miou"], "best_epoch": state["best_epoch"],
+               "validation": state.get("best_scores", {}), "history": state["history"]}
+    return Model(network=best, spec=_with_metrics(spec, metrics))
+
+
+def _with_metrics(spec: ModelSpec, metrics: dict[str, object]) -> ModelSpec:
+    import dataclasses
+
+    from geoseg.metrics import json_safe
+
+    return dataclasses.replace(spec, metrics=json_safe({**spec.metrics, **metrics}))
+
+
+def _save_checkpoint(folder: Path, state: dict, network, optimiser, schedule,  # type: ignore[no-untyped-def]
+                     rng: np.random.Generator) -> None:
+    import json
+
+    import torch
+
+    from geoseg.atomic import atomic_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / "state.pt", overwrite=True) as tmp:
+        torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
+                    "schedule": schedule.state_dict(), "torch_rng": torch.get_rng_state()},
+                   tmp)
+    with atomic_path(folder / "state.json", overwrite=True) as tmp:
+        tmp.write_text(json.dumps({**state, "numpy_rng": rng.bit_generator.state},
+                                  default=float, indent=1))
+
+
+def _load_checkpoint(folder: Path, network, optimiser, schedule,  # type: ignore[no-untyped-def]
+                     rng: np.random.Generator, dev) -> dict:
+    import json
+
+    import torch
+
+    from geoseg.errors import InputError
+
+    if not (folder / "state.json").exists() or not (folder / "state.pt").exists():
+        raise InputError("has no checkpoint to resume from", folder)
+    state = json.loads((folder / "state.json").read_text())
+    saved = torch.load(folder / "state.pt", map_location=dev, weights_only=True)
+    network.load_state_dict(saved["network"])
+    optimiser.load_state_dict(saved["optimiser"])
+    schedule.load_state_dict(saved["schedule"])
+    torch.set_rng_state(saved["torch_rng"].cpu())
+    rng.bit_generator.state = state.pop("numpy_rng")
+    return state

@@ -1,0 +1,121 @@
+"""Training on the user's labels: vector or raster, in any CRS; resume; config files."""
+
+import json
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+import geoseg
+from geoseg.cli import cli
+from geoseg.errors import InputError
+from tests.conftest import write_raster
+
+FAST = ["--chip-size", "64", "--epochs", "2", "--steps-per-epoch", "15", "--batch-size", "4"]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """A synthetic scene, its label raster, and the same labels as polygons in EPSG:4326."""
+    folder = tmp_path_factory.mktemp("scene")
+    image, label_path = geoseg.write_sample_data(folder, size=256, seed=21)
+    polygons = geoseg.vectorize(label_path).to_crs("EPSG:4326")
+    polygons.to_file(folder / "labels_4326.gpkg", layer="labels")
+    return image, label_path, folder / "labels_4326.gpkg"
+
+
+def test_vector_labels_in_another_crs_train_a_model_that_predicts_well(scene, tmp_path):
+    image, label_path, gpkg = scene
+    result = run("train", image, "--labels", gpkg, "--class-field", "class_name",
+                 "-o", tmp_path / "model", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "validation mIoU" in result.output
+    model = geoseg.load_model(tmp_path / "model")
+    spec = model.spec
+    assert spec.bands == ("blue", "green", "red", "nir") and spec.resolution == 2.0
+    assert sorted(spec.class_names) == spec.class_names  # names from the text column
+    assert len(spec.metrics["history"]) == 2 and 0 < spec.metrics["val_miou"] <= 1
+    assert all(s > 0 for s in spec.std)
+    mask = tmp_path / "mask.tif"
+    assert run("predict", image, "--model", tmp_path / "model", "-o", mask, "--tile-size", 64
+               ).exit_code == 0
+    scores = geoseg.evaluate(mask, label_path).metrics  # classes matched by name
+    assert scores["miou"] > 0.35  # six classes: chance is about 0.1
+
+    # The same run with the label raster learns about as well.
+    result = run("train", image, "--labels", label_path, "-o", tmp_path / "from_raster", *FAST)
+    assert result.exit_code == 0, result.output
+    raster_model = geoseg.load_model(tmp_path / "from_raster")
+    assert raster_model.spec.class_names == geoseg.load_model("default").spec.class_names
+    assert abs(raster_model.spec.metrics["val_miou"] - spec.metrics["val_miou"]) < 0.2
+
+
+def test_resume_continues_an_interrupted_run_where_it_stopped(scene, tmp_path, monkeypatch):
+    from geoseg.datasets import RasterChips
+
+    image, label_path, _ = scene
+    out = tmp_path / "model"
+    options = {"chip_size": 64, "epochs": 3, "steps_per_epoch": 5, "batch_size": 2,
+               "patience": 10}
+    calls = {"n": 0}
+    real = RasterChips.__call__
+
+    def interrupted(self, rng, n):
+        calls["n"] += 1
+        if calls["n"] == 8:  # during the second epoch
+            raise KeyboardInterrupt
+        return real(self, rng, n)
+
+    monkeypatch.setattr(RasterChips, "__call__", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        geoseg.train([image], [label_path], out, **options)
+    monkeypatch.setattr(RasterChips, "__call__", real)
+    assert json.loads((out / "checkpoint" / "state.json").read_text())["epoch"] == 1
+    assert not (out / "model.json").exists()
+    with pytest.raises(InputError, match="other options"):
+        geoseg.train([image], [label_path], out, resume=True, **{**options, "epochs": 4})
+    model = geoseg.train([image], [label_path], out, resume=True, **options)
+    assert [h["epoch"] for h in model.spec.metrics["history"]] == [1, 2, 3]
+    assert geoseg.load_model(out).spec.metrics == model.spec.metrics
+    result = run("train", image, "--labels", label_path, "-o", tmp_path / "fresh", "--resume",
+                 *FAST)
+    assert result.exit_code == 1 and "no checkpoint to resume from" in result.output
+
+
+def test_a_yaml_config_sets_options_and_flags_win(scene, tmp_path):
+    image, label_path, _ = scene
+    config = tmp_path / "train.yaml"
+    config.write_text("chip-size: 64\nepochs: 1\nsteps_per_epoch: 3\nbatch-size: 2\n")
+    result = run("train", image, "--labels", label_path, "-o", tmp_path / "m",
+                 "--config", config, "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    assert len(geoseg.load_model(tmp_path / "m").spec.metrics["history"]) == 2
+    config.write_text("epochz: 3\n")
+    result = run("train", image, "--labels", label_path, "-o", tmp_path / "m2",
+                 "--config", config)
+    assert result.exit_code == 2 and "unknown option(s) epochz" in result.output
+
+
+def test_labels_that_do_not_fit_are_refused_before_training(scene, tmp_path):
+    import geopandas as gpd
+    import shapely
+
+    image, label_path, _ = scene
+    far = gpd.GeoDataFrame({"kind": ["water"]}, geometry=[shapely.box(0, 0, 1, 1)],
+                           crs="EPSG:4326")
+    far.to_file(tmp_path / "far.gpkg")
+    with pytest.raises(InputError, match="labels do not overlap the image"):
+        geoseg.train([image], [tmp_path / "far.gpkg"], tmp_path / "m", class_field="kind")
+    with pytest.raises(InputError, match="one labels file per image"):
+        geoseg.train([image, image], [label_path], tmp_path / "m")
+    tiny = write_raster(tmp_path / "tiny.tif", np.ones((4, 40, 40), np.uint16) * 100)
+    tiny_labels = write_raster(tmp_path / "tiny_labels.tif", np.zeros((40, 40), np.uint8))
+    with rasterio.open(tiny_labels, "r+") as ds:
+        ds.update_tags(CLASS_NAMES=json.dumps(["a", "b"]))
+    with pytest.raises(InputError, match="no block is left for validation"):
+        geoseg.train([tiny], [tiny_labels], tmp_path / "m", chip_size=64)
