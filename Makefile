@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: this pair is on the local disk and imports beside each other.
 	$(BIN)/pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install --quiet -e '.[dev]'
+	# Test data only: a real Sentinel-2 subset inside this wheel (its code, and so its
+	# numba/datashader dependencies, is not needed).
+	$(BIN)/pip install --quiet --no-deps 'xarray-spatial>=0.4'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -379,6 +379,9 @@ def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 @click.option("--encoder-depth", type=click.IntRange(3, 5), default=3, show_default=True)
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
               show_default=True, help="Share of the image blocks kept for validation.")
+@click.option("--jitter", type=click.FloatRange(0, 0.5), default=0.1, show_default=True,
+              help="Per-band brightness/contrast augmentation; lower it when classes "
+                   "hinge on band ratios.")
 @click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--steps-per-epoch", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
@@ -396,7 +399,8 @@ def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], out: str,
           classes: list[str] | None, class_field: str | None, background: str | None,
           bands: tuple[int, ...] | None, chip_size: int, encoder: str, encoder_depth: int,
-          val_fraction: float, epochs: int, steps_per_epoch: int, batch_size: int, lr: float,
+          val_fraction: float, jitter: float, epochs: int, steps_per_epoch: int,
+          batch_size: int, lr: float,
           patience: int, seed: int, device: str, resume: bool, progress: bool | None,
           overwrite: bool) -> None:
     """Train a model on IMAGES and their labels; predict with it by `--model OUT`.
@@ -415,7 +419,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], 
     model = run_training(
         list(images), list(labels), out, classes=classes, class_field=class_field,
         background=background, bands=bands, chip_size=chip_size, encoder=encoder,
-        encoder_depth=encoder_depth, val_fraction=val_fraction, epochs=epochs,
+        encoder_depth=encoder_depth, val_fraction=val_fraction, jitter=jitter, epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, patience=patience,
         seed=seed, device=device, resume=resume, overwrite=overwrite,
         progress=sys.stderr.isatty() if progress is None else progress)

@@ -43,6 +43,7 @@ def train(
     encoder: str = "tu-mobilenetv3_small_100",
     encoder_depth: int = 3,
     val_fraction: float = 0.2,
+    jitter: float = 0.1,
     epochs: int = 20,
     steps_per_epoch: int = 100,
     batch_size: int = 8,
@@ -56,7 +57,11 @@ def train(
 ) -> Model:
     """Train a U-Net on ``images`` with their ``labels`` and save it in the folder ``out``
     (``model.json`` + ``model.safetensors``, loadable by ``predict --model OUT``); the
-    checkpoint of every epoch goes to ``out/checkpoint``. Returns the best model."""
+    checkpoint of every epoch goes to ``out/checkpoint``. Returns the best model.
+
+    ``jitter`` is the per-band brightness and contrast augmentation (±10 % by default);
+    lower it when the classes hinge on band ratios (labels from spectral indices).
+    """
     folder = Path(out)
     if not resume:
         atomic.check_outputs([folder / "model.json", folder / "model.safetensors"],
@@ -69,7 +74,7 @@ def train(
     rng = np.random.default_rng(seed)
     block = 2 * chip_size
     split = [split_blocks(p, block, val_fraction, rng) for p in pairs]
-    chips = RasterChips(pairs, [t for t, _ in split], chip_size)
+    chips = RasterChips(pairs, [t for t, _ in split], chip_size, jitter=jitter)
     val_blocks = [v for _, v in split]
     if not any(val_blocks):
         raise InputError(f"no block is left for validation: the images are too small for "
