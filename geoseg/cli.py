@@ -410,7 +410,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], 
     validation stops improving, and every epoch is checkpointed (--resume).
 
     \b
-    Example:
+    Examples:
       geoseg train ortho.tif --labels fields.gpkg --class-field crop -o models/crops
       geoseg predict ortho2.tif --model models/crops -o ortho2.mask.tif
     """

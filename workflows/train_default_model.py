@@ -1,12 +1,14 @@
 """Train geoseg's bundled default model on synthetic scenes, reproducibly, on CPU.
 
     python workflows/train_default_model.py            # writes geoseg/models/default/
-    python workflows/train_default_model.py --steps 200 --out /tmp/quick
+    python workflows/train_default_model.py --epochs 2 --out /tmp/quick
     python workflows/train_default_model.py --evaluate-only   # score the shipped model
 
-Training scenes use seeds 0..N-1; the model is then evaluated with the full tiled
-pipeline (``geoseg.predict``) on held-out scenes (seeds 1000+) that training never saw,
-and the scores are stored in the model card (``metrics``).
+Training scenes use seeds 0..N-1, written as GeoTIFFs with their label rasters and fed
+to ``geoseg.train`` like any user's data (validation on spatially separate blocks, early
+stopping, the best epoch kept). The model is then evaluated with the full tiled pipeline
+(``geoseg.predict``) on held-out scenes (seeds 1000+) that training never saw, and the
+scores are stored in the model card (``metrics``).
 
 It is a demonstration model for geoseg's synthetic scenes, not for real imagery.
 """
@@ -22,12 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import torch
 
 import geoseg
-from geoseg.fitting import ChipSampler, band_statistics, evaluate_arrays, train
-from geoseg.model import ClassInfo, ModelSpec
-from geoseg.synthetic import BANDS, CLASSES, sample_scene, write_sample_data
+from geoseg.fitting import evaluate_arrays
+from geoseg.synthetic import write_sample_data
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE.parent / "geoseg" / "models" / "default"
@@ -50,7 +50,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--scenes", type=int, default=8, help="training scenes (seeds 0..N-1)")
     parser.add_argument("--size", type=int, default=1024, help="training scene size, pixels")
-    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--steps-per-epoch", type=int, default=100)
+    parser.add_argument("--patience", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--chip", type=int, default=192)
     parser.add_argument("--lr", type=float, default=4e-3)
@@ -69,39 +71,45 @@ def main() -> None:
             print(f"  {name:<12} IoU {s['iou']:.4f}  F1 {s['f1']:.4f}")
         return
 
-    torch.set_num_threads(torch.get_num_threads())
     started = time.time()
-    scenes = [sample_scene(args.size, seed=s).render() for s in range(args.scenes)]
-    images, labels = [s[0] for s in scenes], [s[1] for s in scenes]
-    mean, std = band_statistics(images, labels)
-    spec = ModelSpec(
-        name="default",
-        description=("Demonstration U-Net for geoseg's synthetic 4-band scenes "
-                     "(blue, green, red, NIR; reflectance x 10000, 2 m). Not for real imagery: "
-                     "train your own model on your data."),
-        bands=BANDS, mean=tuple(mean), std=tuple(std),
-        classes=tuple(ClassInfo(n, c) for n, c in CLASSES),
-        tile_size=256, resolution=2.0,
-    )
-    sampler = ChipSampler(images, labels, size=args.chip)
-    model = train(spec, sampler, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                  seed=args.seed, device="cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        images, labels = [], []
+        for seed in range(args.scenes):  # GeoTIFF scenes and label rasters, as a user has
+            image, label = write_sample_data(Path(tmp) / "scenes", size=args.size, seed=seed)
+            images.append(image)
+            labels.append(label)
+        # geoseg train's own machinery: chips from disk, spatially separate validation
+        # blocks, early stopping on validation mIoU, checkpoints in a scratch folder.
+        work = Path(tmp) / "default"
+        model = geoseg.train(
+            images, labels, work, chip_size=args.chip, epochs=args.epochs,
+            steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
+            patience=args.patience, seed=args.seed, device="cpu", overwrite=True)
     train_minutes = (time.time() - started) / 60
     result = held_out_scores(model, args.eval_seeds, args.eval_size)
+    training = model.spec.metrics
     metrics = {
         "heldout_miou": round(float(result["miou"]), 4),
         "heldout_overall_accuracy": round(float(result["overall_accuracy"]), 4),
         "heldout_iou": {k: round(v["iou"], 4) for k, v in result["per_class"].items()},
         "heldout_seeds": args.eval_seeds,
-        "train": {"scenes": args.scenes, "size": args.size, "steps": args.steps,
-                  "batch_size": args.batch_size, "chip": args.chip, "lr": args.lr,
+        "val_miou": round(float(training["val_miou"]), 4),
+        "best_epoch": training["best_epoch"],
+        "history": training["history"],
+        "train": {"scenes": args.scenes, "size": args.size, "epochs": args.epochs,
+                  "steps_per_epoch": args.steps_per_epoch, "batch_size": args.batch_size,
+                  "chip": args.chip, "lr": args.lr, "patience": args.patience,
                   "seed": args.seed, "minutes_cpu": round(train_minutes, 1)},
     }
-    model.spec = dataclasses.replace(model.spec, metrics=metrics)
+    model.spec = dataclasses.replace(
+        model.spec, name="default", metrics=metrics, description=(
+            "Demonstration U-Net for geoseg's synthetic 4-band scenes (blue, green, red, NIR; "
+            "reflectance x 10000, 2 m). Not for real imagery: train your own model on your "
+            "data."))
     args.out.mkdir(parents=True, exist_ok=True)
     card = model.save(args.out)
     size_mb = sum(p.stat().st_size for p in args.out.glob("*")) / 1e6
-    print(json.dumps(metrics, indent=2))
+    print(json.dumps({k: v for k, v in metrics.items() if k != "history"}, indent=2))
     print(f"saved {card} ({size_mb:.1f} MB) in {(time.time() - started) / 60:.1f} min")
     if not np.isfinite(result["miou"]):
         raise SystemExit("evaluation failed")
