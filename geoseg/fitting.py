@@ -83,6 +83,17 @@ def dice_loss(logits, target, n_classes: int):  # type: ignore[no-untyped-def]
     return 1 - dice[present].mean()
 
 
+def one_cycle(optimiser, lr: float, total: int):  # type: ignore[no-untyped-def]
+    """One-cycle learning rate over ``total`` steps, warming up over 10 % of them (at least
+    two steps); runs too short for a cycle keep ``lr`` constant."""
+    import torch
+
+    if total < 7:
+        return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
+    return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=total,
+                                               pct_start=max(0.1, 2 / total))
+
+
 def train(
     spec: ModelSpec,
     sampler: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]],
@@ -107,8 +118,7 @@ def train(
     mean = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
     optimiser = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps,
-                                                   pct_start=0.1)
+    schedule = one_cycle(optimiser, lr, steps)
     ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
     n_classes = len(spec.classes)
     network.train()
@@ -188,8 +198,7 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
     optimiser = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=1e-4)
     total = options.epochs * options.steps_per_epoch
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=options.lr,
-                                                   total_steps=total, pct_start=0.1)
+    schedule = one_cycle(optimiser, options.lr, total)
     ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
     state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "history": []}
     checkpoint.mkdir(parents=True, exist_ok=True)

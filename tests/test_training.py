@@ -119,3 +119,20 @@ def test_labels_that_do_not_fit_are_refused_before_training(scene, tmp_path):
         ds.update_tags(CLASS_NAMES=json.dumps(["a", "b"]))
     with pytest.raises(InputError, match="no block is left for validation"):
         geoseg.train([tiny], [tiny_labels], tmp_path / "m", chip_size=64)
+
+
+@pytest.mark.parametrize("total", [1, 3, 6, 7, 10, 40])
+def test_the_learning_rate_schedule_runs_for_any_number_of_steps(total):
+    import torch
+
+    from geoseg.fitting import one_cycle
+
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimiser = torch.optim.AdamW([weight], lr=1e-3)
+    schedule = one_cycle(optimiser, 1e-3, total)
+    rates = []
+    for _ in range(total):
+        optimiser.step()
+        schedule.step()
+        rates.append(optimiser.param_groups[0]["lr"])
+    assert all(0 < r <= 1e-3 + 1e-12 for r in rates)
