@@ -298,6 +298,9 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
               help="SRC is an image: predict it with this model first (bundled name or path).")
 @click.option("--tile-size", type=click.IntRange(min=1), default=None,
               help="With --model: tile size in pixels [default: the model's].")
+@click.option("--bands", callback=_bands, help="With --model: image bands in model order.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="With --model: where the model runs.")
 @click.option("-o", "--output", "report", type=click.Path(dir_okay=False), default=None,
               help="Write the scores as JSON.")
 @click.option("--confusion-png", type=click.Path(dir_okay=False), default=None,
@@ -310,8 +313,9 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
 @click.pass_context
 def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
              background: str | None, model: str | None, tile_size: int | None,
-             report: str | None, confusion_png: str | None, compare_png: str | None,
-             image: str | None, overwrite: bool) -> None:
+             bands: tuple[int, ...] | None, device: str, report: str | None,
+             confusion_png: str | None, compare_png: str | None, image: str | None,
+             overwrite: bool) -> None:
     """Score a predicted mask SRC (or, with --model, the prediction for image SRC) against
     reference labels: per-class IoU, F1, precision and recall, mIoU and overall accuracy.
 
@@ -322,7 +326,8 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
     """
     from geoseg.metrics import evaluate as run_evaluation
 
-    options = {"tile_size": tile_size} if model is not None else {}
+    options = ({"tile_size": tile_size, "bands": bands, "device": device}
+               if model is not None else {})
     result = run_evaluation(src, labels, class_field=class_field, background=background,
                             model=model, report=report, confusion_png=confusion_png,
                             compare_png=compare_png, image=image, overwrite=overwrite,
@@ -346,11 +351,22 @@ def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> st
         raise click.BadParameter(f"{value}: {exc}") from None
     if not isinstance(data, dict):
         raise click.BadParameter(f"{value}: expected a mapping of option names to values")
-    known = {p.name for p in ctx.command.params}
-    options = {str(k).replace("-", "_"): v for k, v in data.items()}
-    unknown = sorted(set(options) - known)
+    # Keys are option names (``chip-size``, ``chip_size``, ``output``...) or parameter names.
+    known = {p.name: p.name for p in ctx.command.params if p.name}
+    for p in ctx.command.params:
+        for opt in p.opts:
+            known[opt.lstrip("-").replace("-", "_")] = p.name  # type: ignore[assignment]
+    options, unknown = {}, []
+    for key, v in data.items():
+        name = known.get(str(key).replace("-", "_"))
+        if name is None:
+            unknown.append(str(key))
+        elif isinstance(v, list) and name in ("classes", "bands"):
+            options[name] = ",".join(str(x) for x in v)  # the comma list the flag takes
+        else:
+            options[name] = v
     if unknown:
-        raise click.BadParameter(f"{value}: unknown option(s) {', '.join(unknown)}")
+        raise click.BadParameter(f"{value}: unknown option(s) {', '.join(sorted(unknown))}")
     ctx.default_map = {**(ctx.default_map or {}), **options}
     return value
 

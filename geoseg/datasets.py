@@ -58,9 +58,7 @@ class Labels:
                                                                     self.path)
         if is_vector(path):
             self._open_vector(class_field)
-        else:
-            if class_field is not None:
-                raise InputError("is a raster: --class-field is for vector labels", path)
+        else:  # a class raster; class_field names the column of polygon labels only
             self._open_raster()
 
     # ---- vector ---------------------------------------------------------------------
@@ -85,6 +83,7 @@ class Labels:
             if class_field not in frame.columns:
                 fields = ", ".join(c for c in frame.columns if c != "geometry")
                 raise InputError(f"has no field {class_field!r} (fields: {fields})", self.path)
+            frame = frame[frame[class_field].notna()]  # polygons without a class: unlabelled
             classes = np.array([class_id(v, self.names, self.path)
                                 for v in frame[class_field].tolist()], np.uint8)
         frame = frame.to_crs(self.grid.crs)
@@ -160,12 +159,13 @@ class Labels:
 
         window = Window(col, row, width, height)
         with self.source.open() as ds:
-            if self.warp:
+            if self.warp:  # the VRT spans the grid; outside the labels it is nodata
+                nodata = ds.nodata if ds.nodata is not None else IGNORE
                 with WarpedVRT(ds, crs=self.grid.crs, transform=self.grid.transform,
                                width=self.grid.width, height=self.grid.height,
-                               resampling=Resampling.nearest, nodata=ds.nodata) as vrt:
-                    values = vrt.read(1, window=window, boundless=True, fill_value=IGNORE)
-                    valid = vrt.read_masks(1, window=window, boundless=True) > 0
+                               resampling=Resampling.nearest, nodata=nodata) as vrt:
+                    values = vrt.read(1, window=window)
+                    valid = vrt.read_masks(1, window=window) > 0
             else:
                 values, valid = raster.read_clipped(ds, self.source, row, col, height, width)
                 values = values[0]
@@ -201,7 +201,9 @@ def is_vector(path: str | os.PathLike[str]) -> bool:
 
 
 def class_id(value: Any, names: Sequence[str], where: str) -> int:
-    """A class given as an id (int or digits) or as one of ``names``."""
+    """A class given as one of ``names``, or else as an id (int or digits)."""
+    if isinstance(value, str) and value in names:
+        return list(names).index(value)
     if isinstance(value, (int, np.integer)) or (isinstance(value, str) and value.isdigit()):
         k = int(value)
         if not 0 <= k < len(names):
@@ -251,12 +253,14 @@ def open_pairs(images: Sequence[str | os.PathLike[str]], labels: Sequence[str | 
 
 def split_blocks(pair: Pair, block: int, val_fraction: float, rng: np.random.Generator
                  ) -> tuple[list[tuple[int, int, int, int]], list[tuple[int, int, int, int]]]:
-    """The image cut into ``block``-sized windows (row, col, h, w), some kept apart for
-    validation: spatially separate areas, so validation measures what training never saw
-    nearby. At least one block goes to each side when there are two or more."""
+    """The labelled parts of the image cut into ``block``-sized windows (row, col, h, w),
+    some kept apart for validation: spatially separate areas, so validation measures what
+    training never saw nearby. At least one block goes to each side when there are two
+    or more. Blocks whose labels cover less than ``MIN_LABELLED`` are left out."""
     h, w = pair.image.height, pair.image.width
     blocks = [(r, c, min(block, h - r), min(block, w - c))
               for r in range(0, h, block) for c in range(0, w, block)]
+    blocks = [b for b in blocks if (pair.labels.read(*b) != IGNORE).mean() >= MIN_LABELLED]
     order = rng.permutation(len(blocks))
     n_val = 0 if len(blocks) < 2 else min(max(1, round(val_fraction * len(blocks))),
                                           len(blocks) - 1)
@@ -273,7 +277,8 @@ class RasterChips:
         self.pairs, self.size, self.jitter = list(pairs), size, jitter
         self.windows = [(k, b) for k, bs in enumerate(blocks) for b in bs]
         if not self.windows:
-            raise InputError("no training area left (the images are smaller than one block)")
+            raise InputError("no training area left (the labelled part of the images is "
+                             "smaller than two blocks)")
 
     def chip(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One chip ``(bands, size, size)`` float32 and its labels (IGNORE = unlabelled)."""
@@ -299,9 +304,10 @@ class RasterChips:
 
 
 def read_chip(pair: Pair, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image and labels of a window; pixels without image data are unlabelled."""
+    """Image and labels of a window; pixels without image data are NaN and unlabelled."""
     with pair.image.open() as ds:
         x, valid = raster.read_window(ds, pair.image, row, col, size, size)
+    x[:, ~valid] = np.nan  # no data: zero once normalized, as in prediction
     y = np.full((size, size), IGNORE, np.uint8)
     h = min(size, pair.image.height - row)
     w = min(size, pair.image.width - col)

@@ -183,11 +183,12 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     the best model, with its validation scores and the history in ``spec.metrics``.
     """
     import dataclasses
+    import json
 
     import torch
     from safetensors.torch import load_file, save_file
 
-    from geoseg.errors import InputError
+    from geoseg.errors import InputError, ModelError
     from geoseg.inference import select_device
 
     dev = torch.device(select_device(options.device))
@@ -203,13 +204,24 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "history": []}
     checkpoint.mkdir(parents=True, exist_ok=True)
     best_path = checkpoint / "best.safetensors"
+    run = {"options": dataclasses.asdict(options),
+           "spec": {k: v for k, v in spec.to_dict().items() if k != "metrics"}}
     if resume:
-        state = _load_checkpoint(checkpoint, network, optimiser, schedule, rng, dev)
-        if state.get("options") != dataclasses.asdict(options):
-            raise InputError("holds a run with other options "
-                             f"({state.get('options')}); resume it with the same ones",
+        if not (checkpoint / "state.json").exists():
+            raise InputError("has no checkpoint to resume from", checkpoint)
+        saved = json.loads((checkpoint / "state.json").read_text())
+        differ = [k for k in run["options"] if saved.get("options", {}).get(k)
+                  != run["options"][k]]
+        differ += [f"model {k}" for k in run["spec"] if saved.get("spec", {}).get(k)
+                   != json.loads(json.dumps(run["spec"][k]))]
+        if differ:
+            raise InputError(f"holds a run with other settings ({', '.join(differ)}); "
+                             f"resume it with the same images, labels and options",
                              checkpoint)
-    state["options"] = dataclasses.asdict(options)
+        state = _load_checkpoint(checkpoint, network, optimiser, schedule, rng, dev)
+    else:
+        (checkpoint / "best.safetensors").unlink(missing_ok=True)  # not from an old run
+    state.update(run)
     for epoch in range(state["epoch"] + 1, options.epochs + 1):
         network.train()
         losses = []
@@ -221,12 +233,16 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
                          leave=False)
         for _ in steps:
             x, y = sampler(rng, options.batch_size)
-            xt = (torch.from_numpy(x).to(dev) - mean) / std
+            # Pixels without data (NaN) become 0 once normalized, as in prediction.
+            xt = torch.nan_to_num((torch.from_numpy(x).to(dev) - mean) / std, nan=0.0)
             yt = torch.from_numpy(y).to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 logits = network(xt)
             logits = logits.float()
             loss = ce(logits, yt) + dice_loss(logits, yt, len(spec.classes))
+            if not torch.isfinite(loss):
+                raise ModelError(f"training diverged at epoch {epoch} (the loss is not "
+                                 f"finite); try a lower --lr")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
@@ -237,6 +253,8 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
         network.eval()
         scores = validate(Model(network=network, spec=spec))
         miou = float(scores["miou"])  # type: ignore[arg-type]
+        if miou != miou:
+            raise InputError("the validation areas hold no labelled pixel", checkpoint)
         improved = miou > state["best_miou"]
         state["history"].append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5),
                                  "val_miou": round(miou, 5)})

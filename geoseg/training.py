@@ -74,6 +74,8 @@ def train(
     rng = np.random.default_rng(seed)
     block = 2 * chip_size
     split = [split_blocks(p, block, val_fraction, rng) for p in pairs]
+    if not any(t or v for t, v in split):
+        raise InputError("the labels cover none of the images' pixels", labels[0])
     chips = RasterChips(pairs, [t for t, _ in split], chip_size, jitter=jitter)
     val_blocks = [v for _, v in split]
     if not any(val_blocks):
@@ -105,29 +107,35 @@ def train(
 
 def class_table(labels: Sequence[str | os.PathLike[str]], class_field: str | None,
                 classes: Sequence[str] | None) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """Class names (given, or read from the labels) and their colours."""
-    colors: list[tuple[int, int, int]] = []
-    names = list(classes or [])
-    first = labels[0]
-    if not is_vector(first):
-        import rasterio
+    """Class names and their colours. Names: ``classes``, else the first label raster's
+    ``CLASS_NAMES``, else the polygons' class column, else class_0..class_N of the
+    rasters' values. Colours: a label raster's colour table, by name, else a palette."""
+    import rasterio
 
-        with rasterio.open(first) as ds:
-            stored = json.loads(ds.tags().get("CLASS_NAMES", "null") or "null") or []
+    named: dict[str, tuple[int, int, int]] = {}
+    stored: list[str] = []
+    for path in labels:
+        if is_vector(path):
+            continue
+        with rasterio.open(path) as ds:
+            names_here = json.loads(ds.tags().get("CLASS_NAMES", "null") or "null") or []
             try:
                 table = ds.colormap(1)
             except ValueError:
                 table = {}
-            names = names or list(stored)
-            colors = [tuple(table[i][:3]) for i in range(len(names)) if i in table]
-            if not names:
-                top = max(int(_raster_max(first)), 1)
-                names = [f"class_{i}" for i in range(top + 1)]
-    elif not names:
-        names = _vector_class_names(labels, class_field)
-    if len(colors) < len(names):
-        colors = [styles.fallback_color(i) for i in range(len(names))]
-    return names, colors  # type: ignore[return-value]
+        named.update({n: tuple(table[i][:3]) for i, n in enumerate(names_here)  # type: ignore[misc]
+                      if i in table and n not in named})
+        stored = stored or list(names_here)
+    names = list(classes or stored)
+    if not names:
+        vectors = [p for p in labels if is_vector(p)]
+        if vectors:
+            names = _vector_class_names(vectors, class_field)
+        else:
+            top = max(max(int(_raster_max(p)), 1) for p in labels)
+            names = [f"class_{i}" for i in range(top + 1)]
+    colors = [named.get(n, styles.fallback_color(i)) for i, n in enumerate(names)]
+    return names, colors
 
 
 def _raster_max(path: str | os.PathLike[str]) -> int:
@@ -199,8 +207,10 @@ def validation_scores(model: Model, pairs: Sequence[Pair],
                 x, valid = raster.read_window(ds, pair.image, row, col, ph, pw)
             reference = pair.labels.read(row, col, h, w)
             reference[~valid[:h, :w]] = IGNORE
+            normalized = (torch.from_numpy(x[None]).to(device) - mean) / std
+            normalized[:, :, ~torch.from_numpy(valid)] = 0.0  # no data, as in prediction
             with torch.no_grad():
-                logits = model.network((torch.from_numpy(x[None]).to(device) - mean) / std)
+                logits = model.network(normalized)
             predicted = logits.argmax(1)[0, :h, :w].cpu().numpy()
             cm += confusion_matrix(predicted, reference, len(spec.classes))
     return scores(cm, spec.class_names)

@@ -77,7 +77,7 @@ def test_resume_continues_an_interrupted_run_where_it_stopped(scene, tmp_path, m
     monkeypatch.setattr(RasterChips, "__call__", real)
     assert json.loads((out / "checkpoint" / "state.json").read_text())["epoch"] == 1
     assert not (out / "model.json").exists()
-    with pytest.raises(InputError, match="other options"):
+    with pytest.raises(InputError, match=r"other settings \(epochs\)"):
         geoseg.train([image], [label_path], out, resume=True, **{**options, "epochs": 4})
     model = geoseg.train([image], [label_path], out, resume=True, **options)
     assert [h["epoch"] for h in model.spec.metrics["history"]] == [1, 2, 3]
@@ -136,3 +136,85 @@ def test_the_learning_rate_schedule_runs_for_any_number_of_steps(total):
         schedule.step()
         rates.append(optimiser.param_groups[0]["lr"])
     assert all(0 < r <= 1e-3 + 1e-12 for r in rates)
+
+
+def test_label_rasters_on_another_grid_are_warped_onto_the_image(scene, tmp_path):
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    image, label_path, _ = scene
+    with rasterio.open(label_path) as src:
+        transform, width, height = calculate_default_transform(
+            src.crs, "EPSG:4326", src.width // 2, src.height, *src.bounds[:2],
+            src.bounds[0] + (src.bounds[2] - src.bounds[0]) / 2, src.bounds[3])
+        data = np.full((height, width), 255, np.uint8)
+        reproject(src.read(1), data, src_transform=src.transform, src_crs=src.crs,
+                  dst_transform=transform, dst_crs="EPSG:4326", resampling=Resampling.nearest)
+        profile = {**src.profile, "crs": "EPSG:4326", "transform": transform, "width": width,
+                   "height": height, "nodata": None}  # no nodata: outside must still be ignored
+        tags = src.tags()
+    half = tmp_path / "west_half_4326.tif"
+    with rasterio.open(half, "w", **{k: v for k, v in profile.items()
+                                      if k not in ("blockxsize", "blockysize", "tiled")}) as ds:
+        ds.write(data, 1)
+        ds.update_tags(**tags)
+    mask = tmp_path / "mask.tif"
+    geoseg.predict(image, mask, tile_size=64)
+    full = geoseg.evaluate(mask, label_path)
+    west = geoseg.evaluate(mask, half)
+    assert 0.3 < west.confusion.sum() / full.confusion.sum() < 0.6  # about half the image
+    assert west.metrics["overall_accuracy"] == pytest.approx(
+        full.metrics["overall_accuracy"], abs=0.03)
+    model = geoseg.train([image], [half], tmp_path / "m", chip_size=64, epochs=1,
+                         steps_per_epoch=3, batch_size=2)
+    assert model.spec.class_names == geoseg.load_model("default").spec.class_names
+
+
+def test_nodata_in_float_images_never_reaches_the_network(scene, tmp_path):
+    image, label_path, _ = scene
+    with rasterio.open(image) as ds:
+        data = ds.read().astype(np.float32)
+        profile = {**ds.profile, "dtype": "float32", "nodata": np.nan}
+    data[:, :40, :] = np.nan
+    floats = tmp_path / "floats.tif"
+    with rasterio.open(floats, "w", **profile) as ds:
+        ds.write(data)
+    model = geoseg.train([floats], [label_path], tmp_path / "m", chip_size=64, epochs=1,
+                         steps_per_epoch=5, batch_size=4)
+    weights = model.network.state_dict().values()
+    assert all(np.isfinite(w.numpy()).all() for w in weights)
+    assert np.isfinite(model.spec.mean).all()
+
+
+def test_class_columns_of_digits_mixed_label_kinds_and_colours_by_name(scene, tmp_path):
+    image, label_path, gpkg = scene
+    import geopandas as gpd
+
+    names = geoseg.load_model("default").spec.class_names
+    polygons = gpd.read_file(gpkg, layer="labels")
+    polygons["code"] = (polygons.class_id + 1).astype(str)  # "1".."6": names, not ids
+    polygons.loc[polygons.index[:3], "code"] = None  # unlabelled polygons
+    coded = tmp_path / "coded.gpkg"
+    polygons.to_file(coded)
+    spec = geoseg.train([image], [coded], tmp_path / "m", class_field="code", chip_size=64,
+                        epochs=1, steps_per_epoch=2, batch_size=2).spec
+    assert spec.class_names == ["1", "2", "3", "4", "5", "6"]
+    # A raster for one image and polygons for another; the class field is the polygons'.
+    reordered = list(reversed(names))
+    spec = geoseg.train([image, image], [label_path, gpkg], tmp_path / "m2",
+                        class_field="class_name", classes=reordered, chip_size=64, epochs=1,
+                        steps_per_epoch=2, batch_size=2).spec
+    assert spec.class_names == reordered
+    default = {c.name: c.color for c in geoseg.load_model("default").spec.classes}
+    assert [c.color for c in spec.classes] == [default[n] for n in reordered]
+
+
+def test_yaml_lists_and_long_option_names(scene, tmp_path):
+    image, label_path, _ = scene
+    names = geoseg.load_model("default").spec.class_names
+    config = tmp_path / "train.yaml"
+    config.write_text(json.dumps({"output": str(tmp_path / "m"), "classes": names,
+                                  "bands": [1, 2, 3, 4], "chip-size": 64, "epochs": 1,
+                                  "steps-per-epoch": 2, "batch-size": 2}))  # JSON is YAML
+    result = run("train", image, "--labels", label_path, "--config", config)
+    assert result.exit_code == 0, result.output
+    assert geoseg.load_model(tmp_path / "m").spec.class_names == names
