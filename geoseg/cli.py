@@ -388,7 +388,8 @@ def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 @click.option("--background", default=None,
               help="Train unlabelled pixels as this class instead of ignoring them.")
 @click.option("--bands", callback=_bands, help="Image bands to use, e.g. 3,2,1,4.")
-@click.option("--chip-size", type=click.IntRange(min=16), default=256, show_default=True,
+@click.option("--chip-size", "--tile-size", "chip_size", type=click.IntRange(min=16),
+              default=256, show_default=True,
               help="Training chip size in pixels (validation blocks are twice that).")
 @click.option("--encoder", default="tu-mobilenetv3_small_100", show_default=True,
               help="smp encoder name (weights start random: nothing is downloaded).")

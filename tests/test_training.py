@@ -218,3 +218,8 @@ def test_yaml_lists_and_long_option_names(scene, tmp_path):
     result = run("train", image, "--labels", label_path, "--config", config)
     assert result.exit_code == 0, result.output
     assert geoseg.load_model(tmp_path / "m").spec.class_names == names
+    # DESIGN's spelling of the command works too.
+    result = run("train", image, "--labels", label_path, "-o", tmp_path / "d", "--tile-size",
+                 "64", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
+                 "--encoder", "tu-mobilenetv3_small_100", "--device", "cpu")
+    assert result.exit_code == 0, result.output
