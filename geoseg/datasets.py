@@ -41,6 +41,10 @@ class Grid:
     width: int
     height: int
 
+    @classmethod
+    def of(cls, source: raster.Source) -> Grid:
+        return cls(source.crs, source.transform, source.width, source.height)
+
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         from rasterio.transform import array_bounds
@@ -117,7 +121,6 @@ class Labels:
 
     # ---- raster ---------------------------------------------------------------------
     def _open_raster(self) -> None:
-        import json
 
         self.source = raster.open_source(self.path)
         if len(self.source.bands) != 1:
@@ -127,7 +130,7 @@ class Labels:
             raise InputError(f"holds {self.source.dtype} values; labels are integer classes",
                              self.path)
         with self.source.open() as ds:
-            names = json.loads(ds.tags().get("CLASS_NAMES", "null") or "null")
+            names = raster.class_table(ds)[0]
         # Label classes named differently from the model's are matched by name.
         self.lookup = None
         if names:
@@ -147,7 +150,7 @@ class Labels:
 
             west, south, east, north = self.grid.bounds
             lw, ls, le, ln = transform_bounds(self.source.crs, self.grid.crs,
-                                              *_source_bounds(self.source))
+                                              *Grid.of(self.source).bounds)
             if lw >= east or le <= west or ls >= north or ln <= south:
                 raise InputError("labels do not overlap the image", self.path)
         self.kind = "raster"
@@ -188,12 +191,6 @@ class Labels:
         if self.background is not None:
             out[out == IGNORE] = self.background
         return out
-
-
-def _source_bounds(source: raster.Source) -> tuple[float, float, float, float]:
-    from rasterio.transform import array_bounds
-
-    return array_bounds(source.height, source.width, source.transform)
 
 
 def is_vector(path: str | os.PathLike[str]) -> bool:
@@ -242,8 +239,8 @@ def open_pairs(images: Sequence[str | os.PathLike[str]], labels: Sequence[str | 
     pairs = []
     for image, label in zip(images, labels, strict=True):
         source = raster.open_source(image, bands=bands)
-        grid = Grid(source.crs, source.transform, source.width, source.height)
-        pairs.append(Pair(source, Labels(label, grid, class_names, class_field=class_field,
+        pairs.append(Pair(source, Labels(label, Grid.of(source), class_names,
+                                         class_field=class_field,
                                          background=background)))
     counts = {len(p.image.bands) for p in pairs}
     if len(counts) > 1:

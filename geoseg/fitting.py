@@ -21,32 +21,6 @@ from geoseg.model import Model, ModelSpec, build_network
 IGNORE = 255
 
 
-@dataclass(frozen=True)
-class ChipSampler:
-    """Random ``size × size`` chips from in-memory (image, labels) pairs, with augmentation.
-
-    Images are ``(bands, H, W)`` in raw units, labels ``(H, W)`` uint8 (255 = ignore).
-    """
-
-    images: Sequence[np.ndarray]
-    labels: Sequence[np.ndarray]
-    size: int
-    jitter: float = 0.1
-
-    def __call__(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        xs, ys = [], []
-        for _ in range(n):
-            k = int(rng.integers(len(self.images)))
-            img, lab = self.images[k], self.labels[k]
-            r = int(rng.integers(0, lab.shape[0] - self.size + 1))
-            c = int(rng.integers(0, lab.shape[1] - self.size + 1))
-            x, y = augment(img[:, r:r + self.size, c:c + self.size].astype(np.float32),
-                           lab[r:r + self.size, c:c + self.size], rng, self.jitter)
-            xs.append(x)
-            ys.append(y)
-        return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.int64)
-
-
 def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, jitter: float
             ) -> tuple[np.ndarray, np.ndarray]:
     """A random 90° rotation and flip of a chip, and per-band brightness/contrast jitter."""
@@ -92,60 +66,6 @@ def one_cycle(optimiser, lr: float, total: int):  # type: ignore[no-untyped-def]
         return torch.optim.lr_scheduler.LambdaLR(optimiser, lambda _: 1.0)
     return torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=total,
                                                pct_start=max(0.1, 2 / total))
-
-
-def train(
-    spec: ModelSpec,
-    sampler: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]],
-    *,
-    steps: int = 1000,
-    batch_size: int = 8,
-    lr: float = 3e-3,
-    seed: int = 0,
-    device: str = "auto",
-    validation: Callable[[Model], float] | None = None,
-    log_every: int = 50,
-) -> Model:
-    """Train a fresh network for ``spec`` on chips from ``sampler``; returns the model (eval mode)."""
-    import torch
-
-    from geoseg.inference import select_device
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    dev = torch.device(select_device(device))
-    network = build_network(spec).to(dev)
-    mean = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=lr, weight_decay=1e-4)
-    schedule = one_cycle(optimiser, lr, steps)
-    ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
-    n_classes = len(spec.classes)
-    network.train()
-    running = 0.0
-    for step in range(1, steps + 1):
-        x, y = sampler(rng, batch_size)
-        xt = (torch.from_numpy(x).to(dev) - mean) / std
-        yt = torch.from_numpy(y).to(dev)
-        # bfloat16 autocast on GPUs: float16 would need a GradScaler against underflow.
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            logits = network(xt)
-        logits = logits.float()
-        loss = ce(logits, yt) + dice_loss(logits, yt, n_classes)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        running += loss.item()
-        if step % log_every == 0 or step == steps:
-            print(f"step {step}/{steps}  loss {running / log_every:.4f}", file=sys.stderr,
-                  flush=True)
-            running = 0.0
-    network.eval()
-    model = Model(network=network.cpu(), spec=spec)
-    if validation is not None:
-        print(f"validation mIoU {validation(model):.4f}", file=sys.stderr)
-    return model
 
 
 def evaluate_arrays(predicted: Sequence[np.ndarray], reference: Sequence[np.ndarray],

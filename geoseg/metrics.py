@@ -211,7 +211,7 @@ def _open_prediction(prediction: Any) -> tuple[Any, list[str], Any, str]:
             raise InputError(f"has {len(source.bands)} bands: give a class mask, or the "
                              f"image with a model (--model)", source.name)
         with source.open() as ds:
-            names = json.loads(ds.tags().get("CLASS_NAMES", "null") or "null")
+            names = raster.class_table(ds)[0]
         if not names:
             raise InputError("has no class names (CLASS_NAMES); is it a geoseg mask?",
                              source.name)
@@ -221,8 +221,7 @@ def _open_prediction(prediction: Any) -> tuple[Any, list[str], Any, str]:
                 values, valid = raster.read_clipped(ds, source, row, col, h, w)
             return np.where(valid, values[0], IGNORE).astype(np.uint8)
 
-        grid = Grid(source.crs, source.transform, source.width, source.height)
-        return read, list(names), grid, source.name
+        return read, list(names), Grid.of(source), source.name
     names = list(prediction.attrs.get("class_names") or [])
     if not names:
         raise InputError("the prediction array has no class_names attribute", "prediction")

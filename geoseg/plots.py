@@ -6,13 +6,12 @@ huge scene costs what its pixels on screen cost.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg import styles
+from geoseg import raster
 
 if TYPE_CHECKING:
     from geoseg.metrics import Evaluation
@@ -74,8 +73,7 @@ def compare_png(prediction: str | os.PathLike[str], labels: str | os.PathLike[st
         scale = max(ds.width / PANEL, ds.height / PANEL, 1.0)
         shape = (max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
         predicted = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
-        names = json.loads(ds.tags().get("CLASS_NAMES", "[]"))
-        table = ds.colormap(1) if ds.count else {}
+        names, table = raster.class_table(ds)
         coarse = Grid(ds.crs, ds.transform * ds.transform.scale(ds.width / shape[1],
                                                                 ds.height / shape[0]),
                       shape[1], shape[0])
@@ -83,9 +81,8 @@ def compare_png(prediction: str | os.PathLike[str], labels: str | os.PathLike[st
                        background=background).read(0, 0, shape[0], shape[1])
     lut = np.zeros((256, 3), np.uint8)
     lut[:] = 255  # nodata and unlabelled: white
-    for value, rgba in table.items():
-        if value != styles.NODATA_CLASS:
-            lut[value] = rgba[:3]
+    for value, rgb in table.items():
+        lut[value] = rgb
     panels = [("prediction", lut[predicted]), ("reference", lut[reference])]
     if image is not None:
         panels.insert(0, ("image", _image_rgb(image, shape)))

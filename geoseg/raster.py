@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import math
 import os
 import threading
@@ -432,6 +433,23 @@ def write_cog(scratch: Path, dst: Path, *, overview_resampling: str = "nearest",
             BLOCKSIZE=blocksize, OVERVIEW_RESAMPLING=overview_resampling.upper(),
             BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS",
         )
+
+
+def class_table(ds: rasterio.io.DatasetReader) -> tuple[list[str], dict[int, tuple[int, int, int]]]:
+    """A class raster's class names (``CLASS_NAMES`` as JSON, else the ``CLASS_i`` tags of
+    band 1) and the RGB colours of its colour table, nodata (255) left out."""
+    names: list[str] = []
+    with contextlib.suppress(ValueError, TypeError):
+        names = [str(n) for n in json.loads(ds.tags().get("CLASS_NAMES", "null")) or []]
+    if not names:
+        numbered = sorted((int(k[6:]), v) for k, v in ds.tags(1).items()
+                          if k.startswith("CLASS_") and k[6:].isdigit())
+        names = [v for _, v in numbered]
+    try:
+        table = ds.colormap(1)
+    except (ValueError, *GDAL_ERRORS):  # no colour table
+        table = {}
+    return names, {i: tuple(rgba[:3]) for i, rgba in table.items() if i != 255}  # type: ignore[misc]
 
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -11,7 +11,6 @@ run can ``resume``.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from geoseg import atomic, styles
+from geoseg import atomic, raster, styles
 from geoseg.datasets import IGNORE, Pair, RasterChips, is_vector, open_pairs, split_blocks
 from geoseg.errors import InputError
 from geoseg.fitting import FitOptions, band_statistics, fit
@@ -118,12 +117,8 @@ def class_table(labels: Sequence[str | os.PathLike[str]], class_field: str | Non
         if is_vector(path):
             continue
         with rasterio.open(path) as ds:
-            names_here = json.loads(ds.tags().get("CLASS_NAMES", "null") or "null") or []
-            try:
-                table = ds.colormap(1)
-            except ValueError:
-                table = {}
-        named.update({n: tuple(table[i][:3]) for i, n in enumerate(names_here)  # type: ignore[misc]
+            names_here, table = raster.class_table(ds)
+        named.update({n: table[i] for i, n in enumerate(names_here)
                       if i in table and n not in named})
         stored = stored or list(names_here)
     names = list(classes or stored)

@@ -372,22 +372,12 @@ def _open_file_mask(path: str | os.PathLike[str], allow_no_crs: bool
         raise InputError(f"holds {source.dtype} values; a class mask holds integer classes",
                          source.name)
     with source.open() as ds:
-        tags = ds.tags()
-        try:
-            table = ds.colormap(1)
-        except (ValueError, *raster.GDAL_ERRORS):
-            table = {}
-        band_tags = ds.tags(1)
-    names = None
-    with contextlib.suppress(ValueError, TypeError):
-        names = [str(n) for n in json.loads(tags.get("CLASS_NAMES", "null")) or []]
-    if not names:
-        numbered = sorted((int(k[6:]), v) for k, v in band_tags.items()
-                          if k.startswith("CLASS_") and k[6:].isdigit())
-        names = [v for _, v in numbered] or None
-    colors = [tuple(table[i][:3]) for i in range(len(table)) if i in table and i != INVALID]
+        names, table = raster.class_table(ds)
+    colors = []  # of classes 0, 1, ... as far as the table goes without a gap
+    while len(colors) in table:
+        colors.append(table[len(colors)])
     return MaskInfo(source.name, source.height, source.width, source.crs, source.transform,
-                    names or [], colors), source
+                    names, colors), source
 
 
 def _dataarray_info(mask: xr.DataArray) -> MaskInfo:
