@@ -58,6 +58,8 @@ class Labels:
     def __init__(self, path: str | os.PathLike[str], grid: Grid, class_names: Sequence[str],
                  *, class_field: str | None = None, background: int | str | None = None) -> None:
         self.path, self.grid, self.names = str(path), grid, list(class_names)
+        if "://" not in self.path and not Path(path).exists():
+            raise InputError("no such file", path)
         self.background = None if background is None else class_id(background, self.names,
                                                                     self.path)
         if is_vector(path):

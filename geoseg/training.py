@@ -109,14 +109,13 @@ def class_table(labels: Sequence[str | os.PathLike[str]], class_field: str | Non
     """Class names and their colours. Names: ``classes``, else the first label raster's
     ``CLASS_NAMES``, else the polygons' class column, else class_0..class_N of the
     rasters' values. Colours: a label raster's colour table, by name, else a palette."""
-    import rasterio
 
     named: dict[str, tuple[int, int, int]] = {}
     stored: list[str] = []
     for path in labels:
         if is_vector(path):
             continue
-        with rasterio.open(path) as ds:
+        with raster.open_source(path, allow_no_crs=True).open() as ds:  # one-line errors
             names_here, table = raster.class_table(ds)
         named.update({n: table[i] for i, n in enumerate(names_here)
                       if i in table and n not in named})

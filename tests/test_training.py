@@ -223,3 +223,14 @@ def test_yaml_lists_and_long_option_names(scene, tmp_path):
                  "64", "--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2",
                  "--encoder", "tu-mobilenetv3_small_100", "--device", "cpu")
     assert result.exit_code == 0, result.output
+
+
+def test_unreadable_or_missing_labels_are_one_line_errors(scene, tmp_path):
+    image, _, _ = scene
+    notes = tmp_path / "notes.tif"
+    notes.write_text("not a raster")
+    result = run("train", image, "--labels", notes, "-o", tmp_path / "m")
+    assert result.exit_code == 1 and "notes.tif: not a raster GDAL can read" in result.output
+    result = run("evaluate", image, "--model", "default", "--labels", tmp_path / "no.gpkg")
+    assert result.exit_code == 1 and "no.gpkg: no such file" in result.output
+    assert "Traceback" not in result.output
