@@ -1,29 +1,48 @@
-"""``geoseg run``: predict and vectorize one or many scenes into an output folder.
+"""``geoseg run``: predict and vectorize many scenes into an output folder, resumably.
 
 Each scene (a GeoTIFF, a VRT or a folder of mosaic tiles) gives ``NAME.mask.tif`` (+ its
 ``.qml``), ``NAME.gpkg`` (+ its ``.qml``) and on request ``NAME.prob.tif`` and
-``NAME.png``; ``summary.json`` lists every scene with the area of each class, and the
-same table is printed. Every output of every scene is checked before any work starts.
+``NAME.png``. Scenes come as paths, glob patterns or text lists (one per line).
+
+How scenes run:
+
+- On a local scheduler (``threads``, ``processes``, ``sync``) one scene after another,
+  each spread over all workers tile by tile.
+- On a Dask cluster (``local`` or ``tcp://``) each scene is two tasks, predict then
+  vectorize, that run whole on one worker; at most two per worker thread are submitted at
+  a time. If a worker dies, Dask runs its tasks again elsewhere; outputs are written
+  atomically, so a killed task leaves no output. With fewer scenes than worker threads the
+  scenes instead run one after another, each spread over the cluster tile by tile.
+
+The journal (:mod:`geoseg.journal`) records each finished scene with the checksums of its
+outputs; ``resume`` skips exactly those scenes whose outputs and source are unchanged. A
+scene that fails is recorded with its error and the others go on. ``summary.json`` lists
+every scene and the area of each class over all of them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import glob
+import itertools
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import numpy as np
 
 from geoseg import __version__, atomic
-from geoseg.errors import InputError
-
-if TYPE_CHECKING:
-    from geoseg.vector import Tally
+from geoseg.errors import GeoSegError, InputError, OutputError
+from geoseg.journal import Journal, fingerprint, open_journal, source_stamp
 
 SUMMARY = "summary.json"
+LIST_SUFFIXES = (".txt", ".lst")
+IN_FLIGHT_PER_THREAD = 2  # scenes submitted per worker thread: enough to keep it busy
 
 
 @dataclass(frozen=True)
@@ -37,13 +56,48 @@ class SceneOutputs:
     probabilities: Path | None
     quicklook: Path | None
 
-    def all(self) -> list[Path]:
+    def files(self) -> dict[str, Path]:
+        """Every output file by kind (styles included)."""
         from geoseg.pipeline import qml_path as mask_qml
         from geoseg.vector import qml_path as gpkg_qml
 
-        paths = [self.mask, mask_qml(self.mask), self.gpkg, gpkg_qml(self.gpkg),
-                 self.probabilities, self.quicklook]
-        return [p for p in paths if p is not None]
+        files = {"mask": self.mask, "mask_style": mask_qml(self.mask), "gpkg": self.gpkg,
+                 "gpkg_style": gpkg_qml(self.gpkg), "probabilities": self.probabilities,
+                 "quicklook": self.quicklook}
+        return {k: p for k, p in files.items() if p is not None}
+
+    def all(self) -> list[Path]:
+        return list(self.files().values())
+
+
+def expand_sources(items: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Scenes from arguments: paths (files, VRTs, folders of tiles), glob patterns such as
+    ``'tiles/*.tif'`` (quoted, so thousands of files pass no shell limit) and text lists
+    (``.txt``/``.lst``: one path or pattern per line, ``#`` comments)."""
+    scenes: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        if Path(text).suffix.lower() in LIST_SUFFIXES and Path(text).is_file():
+            try:
+                lines = Path(text).read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"cannot read the list of scenes ({exc})", text) from None
+            entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            if not entries:
+                raise InputError("lists no scene", text)
+            scenes += [s for e in entries for s in _expand_one(e)]
+        else:
+            scenes += _expand_one(text)
+    return scenes
+
+
+def _expand_one(text: str) -> list[str]:
+    if glob.has_magic(text) and not Path(text).exists():
+        matches = sorted(glob.glob(text, recursive=True))
+        if not matches:
+            raise InputError("matches no file", text)
+        return matches
+    return [text]
 
 
 def scene_name(source: str | os.PathLike[str]) -> str:
@@ -71,6 +125,53 @@ def plan(sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[s
     return scenes
 
 
+@dataclass(frozen=True)
+class SceneJob:
+    """All a worker needs to process one scene (small and picklable)."""
+
+    scene: SceneOutputs
+    model: str  # path of the model card: workers load it themselves, once each
+    predict_options: dict[str, Any] = field(hash=False)
+    vector_options: dict[str, Any] = field(hash=False)
+    scheduler: str = "sync"  # how the scene's own tasks run (inside a worker: sync)
+    workers: int | None = None
+    progress: bool = False
+
+
+def predict_scene(job: SceneJob) -> dict[str, Any]:
+    """Write the scene's mask (and probabilities, quicklook); returns its size and time."""
+    from geoseg.pipeline import predict
+
+    started = time.perf_counter()
+    s = job.scene
+    mask = predict(s.source, s.mask, job.model, probabilities_path=s.probabilities,
+                   quicklook=s.quicklook, overwrite=True, scheduler=job.scheduler,
+                   workers=job.workers, progress=job.progress, **job.predict_options)
+    return {"pixels": int(mask.shape[0] * mask.shape[1]),
+            "seconds": time.perf_counter() - started}
+
+
+def vectorize_scene(job: SceneJob, predicted: dict[str, Any]) -> dict[str, Any]:
+    """Write the scene's GeoPackage; returns the scene's journal entry."""
+    from geoseg.vector import iter_layers, write_gpkg
+
+    started = time.perf_counter()
+    s = job.scene
+    layers = iter_layers(s.mask, probabilities=s.probabilities, scheduler=job.scheduler,
+                         workers=job.workers, progress=job.progress,
+                         allow_no_crs=bool(job.predict_options.get("allow_no_crs")),
+                         **job.vector_options)
+    stamp = source_stamp(s.source)
+    # The GeoPackage's date is its source's: a rerun gives the same bytes.
+    tally = write_gpkg(layers, s.gpkg, overwrite=True,
+                       timestamp=max((m for _, _, m in stamp), default=0) / 1e9)
+    return {"scene": s.name, "source": s.source, "source_path": os.path.abspath(s.source),
+            "source_stamp": stamp, "outputs": fingerprint(s.files()), "crs": tally.crs,
+            "pixels": predicted["pixels"],
+            "seconds": round(predicted["seconds"] + time.perf_counter() - started, 2),
+            "classes": class_areas(tally.class_names, tally.polygons, tally.area_m2)}
+
+
 def run(
     sources: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -82,77 +183,273 @@ def run(
     simplify: float = 0.0,
     classes: Sequence[int | str] | None = None,
     overwrite: bool = False,
+    resume: bool = False,
     scheduler: str = "threads",
     workers: int | None = None,
+    threads_per_worker: int = 1,
     progress: bool = False,
     report: Callable[[str], None] | None = None,
     **predict_options: Any,
 ) -> dict[str, Any]:
     """Predict and vectorize every scene of ``sources`` into ``out_dir``.
 
+    ``sources`` are paths, glob patterns or text lists (see :func:`expand_sources`).
     ``predict_options`` go to :func:`geoseg.predict` (tile_size, overlap, batch_size,
-    device, bands, tta, allow_no_crs). Returns the summary also written to
-    ``out_dir/summary.json``; ``report`` receives a line of text as each scene finishes.
+    device, bands, tta, allow_no_crs). With ``resume`` the scenes an earlier run into
+    ``out_dir`` finished (and whose outputs are intact) are skipped. Returns the summary
+    also written to ``out_dir/summary.json``, whose ``failed`` count says whether every
+    scene succeeded; ``report`` receives a line of text as each scene ends.
     """
+    from geoseg.cluster import check_scheduler
     from geoseg.model import load_model
-    from geoseg.pipeline import predict
-    from geoseg.vector import iter_layers, write_gpkg
 
-    scenes = plan(sources, out_dir, probabilities=probabilities, quicklook=quicklook)
-    summary_path = Path(out_dir) / SUMMARY
-    atomic.check_outputs([*(p for s in scenes for p in s.all()), summary_path],
-                         overwrite=overwrite)
-    loaded = load_model(model)
-    done = []
-    for scene in scenes:
-        started = time.perf_counter()
-        predict(scene.source, scene.mask, loaded, probabilities_path=scene.probabilities,
-                quicklook=scene.quicklook, overwrite=overwrite, scheduler=scheduler,
-                workers=workers, progress=progress, **predict_options)
-        batches = iter_layers(scene.mask, probabilities=scene.probabilities,
-                              min_area=min_area, simplify=simplify, classes=classes,
-                              scheduler=scheduler, workers=workers, progress=progress,
-                              allow_no_crs=bool(predict_options.get("allow_no_crs")))
-        tally = write_gpkg(batches, scene.gpkg, overwrite=overwrite)
-        entry = {"name": scene.name, "source": scene.source,
-                 "outputs": {k: str(v) for k, v in (
-                     ("mask", scene.mask), ("gpkg", scene.gpkg),
-                     ("probabilities", scene.probabilities),
-                     ("quicklook", scene.quicklook)) if v is not None},
-                 "crs": tally.crs, "seconds": round(time.perf_counter() - started, 2),
-                 "classes": class_areas(tally)}
-        done.append(entry)
-        if report:
-            report(format_scene(entry))
-    summary = {"geoseg": __version__, "model": loaded.spec.name,
-               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                   timespec="seconds"),
-               "options": {"min_area_m2": min_area, "simplify": simplify,
-                           "classes": list(classes) if classes else None},
-               "scenes": done}
-    with atomic.atomic_path(summary_path, overwrite=overwrite) as tmp:
+    check_scheduler(scheduler)
+    say = report or (lambda _: None)
+    started = time.perf_counter()
+    scenes = plan(expand_sources(sources), out_dir, probabilities=probabilities,
+                  quicklook=quicklook)
+    loaded = load_model(model)  # a bad model stops the run before any scene
+    assert loaded.path is not None
+    vector_options = {"min_area": min_area, "simplify": simplify,
+                      "classes": list(classes) if classes else None}
+    settings = {"model": loaded.spec.name, "model_sha256": _model_digest(loaded.path),
+                "probabilities": probabilities, "quicklook": quicklook, **vector_options,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in predict_options.items()}}
+    out = Path(out_dir)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder ({exc.strerror})", out) from None
+    entries: dict[str, dict[str, Any]] = {}
+    try:
+        with open_journal(out, settings, resume=resume, overwrite=overwrite) as journal:
+            todo = _still_to_do(scenes, journal, entries, say)
+            # A resumed run replaces what it wrote before; nothing else without --overwrite.
+            ours = journal.planned()
+            for scene in todo:
+                atomic.check_outputs(scene.all(), overwrite=overwrite or scene.name in ours)
+            atomic.check_outputs([out / SUMMARY], overwrite=overwrite or bool(ours))
+            journal.start(settings, [s.name for s in todo])
+            _remove_stale_temps(scenes)
+            jobs = [SceneJob(s, str(loaded.path), dict(predict_options), vector_options)
+                    for s in todo]
+            results = _execute(jobs, scheduler, workers, threads_per_worker,
+                               predict_options.get("device", "auto"), progress)
+            for job, result in _progress(results, len(jobs), progress):
+                entries[job.scene.name] = entry = _record(journal, job, result)
+                say(_scene_line(entry))
+    except BaseException:
+        if created:  # leave no empty folder behind a run that did nothing
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+    summary = _summary(loaded.spec.name, settings, [entries[s.name] for s in scenes], out,
+                       time.perf_counter() - started)
+    with atomic.atomic_path(out / SUMMARY, overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def class_areas(tally: Tally) -> list[dict[str, Any]]:
+def _still_to_do(scenes: list[SceneOutputs], journal: Journal,
+                 entries: dict[str, dict[str, Any]], say: Callable[[str], None]) -> list[SceneOutputs]:
+    """The scenes to compute; those an earlier run finished intact go into ``entries``."""
+    finished = journal.finished()
+    todo = []
+    for scene in scenes:
+        record = finished.get(scene.name)
+        why = journal.still_done(record, scene.source) if record else "new"
+        if record is not None and why is None:
+            entries[scene.name] = {**record, "status": "skipped"}
+            say(f"skipped {scene.name} (finished by an earlier run)")
+            continue
+        if record is not None:
+            say(f"redo    {scene.name} ({why})")
+        todo.append(scene)
+    return todo
+
+
+def _record(journal: Journal, job: SceneJob, result: Any) -> dict[str, Any]:
+    """Journal a scene's end; returns its entry for the summary."""
+    name, source = job.scene.name, job.scene.source
+    if isinstance(result, BaseException):
+        error = _one_line(result)
+        journal.write("failed", scene=name, source=source, error=error)
+        return {"scene": name, "source": source, "status": "failed", "error": error}
+    journal.write("done", **result)
+    return {**result, "status": "done"}
+
+
+def _scene_line(entry: dict[str, Any]) -> str:
+    if entry["status"] == "failed":
+        return f"failed  {entry['scene']}: {entry['error']}"
+    return f"done    {entry['scene']} ({entry['pixels'] / 1e6:.2f} Mpx, {entry['seconds']:.1f} s)"
+
+
+def _progress(items: Iterator[Any], total: int, enabled: bool) -> Iterator[Any]:
+    if not enabled or total < 2:
+        yield from items
+        return
+    import sys
+
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="scene", desc="run", file=sys.stderr, leave=False) as bar:
+        for item in items:
+            yield item
+            bar.update(1)
+
+
+def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_per_worker: int,
+             device: str, progress: bool) -> Iterator[tuple[SceneJob, Any]]:
+    """Run the jobs; yields ``(job, journal entry or the exception it raised)`` as each ends."""
+    from geoseg.cluster import LOCAL_SCHEDULERS, client_for, worker_threads
+
+    if not jobs:
+        return
+    progress = progress and len(jobs) == 1  # a bar per scene; many scenes get one bar in all
+    if scheduler in LOCAL_SCHEDULERS:
+        yield from _one_by_one(jobs, scheduler, workers, progress)
+        return
+    with client_for(scheduler, workers=workers, threads_per_worker=threads_per_worker) as client:
+        threads = worker_threads(client)
+        if len(jobs) < threads:  # too few scenes to fill the cluster: share out their tiles
+            yield from _one_by_one(jobs, client.scheduler.address, None, progress)
+        else:
+            yield from _on_cluster(client, jobs, threads, device)
+
+
+def _one_by_one(jobs: list[SceneJob], scheduler: str, workers: int | None,
+                progress: bool) -> Iterator[tuple[SceneJob, Any]]:
+    for job in jobs:
+        job = SceneJob(job.scene, job.model, job.predict_options, job.vector_options,
+                       scheduler, workers, progress)
+        try:
+            result: Any = vectorize_scene(job, predict_scene(job))
+        except Exception as exc:  # one scene's failure is reported; the others go on
+            result = exc
+        yield job, result
+
+
+def _on_cluster(client: Any, jobs: list[SceneJob], threads: int,
+                device: str) -> Iterator[tuple[SceneJob, Any]]:
+    """Scenes as tasks on a distributed cluster, a bounded number in flight."""
+    from distributed import as_completed
+
+    from geoseg.cluster import model_resources
+
+    resources = model_resources(client, device)
+    # A GPU task reads tiles in a second thread while the GPU works; CPU tasks use one.
+    inner = ("threads", 2) if resources else ("sync", None)
+    pending = iter(jobs)
+    running: dict[Any, SceneJob] = {}
+    finished = as_completed()
+
+    def submit(job: SceneJob) -> None:
+        job = SceneJob(job.scene, job.model, job.predict_options, job.vector_options, *inner)
+        token = f"{job.scene.name}-{os.urandom(4).hex()}"
+        predicted = client.submit(predict_scene, job, key=f"geoseg-predict-{token}",
+                                  resources=resources, pure=False)
+        entry = client.submit(vectorize_scene, job, predicted, key=f"geoseg-vectorize-{token}",
+                              pure=False)
+        running[entry] = job
+        finished.add(entry)
+
+    for job in itertools.islice(pending, IN_FLIGHT_PER_THREAD * threads):
+        submit(job)
+    for future in finished:
+        job = running.pop(future)
+        result = future.exception() if future.status == "error" else future.result()
+        future.release()
+        yield job, result
+        following = next(pending, None)
+        if following is not None:
+            submit(following)
+
+
+def _remove_stale_temps(scenes: list[SceneOutputs]) -> None:
+    """Temp files that an interrupted or killed run left beside this run's outputs."""
+    for scene in scenes:
+        for path in scene.all():
+            for stale in glob.glob(os.path.join(glob.escape(str(path.parent)),
+                                                f".{glob.escape(path.name)}.*.tmp*")):
+                with contextlib.suppress(OSError):
+                    os.unlink(stale)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) if isinstance(exc, GeoSegError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def _model_digest(card: Path) -> str:
+    from geoseg.journal import sha256
+    from geoseg.model import card_and_weights
+
+    return sha256(card_and_weights(card)[1])
+
+
+def class_areas(names: Sequence[str], polygons: np.ndarray, area_m2: np.ndarray) -> list[dict[str, Any]]:
     """Polygons, area and share of the mapped area, per class (every class listed)."""
-    total = float(tally.area_m2.sum())
+    total = float(np.sum(area_m2))
     rows = []
-    for k, name in enumerate(tally.class_names):
-        area = float(tally.area_m2[k]) if k < len(tally.area_m2) else 0.0
+    for k, name in enumerate(names):
+        area = float(area_m2[k]) if k < len(area_m2) else 0.0
         rows.append({"class_id": k, "class_name": name,
-                     "polygons": int(tally.polygons[k]) if k < len(tally.polygons) else 0,
+                     "polygons": int(polygons[k]) if k < len(polygons) else 0,
                      "area_m2": round(area, 2), "share": round(area / total, 6) if total else 0.0})
     return rows
 
 
-def format_scene(entry: dict[str, Any]) -> str:
-    """A scene's class table as text (areas in hectares)."""
-    lines = [f"{entry['name']} ({entry['seconds']:.1f} s)"]
-    lines += [f"  {kind}: {path}" for kind, path in entry["outputs"].items()]
-    lines.append(f"  {'class':<16} {'polygons':>9} {'area (ha)':>12} {'share':>7}")
-    for row in entry["classes"]:
-        lines.append(f"  {row['class_name']:<16} {row['polygons']:>9} "
-                     f"{row['area_m2'] / 1e4:>12.2f} {row['share']:>7.1%}")
+def _summary(model: str, settings: dict[str, Any], entries: list[dict[str, Any]], out: Path,
+             seconds: float) -> dict[str, Any]:
+    ok = [e for e in entries if e["status"] != "failed"]
+    names: list[str] = max(([c["class_name"] for c in e["classes"]] for e in ok),
+                           key=len, default=[])
+    polygons, area = np.zeros(len(names), np.int64), np.zeros(len(names))
+    for e in ok:
+        for c in e["classes"]:
+            polygons[c["class_id"]] += c["polygons"]
+            area[c["class_id"]] += c["area_m2"]
+    scenes = []
+    for e in entries:
+        scene = {"name": e["scene"], "source": e["source"], "status": e["status"]}
+        if e["status"] == "failed":
+            scene["error"] = e["error"]
+        else:
+            scene.update(outputs={k: str(out / Path(v["path"]).name)
+                                  for k, v in e["outputs"].items()},
+                         crs=e["crs"], pixels=e["pixels"], seconds=e["seconds"],
+                         classes=e["classes"])
+        scenes.append(scene)
+    computed = [e for e in entries if e["status"] == "done"]
+    return {
+        "geoseg": __version__, "model": model,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "options": settings,
+        "totals": {"scenes": len(entries), "done": len(computed),
+                   "skipped": sum(e["status"] == "skipped" for e in entries),
+                   "failed": len(entries) - len(ok),
+                   "pixels": int(sum(e["pixels"] for e in ok)),
+                   "pixels_computed": int(sum(e["pixels"] for e in computed)),
+                   "seconds": round(seconds, 2),
+                   "classes": class_areas(names, polygons, area)},
+        "scenes": scenes,
+    }
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The run's totals and class table as text (areas in hectares)."""
+    t = summary["totals"]
+    rate = t["pixels_computed"] / 1e6 / t["seconds"] if t["seconds"] else 0.0
+    per_min = t["done"] / t["seconds"] * 60 if t["seconds"] else 0.0
+    lines = [f"{t['scenes']} scenes: {t['done']} done, {t['skipped']} skipped, "
+             f"{t['failed']} failed; {t['pixels'] / 1e6:.2f} Mpx mapped, "
+             f"{t['pixels_computed'] / 1e6:.2f} Mpx computed in {t['seconds']:.1f} s "
+             f"({rate:.2f} Mpx/s, {per_min:.1f} scenes/min)"]
+    if t["classes"]:
+        lines.append(f"  {'class':<16} {'polygons':>9} {'area (ha)':>12} {'share':>7}")
+        for row in t["classes"]:
+            lines.append(f"  {row['class_name']:<16} {row['polygons']:>9} "
+                         f"{row['area_m2'] / 1e4:>12.2f} {row['share']:>7.1%}")
     return "\n".join(lines)

@@ -140,6 +140,42 @@ def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
         warnings.filterwarnings("ignore", category=FutureWarning)
 
 
+def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--config FILE.yaml``: option values from a YAML mapping (command-line flags win)."""
+    if value is None:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(value).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"{value}: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{value}: expected a mapping of option names to values")
+    # Keys are option names (``chip-size``, ``chip_size``, ``output``...) or parameter names.
+    known = {p.name: p.name for p in ctx.command.params if p.name}
+    if "src" in known:
+        known["scenes"] = "src"  # `geoseg run`: the scenes to process
+    for p in ctx.command.params:
+        for opt in p.opts:
+            known[opt.lstrip("-").replace("-", "_")] = p.name  # type: ignore[assignment]
+    options, unknown = {}, []
+    for key, v in data.items():
+        name = known.get(str(key).replace("-", "_"))
+        if name is None:
+            unknown.append(str(key))
+        elif name == "src":
+            options[name] = [str(x) for x in (v if isinstance(v, list) else [v])]
+        elif isinstance(v, list) and name in ("classes", "bands"):
+            options[name] = ",".join(str(x) for x in v)  # the comma list the flag takes
+        else:
+            options[name] = v
+    if unknown:
+        raise click.BadParameter(f"{value}: unknown option(s) {', '.join(sorted(unknown))}")
+    ctx.default_map = {**(ctx.default_map or {}), **options}
+    return value
+
+
 def _say(ctx: click.Context, text: str) -> None:
     if not (ctx.obj or {}).get("quiet"):
         click.echo(text)
@@ -251,37 +287,60 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
 @click.argument("src", nargs=-1, required=True)
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the outputs (created if missing).")
+@click.option("--config", callback=_config, is_eager=True, expose_value=False,
+              help="A YAML file of options (e.g. workflows/batch.yaml); `scenes:` lists the "
+                   "SRC. Flags given here win.")
 @prediction_options
 @click.option("--probabilities", is_flag=True,
               help="Also write NAME.prob.tif, and give each polygon its confidence.")
 @click.option("--quicklook", is_flag=True, help="Also write NAME.png, a colored preview.")
 @vector_options
+@click.option("--resume", is_flag=True,
+              help="Finish an interrupted run into OUT_DIR: scenes it finished (outputs "
+                   "intact) are skipped, the rest computed.")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads of each LocalCluster worker (--scheduler local).")
 @job_options
 @click.pass_context
 def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
         tile_size: int | None, overlap: int | None, batch_size: int | None, device: str,
         bands: tuple[int, ...] | None, tta: bool, probabilities: bool, quicklook: bool,
-        min_area: float, simplify: float, classes: list[str] | None, allow_no_crs: bool,
-        progress: bool | None, scheduler: str, workers: int | None, overwrite: bool) -> None:
-    """Predict and vectorize each scene SRC (a GeoTIFF, a VRT or a folder of mosaic
-    tiles) into OUT_DIR: NAME.mask.tif, NAME.gpkg (QGIS-styled, with .qml files) and a
-    summary.json with the area of every class; the same table is printed.
+        min_area: float, simplify: float, classes: list[str] | None, resume: bool,
+        threads_per_worker: int, allow_no_crs: bool, progress: bool | None, scheduler: str,
+        workers: int | None, overwrite: bool) -> None:
+    """Predict and vectorize each scene SRC into OUT_DIR: NAME.mask.tif, NAME.gpkg
+    (QGIS-styled, with .qml files) and summary.json with the area of every class.
+
+    A scene is a GeoTIFF, a VRT or a folder of mosaic tiles; SRC may also be a quoted glob
+    ('tiles/*.tif') or a text file listing scenes, one per line. On a Dask cluster
+    (--scheduler local or tcp://HOST:PORT) scenes run in parallel on its workers. A
+    journal in OUT_DIR records each finished scene: --resume skips them. A scene that
+    fails is reported and the others go on; the exit code is 1 if any failed.
 
     \b
-    Example:
+    Examples:
       geoseg run data/scene_0.tif data/tiles/ -o out/ --min-area 200
+      geoseg run 'archive/**/*.tif' -o out/ --scheduler local --workers 4 --resume
+      geoseg run --config workflows/batch.yaml
     """
-    from geoseg.batch import SUMMARY
+    from geoseg.batch import SUMMARY, format_summary
     from geoseg.batch import run as run_scenes
 
-    run_scenes(list(src), out_dir, model, probabilities=probabilities, quicklook=quicklook,
-               min_area=min_area, simplify=simplify, classes=classes, overwrite=overwrite,
-               scheduler=scheduler, workers=workers,
-               progress=sys.stderr.isatty() if progress is None else progress,
-               report=lambda text: _say(ctx, text), tile_size=tile_size, overlap=overlap,
-               batch_size=batch_size, device=device, bands=bands, tta=tta,
-               allow_no_crs=allow_no_crs)
+    summary = run_scenes(
+        list(src), out_dir, model, probabilities=probabilities, quicklook=quicklook,
+        min_area=min_area, simplify=simplify, classes=classes, overwrite=overwrite,
+        resume=resume, scheduler=scheduler, workers=workers,
+        threads_per_worker=threads_per_worker,
+        progress=sys.stderr.isatty() if progress is None else progress,
+        report=lambda text: _say(ctx, text), tile_size=tile_size, overlap=overlap,
+        batch_size=batch_size, device=device, bands=bands, tta=tta, allow_no_crs=allow_no_crs)
+    _say(ctx, format_summary(summary))
     _say(ctx, f"summary: {Path(out_dir) / SUMMARY}")
+    failed = [s for s in summary["scenes"] if s["status"] == "failed"]
+    if failed:
+        first = f"{failed[0]['name']}: {failed[0]['error']}"
+        raise GeoSegError(f"{len(failed)} of {len(summary['scenes'])} scenes failed "
+                          f"(first: {first}); fix them and rerun with --resume")
 
 
 @cli.command()
@@ -337,38 +396,6 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
                         ("comparison", compare_png)):
         if path:
             _say(ctx, f"{label}: {path}")
-
-
-def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """``--config FILE.yaml``: option values from a YAML mapping (command-line flags win)."""
-    if value is None:
-        return None
-    import yaml
-
-    try:
-        data = yaml.safe_load(Path(value).read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise click.BadParameter(f"{value}: {exc}") from None
-    if not isinstance(data, dict):
-        raise click.BadParameter(f"{value}: expected a mapping of option names to values")
-    # Keys are option names (``chip-size``, ``chip_size``, ``output``...) or parameter names.
-    known = {p.name: p.name for p in ctx.command.params if p.name}
-    for p in ctx.command.params:
-        for opt in p.opts:
-            known[opt.lstrip("-").replace("-", "_")] = p.name  # type: ignore[assignment]
-    options, unknown = {}, []
-    for key, v in data.items():
-        name = known.get(str(key).replace("-", "_"))
-        if name is None:
-            unknown.append(str(key))
-        elif isinstance(v, list) and name in ("classes", "bands"):
-            options[name] = ",".join(str(x) for x in v)  # the comma list the flag takes
-        else:
-            options[name] = v
-    if unknown:
-        raise click.BadParameter(f"{value}: unknown option(s) {', '.join(sorted(unknown))}")
-    ctx.default_map = {**(ctx.default_map or {}), **options}
-    return value
 
 
 @cli.command()

@@ -1,8 +1,11 @@
 """One place that turns ``--scheduler`` into a way of computing Dask collections.
 
 ``threads`` (default), ``processes`` and ``sync`` use Dask's local schedulers; ``local``
-starts a :class:`distributed.LocalCluster`; ``tcp://host:port`` connects to a running
-``dask-scheduler``. Workers of the last two must see the same file system as this process.
+starts a :class:`distributed.LocalCluster` (a ``dask_cuda.LocalCUDACluster``, one worker per
+GPU, when dask-cuda is installed and CUDA is present); ``tcp://host:port`` connects to a
+running ``dask-scheduler``. Workers of the last two must see the same file system as this
+process. Workers that declare a ``GPU`` resource (``dask worker --resources GPU=1``) run
+one model task at a time per GPU: see :func:`model_resources`.
 """
 
 from __future__ import annotations
@@ -118,14 +121,13 @@ def _pool(scheduler: str, workers: int | None) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def client_for(scheduler: str, *, workers: int | None = None) -> Iterator[Any]:
+def client_for(scheduler: str, *, workers: int | None = None,
+               threads_per_worker: int = 1) -> Iterator[Any]:
     """A distributed Client: a new LocalCluster (``local``) or an existing scheduler (``tcp://``)."""
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler == "local":
-        n = workers or max(1, (os.cpu_count() or 1))
-        with LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                          dashboard_address=":0") as cluster, Client(cluster) as client:
+        with _local_cluster(workers, threads_per_worker) as cluster, Client(cluster) as client:
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
             yield client
         return
@@ -135,6 +137,44 @@ def client_for(scheduler: str, *, workers: int | None = None) -> Iterator[Any]:
         raise InputError(f"cannot reach Dask scheduler {scheduler} ({exc})") from None
     with client:
         yield client
+
+
+def _local_cluster(workers: int | None, threads_per_worker: int) -> Any:
+    """One process per worker (torch and GDAL do not share a GIL well); on a CUDA machine
+    with dask-cuda, one worker per GPU, each declaring the resource ``GPU=1``."""
+    import importlib.util
+
+    if importlib.util.find_spec("dask_cuda") is not None:
+        import torch
+
+        if torch.cuda.is_available():
+            from dask_cuda import LocalCUDACluster
+
+            return LocalCUDACluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                                    resources={"GPU": 1}, dashboard_address=":0")
+    from distributed import LocalCluster
+
+    return LocalCluster(n_workers=workers or max(1, os.cpu_count() or 1),
+                        threads_per_worker=threads_per_worker, processes=True,
+                        dashboard_address=":0")
+
+
+def worker_threads(client: Any) -> int:
+    """Threads across the cluster's workers now (at least 1)."""
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    return max(1, sum(w.get("nthreads", 1) for w in info.values()))
+
+
+def model_resources(client: Any, device: str) -> dict[str, float] | None:
+    """``{"GPU": 1}`` when the model is to run on a GPU and the cluster's workers declare GPUs,
+    so that each GPU runs one model task at a time; None otherwise (a task restricted to a
+    resource no worker has would wait forever)."""
+    if device == "cpu":
+        return None
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    if any(w.get("resources", {}).get("GPU", 0) >= 1 for w in info.values()):
+        return {"GPU": 1}
+    return None
 
 
 @contextlib.contextmanager

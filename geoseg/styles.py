@@ -110,7 +110,8 @@ _LAYER_STYLES = """CREATE TABLE IF NOT EXISTS layer_styles (
 def embed_gpkg_style(gpkg: str | os.PathLike[str], layer: str, qml: str, when: str,
                      *, geometry_column: str = "geom") -> None:
     """Store ``qml`` as the default style of ``layer`` in the GeoPackage's ``layer_styles``
-    table, where QGIS looks when it opens the layer (registered as an attributes table)."""
+    table, where QGIS looks when it opens the layer (registered as an attributes table).
+    ``when`` becomes the ``last_change`` of every table, so equal content gives equal bytes."""
     import sqlite3
 
     con = sqlite3.connect(gpkg)
@@ -127,5 +128,6 @@ def embed_gpkg_style(gpkg: str | os.PathLike[str], layer: str, qml: str, when: s
                 "INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, "
                 "description, last_change) VALUES ('layer_styles', 'attributes', "
                 "'layer_styles', 'QGIS layer styles', ?)", (when,))
+            con.execute("UPDATE gpkg_contents SET last_change = ?", (when,))
     finally:
         con.close()

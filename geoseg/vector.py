@@ -827,9 +827,14 @@ class Tally:
 
 
 def write_gpkg(layers: Layer | Iterable[Layer], dst: str | os.PathLike[str], *,
-               layer_name: str | None = None, overwrite: bool = False) -> Tally:
+               layer_name: str | None = None, overwrite: bool = False,
+               timestamp: float | None = None) -> Tally:
     """Write polygons to a GeoPackage atomically, batch after batch as they come, then
-    embed the QGIS style (and write it beside the file). Returns what was written."""
+    embed the QGIS style (and write it beside the file). Returns what was written.
+
+    ``timestamp`` (POSIX seconds; default now, or ``SOURCE_DATE_EPOCH``) is the file's
+    ``last_change``: the only thing that differs between two writes of the same polygons.
+    """
     import pyogrio.raw
 
     name = layer_name or Path(dst).stem
@@ -839,8 +844,6 @@ def write_gpkg(layers: Layer | Iterable[Layer], dst: str | os.PathLike[str], *,
     with contextlib.ExitStack() as outputs:
         tmp = outputs.enter_context(atomic.atomic_path(dst, overwrite=overwrite))
         tmp.unlink()  # GDAL creates the GeoPackage itself
-        if os.environ.get("SOURCE_DATE_EPOCH"):
-            pyogrio.set_gdal_config_options({"OGR_CURRENT_DATE": _now()})
         crs = None
         for i, batch in enumerate(batches):
             if i and not len(batch.geometry):
@@ -861,7 +864,7 @@ def write_gpkg(layers: Layer | Iterable[Layer], dst: str | os.PathLike[str], *,
             colors = max(colors, batch.colors, key=len)
         qml = styles.categorized_qml(tally.class_names, colors, field="class_id")
         try:
-            styles.embed_gpkg_style(tmp, name, qml, _now())
+            styles.embed_gpkg_style(tmp, name, qml, _timestamp(timestamp))
         except sqlite3.Error as exc:
             raise OutputError(f"could not be written ({exc})", dst) from None
         tmp_qml = outputs.enter_context(atomic.atomic_path(qml_path(dst), overwrite=overwrite))
@@ -869,9 +872,11 @@ def write_gpkg(layers: Layer | Iterable[Layer], dst: str | os.PathLike[str], *,
     return tally
 
 
-def _now() -> str:
-    """GeoPackage timestamp: now, or SOURCE_DATE_EPOCH for reproducible files."""
+def _timestamp(seconds: float | None = None) -> str:
+    """GeoPackage timestamp of ``seconds``, else SOURCE_DATE_EPOCH (reproducible files), else now."""
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = (datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc) if epoch
+    if seconds is None and epoch:
+        seconds = int(epoch)
+    when = (datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc) if seconds is not None
             else datetime.datetime.now(datetime.timezone.utc))
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
