@@ -28,6 +28,8 @@ import glob
 import itertools
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -236,9 +238,16 @@ def run(
                     for s in todo]
             results = _execute(jobs, scheduler, workers, threads_per_worker,
                                predict_options.get("device", "auto"), progress)
-            for job, result in _progress(results, len(jobs), progress):
-                entries[job.scene.name] = entry = _record(journal, job, result)
-                say(_scene_line(entry))
+            with _signals() as stop:
+                for job, result in _progress(results, len(jobs), progress):
+                    # An interrupt may surface as another error from inside a library.
+                    if stop.is_set() and isinstance(result, BaseException):
+                        raise KeyboardInterrupt
+                    entries[job.scene.name] = entry = _record(journal, job, result)
+                    say(_scene_line(entry))
+                    if stop.is_set():
+                        raise KeyboardInterrupt
+            _remove_stale_temps(scenes)  # e.g. those of a task on a worker that was killed
     except BaseException:
         if created:  # leave no empty folder behind a run that did nothing
             with contextlib.suppress(OSError):
@@ -249,6 +258,27 @@ def run(
     with atomic.atomic_path(out / SUMMARY, overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[threading.Event]:
+    """While a run goes on, SIGINT and SIGTERM raise KeyboardInterrupt and set an event, so
+    that an interrupt a library turned into its own error is still seen as one."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _still_to_do(scenes: list[SceneOutputs], journal: Journal,
@@ -443,7 +473,7 @@ def format_summary(summary: dict[str, Any]) -> str:
     t = summary["totals"]
     rate = t["pixels_computed"] / 1e6 / t["seconds"] if t["seconds"] else 0.0
     per_min = t["done"] / t["seconds"] * 60 if t["seconds"] else 0.0
-    lines = [f"{t['scenes']} scenes: {t['done']} done, {t['skipped']} skipped, "
+    lines = [f"{t['scenes']} scene{'s' * (t['scenes'] != 1)}: {t['done']} done, {t['skipped']} skipped, "
              f"{t['failed']} failed; {t['pixels'] / 1e6:.2f} Mpx mapped, "
              f"{t['pixels_computed'] / 1e6:.2f} Mpx computed in {t['seconds']:.1f} s "
              f"({rate:.2f} Mpx/s, {per_min:.1f} scenes/min)"]

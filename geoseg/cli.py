@@ -33,7 +33,8 @@ class GeoSegGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
-            click.echo("Error: interrupted", err=True)
+            hint = " (run it again with --resume to finish)" if ctx.invoked_subcommand == "run" else ""
+            click.echo(f"Error: interrupted{hint}", err=True)
             ctx.exit(130)
         except BrokenPipeError:  # e.g. `geoseg info x.tif | head`: the reader left, not an error
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -538,7 +539,15 @@ def models() -> None:
 
 
 def main() -> None:
+    import signal
+
+    # A batch system stops jobs with SIGTERM: unwind like Ctrl-C, so no temp file stays.
+    signal.signal(signal.SIGTERM, _interrupt)
     cli(prog_name="geoseg")
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -20,10 +20,12 @@ from geoseg.errors import InputError
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 SCHEDULERS: tuple[str, ...] = (*LOCAL_SCHEDULERS, "local")
+ADDRESS_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://")
 
 
 def check_scheduler(name: str) -> str:
-    if name in SCHEDULERS or name.startswith("tcp://"):
+    # A scheduler's address: tcp:// (or tls://, ucx://; inproc:// within this process).
+    if name in SCHEDULERS or name.startswith(ADDRESS_SCHEMES):
         return name
     raise InputError(f"unknown scheduler {name!r} (use {', '.join(SCHEDULERS)} or tcp://host:port)")
 

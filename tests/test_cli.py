@@ -154,8 +154,9 @@ def test_run_predicts_and_vectorizes_each_scene_with_a_summary(tmp_path):
     assert result.exit_code == 0, result.output
     assert "water" in result.output and "area (ha)" in result.output
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["geoseg-journal.jsonl", "scene_1.gpkg", "scene_1.mask.qml", "scene_1.mask.tif", "scene_1.prob.tif",
-                     "scene_1.qml", "scene_2.gpkg", "scene_2.mask.qml", "scene_2.mask.tif",
+    assert names == ["geoseg-journal.jsonl", "scene_1.gpkg", "scene_1.mask.qml",
+                     "scene_1.mask.tif", "scene_1.prob.tif", "scene_1.qml", "scene_2.gpkg",
+                     "scene_2.mask.qml", "scene_2.mask.tif",
                      "scene_2.prob.tif", "scene_2.qml", "summary.json"]
     summary = json.loads((out / "summary.json").read_text())
     assert [s["name"] for s in summary["scenes"]] == ["scene_1", "scene_2"]

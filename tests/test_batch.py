@@ -1,0 +1,296 @@
+"""Batch runs: a real dask-scheduler and dask-worker processes, a worker killed mid-run,
+a run interrupted and resumed, failed scenes, the journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from geoseg.cli import cli
+from geoseg.journal import JOURNAL
+from geoseg.synthetic import write_sample_data
+
+SCENES = 4
+SIZE = 384
+REPORTS = {JOURNAL, "summary.json"}  # what differs between runs by design (times, order)
+
+
+def geoseg(*args: object) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "geoseg.cli", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def invoke(*args: object):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def outputs(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name not in REPORTS}
+
+
+def assert_same_outputs(folder: Path, reference: dict[str, bytes]) -> None:
+    got = outputs(folder)
+    assert sorted(got) == sorted(reference)  # no temp file left either (they start with '.')
+    assert [n for n in got if got[n] != reference[n]] == []
+
+
+def journal_events(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / JOURNAL).read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("scenes")
+    for seed in range(SCENES):
+        write_sample_data(folder, size=SIZE, seed=seed)
+    for labels in folder.glob("labels_*"):
+        labels.unlink()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference_dir(scenes, tmp_path_factory) -> Path:
+    """An undisturbed run on the default threads scheduler."""
+    out = tmp_path_factory.mktemp("reference")
+    result = invoke("run", scenes / "*.tif", "-o", out, "--probabilities", "--no-progress")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def reference(reference_dir) -> dict[str, bytes]:
+    return outputs(reference_dir)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory):
+    """A dask-scheduler and two dask-worker processes (with nannies) on 127.0.0.1."""
+    folder = tmp_path_factory.mktemp("cluster")
+    info = folder / "scheduler.json"
+    env = {**os.environ, "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "error"}
+    common = dict(env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+                               "--port", "0", "--no-dashboard", "--scheduler-file", info],
+                              **common)]
+    for _ in range(2):
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "dask", "worker", "--scheduler-file", info, "--nthreads", "1",
+             "--no-dashboard", "--host", "127.0.0.1"], **common))
+    from distributed import Client
+
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with Client(scheduler_file=str(info), timeout=30) as client:
+            client.wait_for_workers(2, timeout=60)
+            yield client.scheduler.address
+            client.shutdown()  # scheduler and workers stop at once
+    finally:
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def test_tcp_cluster_gives_the_bytes_of_the_threads_scheduler(scenes, reference, dask_cluster,
+                                                               tmp_path):
+    result = invoke("run", scenes / "*.tif", "-o", tmp_path, "--probabilities", "--no-progress",
+                    "--scheduler", dask_cluster)
+    assert result.exit_code == 0, result.output
+    assert "4 scenes: 4 done, 0 skipped, 0 failed" in result.output
+    assert_same_outputs(tmp_path, reference)
+    # One scene, two worker threads: its tiles are shared out instead; same bytes again.
+    one = tmp_path / "one"
+    result = invoke("run", scenes / "scene_2.tif", "-o", one, "--probabilities",
+                    "--scheduler", dask_cluster)
+    assert result.exit_code == 0, result.output
+    assert_same_outputs(one, {k: v for k, v in reference.items() if k.startswith("scene_2.")})
+
+
+def test_a_worker_killed_mid_run_changes_no_byte(scenes, reference, dask_cluster, tmp_path):
+    from distributed import Client
+
+    run = geoseg("run", scenes / "*.tif", "-o", tmp_path, "--probabilities", "--no-progress",
+                 "--scheduler", dask_cluster)
+    killed = None
+    with Client(dask_cluster, timeout=30) as client:
+        deadline = time.monotonic() + 120
+        while killed is None and run.poll() is None and time.monotonic() < deadline:
+            busy = [w for w, keys in client.processing().items()
+                    if any(str(k).startswith("geoseg-predict") for k in keys)]
+            if busy:
+                time.sleep(0.5)  # well into the scene
+                pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
+                os.kill(pid, signal.SIGKILL)
+                killed = pid
+            time.sleep(0.05)
+    out, err = run.communicate(timeout=300)
+    assert killed is not None, "no scene was seen running"
+    assert run.returncode == 0, err
+    assert "4 scenes: 4 done" in out
+    assert_same_outputs(tmp_path, reference)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_leaves_whole_files_and_resumes(scenes, reference, tmp_path, sig):
+    run = geoseg("run", scenes / "*.tif", "-o", tmp_path, "--probabilities", "--no-progress")
+    journal, deadline = tmp_path / JOURNAL, time.monotonic() + 120
+    while run.poll() is None and time.monotonic() < deadline:
+        if journal.exists() and '"event":"done"' in journal.read_text():
+            break
+        time.sleep(0.02)
+    run.send_signal(sig)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "Error: interrupted (run it again with --resume to finish)"
+    assert "Traceback" not in err
+    done = [e["scene"] for e in journal_events(tmp_path) if e["event"] == "done"]
+    assert 1 <= len(done) < SCENES
+    left = outputs(tmp_path)
+    assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no temp file
+    # Whatever was written is whole: identical to the undisturbed run's file.
+    assert [n for n in left if left[n] != reference[n]] == []
+    kept = {n: os.stat(tmp_path / n).st_mtime_ns for n in left if n.split(".")[0] in done}
+
+    result = invoke("run", scenes / "*.tif", "-o", tmp_path, "--probabilities", "--no-progress",
+                    "--resume")
+    assert result.exit_code == 0, result.output
+    for name in done:
+        assert f"skipped {name} (finished by an earlier run)" in result.output
+    assert {n: os.stat(tmp_path / n).st_mtime_ns for n in kept} == kept  # not recomputed
+    assert_same_outputs(tmp_path, reference)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["totals"]["skipped"] == len(done)
+    assert summary["totals"]["done"] == SCENES - len(done)
+
+
+def test_a_failed_scene_is_reported_and_the_others_go_on(scenes, reference, reference_dir,
+                                                         tmp_path):
+    bad = tmp_path / "in" / "broken.tif"
+    bad.parent.mkdir()
+    bad.write_text("not a raster")
+    listing = tmp_path / "scenes.txt"
+    listing.write_text(f"# two scenes and a broken file\n{scenes / 'scene_0.tif'}\n\n{bad}\n"
+                       f"{scenes / 'scene_1.tif'}\n")
+    out = tmp_path / "out"
+    result = invoke("run", listing, "-o", out, "--probabilities", "--no-progress")
+    assert result.exit_code == 1
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: 1 of 3 scenes failed (first: broken: ") and "broken.tif" in last
+    assert "Traceback" not in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["status"] for s in summary["scenes"]] == ["done", "failed", "done"]
+    assert not list(out.glob("broken*"))  # nothing written for it
+    for name in ("scene_0", "scene_1"):
+        assert (out / f"{name}.gpkg").read_bytes() == reference[f"{name}.gpkg"]
+
+    # Fixed, the run resumes with the broken scene only.
+    bad.write_bytes((scenes / "scene_3.tif").read_bytes())
+    result = invoke("run", listing, "-o", out, "--probabilities", "--no-progress", "--resume")
+    assert result.exit_code == 0, result.output
+    assert "skipped scene_0" in result.output and "done    broken" in result.output
+    import rasterio
+
+    with rasterio.open(out / "broken.mask.tif") as got, \
+            rasterio.open(reference_dir / "scene_3.mask.tif") as want:
+        assert (got.read() == want.read()).all()
+
+
+def test_resume_checks_outputs_settings_and_the_folder_lock(scenes, tmp_path):
+    import fcntl
+
+    scene = scenes / "scene_0.tif"
+    args = ["run", scene, "-o", tmp_path, "--no-progress", "--tile-size", 128]
+    assert invoke(*args).exit_code == 0
+    mask = tmp_path / "scene_0.mask.tif"
+    good = mask.read_bytes()
+    # Without --resume or --overwrite the earlier run is an existing output.
+    result = invoke(*args)
+    assert result.exit_code == 1 and "use --resume to finish it" in result.output
+    # Other settings than the journal's: refused, nothing touched.
+    result = invoke(*args[:-1], 256, "--resume")
+    assert result.exit_code == 1 and "other settings (tile_size differ)" in result.output
+    # A changed output is not mistaken for a finished one; a torn journal line is ignored.
+    mask.write_bytes(good[:-100])
+    with open(tmp_path / JOURNAL, "a") as f:
+        f.write('{"event":"done","scene":"scene_0","sou')
+    result = invoke(*args, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "redo    scene_0 (its mask output changed)" in result.output
+    assert mask.read_bytes() == good
+    lines = (tmp_path / JOURNAL).read_text().splitlines()
+    torn = [ln for ln in lines if not ln.endswith("}")]
+    assert len(torn) == 1 and json.loads(lines[-1])["event"] == "done"  # later lines whole
+    # A second run into a folder another run holds is refused.
+    with open(tmp_path / JOURNAL) as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        result = invoke(*args, "--resume")
+    assert result.exit_code == 1 and "another geoseg run is writing into this folder" in result.output
+
+
+def test_scenes_from_a_yaml_config_with_globs(scenes, tmp_path):
+    out = tmp_path / "out"
+    config = tmp_path / "batch.yaml"
+    config.write_text(f"scenes:\n  - {scenes}/scene_[01].tif\noutput: {out}\ntile-size: 128\n"
+                      "min-area: 50\n")
+    result = invoke("run", "--config", config, "--no-progress")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["name"] for s in summary["scenes"]] == ["scene_0", "scene_1"]
+    assert summary["options"]["tile_size"] == 128 and summary["options"]["min_area"] == 50
+    result = invoke("run", tmp_path / "nothing-*.tif", "-o", tmp_path / "o2")
+    assert result.exit_code == 1 and "nothing-*.tif: matches no file" in result.output
+    assert not (tmp_path / "o2").exists()
+
+
+EXECUTING: dict[str, int] = {"now": 0, "most": 0, "seen": 0}
+
+
+class CountModelTasks:
+    """A worker plugin: how many predict tasks execute at once (in-process workers only)."""
+
+    def transition(self, key, start, finish, **kwargs):
+        if not str(key).startswith("geoseg-predict"):
+            return
+        if finish == "executing":
+            EXECUTING["now"] += 1
+            EXECUTING["seen"] += 1
+            EXECUTING["most"] = max(EXECUTING["most"], EXECUTING["now"])
+        elif start == "executing":
+            EXECUTING["now"] -= 1
+
+
+def test_gpu_workers_get_one_model_task_at_a_time(scenes, reference, tmp_path):
+    """A worker declaring GPU=1 runs one model task at a time even with two threads (the
+    model runs on CPU here: the scheduling is what is tested)."""
+    from distributed import Client, LocalCluster
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    import geoseg
+    from geoseg.cluster import model_resources
+
+    plugin = type("Count", (CountModelTasks, WorkerPlugin), {})()
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, resources={"GPU": 1},
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        assert model_resources(client, "auto") == {"GPU": 1}
+        assert model_resources(client, "cpu") is None
+        client.register_plugin(plugin)
+        summary = geoseg.run([scenes / f"scene_{i}.tif" for i in range(3)], tmp_path,
+                             probabilities=True, scheduler=cluster.scheduler_address)
+        assert summary["totals"]["done"] == 3
+    assert EXECUTING["seen"] == 3 and EXECUTING["most"] == 1
+    assert_same_outputs(tmp_path, {k: v for k, v in reference.items()
+                                   if k.startswith(("scene_0.", "scene_1.", "scene_2."))})
+    with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        assert model_resources(client, "cuda") is None  # no worker could ever run it
