@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = {"memory": "benchmarks.memory", "vectorize": "benchmarks.vectorize"}
+BENCHMARKS = {"memory": "benchmarks.memory", "vectorize": "benchmarks.vectorize",
+              "batch": "benchmarks.batch"}
 
 
 def main() -> None:

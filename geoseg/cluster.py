@@ -128,9 +128,12 @@ def client_for(scheduler: str, *, workers: int | None = None,
     """A distributed Client: a new LocalCluster (``local``) or an existing scheduler (``tcp://``)."""
     from distributed import Client
 
+    from geoseg.workers import GeosegWorker
+
     if scheduler == "local":
         with _local_cluster(workers, threads_per_worker) as cluster, Client(cluster) as client:
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+            client.register_plugin(GeosegWorker())
             yield client
         return
     try:
@@ -138,6 +141,7 @@ def client_for(scheduler: str, *, workers: int | None = None,
     except OSError as exc:
         raise InputError(f"cannot reach Dask scheduler {scheduler} ({exc})") from None
     with client:
+        client.register_plugin(GeosegWorker())
         yield client
 
 

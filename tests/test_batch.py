@@ -115,6 +115,14 @@ def test_tcp_cluster_gives_the_bytes_of_the_threads_scheduler(scenes, reference,
                     "--scheduler", dask_cluster)
     assert result.exit_code == 0, result.output
     assert_same_outputs(one, {k: v for k, v in reference.items() if k.startswith("scene_2.")})
+    # Every worker got geoseg's set-up (glibc's allocator tuned back: 2x faster tiles).
+    from distributed import Client
+
+    from geoseg.workers import tune_allocator
+
+    with Client(dask_cluster, timeout=30) as client:
+        tuned = client.run(lambda: tune_allocator.cache_info().currsize and tune_allocator())
+    assert list(tuned.values()) == [True, True]
 
 
 def test_a_worker_killed_mid_run_changes_no_byte(scenes, reference, dask_cluster, tmp_path):
