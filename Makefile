@@ -34,7 +34,7 @@ bench: install
 	$(BIN)/python -m benchmarks
 
 lint: install
-	$(BIN)/ruff check geoseg tests workflows benchmarks
+	$(BIN)/ruff check geoseg tests workflows benchmarks notebooks
 
 clean:
 	rm -rf $(DEMO_DATA) $(DEMO_OUT) .pytest_cache

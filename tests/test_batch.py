@@ -302,3 +302,28 @@ def test_gpu_workers_get_one_model_task_at_a_time(scenes, reference, tmp_path):
     with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, \
             Client(cluster) as client:
         assert model_resources(client, "cuda") is None  # no worker could ever run it
+
+
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"
+
+
+def test_the_batch_workflows_run_and_resume(tmp_path, monkeypatch):
+    script = [sys.executable, str(WORKFLOWS / "batch_local_cluster.py"), "--sample-scenes", "3",
+              "--sample-size", "192", "--workers", "2"]
+    first = subprocess.run(script, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "3 scenes: 3 done" in first.stdout
+    again = subprocess.run(script, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "3 scenes: 0 done, 3 skipped" in again.stdout
+    # The YAML manifest, with the scheduler overridden by a flag (flags win).
+    import shutil
+
+    shutil.move(tmp_path / "batch-output", tmp_path / "by-script")
+    monkeypatch.chdir(tmp_path)
+    result = invoke("run", "--config", WORKFLOWS / "batch.yaml", "--scheduler", "threads",
+                    "--no-progress")
+    assert result.exit_code == 0, result.output
+    for name in ("scene_0.mask.tif", "scene_2.gpkg", "scene_1.prob.tif"):
+        assert (tmp_path / "batch-output" / name).read_bytes() == \
+            (tmp_path / "by-script" / name).read_bytes()
