@@ -336,6 +336,9 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
         report=lambda text: _say(ctx, text), tile_size=tile_size, overlap=overlap,
         batch_size=batch_size, device=device, bands=bands, tta=tta, allow_no_crs=allow_no_crs)
     _say(ctx, format_summary(summary))
+    kinds = ["NAME.mask.tif", "NAME.gpkg"] + ["NAME.prob.tif"] * probabilities + \
+        ["NAME.png"] * quicklook
+    _say(ctx, f"outputs: {Path(out_dir)}/ ({', '.join(kinds)}, with .qml styles)")
     _say(ctx, f"summary: {Path(out_dir) / SUMMARY}")
     failed = [s for s in summary["scenes"] if s["status"] == "failed"]
     if failed:
