@@ -373,7 +373,7 @@ def _on_cluster(client: Any, jobs: list[SceneJob], threads: int,
     inner = ("threads", 2) if resources else ("sync", None)
     pending = iter(jobs)
     running: dict[Any, SceneJob] = {}
-    finished = as_completed()
+    finished = as_completed(loop=client.loop)
 
     def submit(job: SceneJob) -> None:
         job = SceneJob(job.scene, job.model, job.predict_options, job.vector_options, *inner)
@@ -389,7 +389,10 @@ def _on_cluster(client: Any, jobs: list[SceneJob], threads: int,
         submit(job)
     for future in finished:
         job = running.pop(future)
-        result = future.exception() if future.status == "error" else future.result()
+        try:
+            result = future.result()
+        except Exception as exc:  # the scene's error, KilledWorker, or a cancelled task
+            result = exc
         future.release()
         yield job, result
         following = next(pending, None)

@@ -90,7 +90,7 @@ def dask_cluster(tmp_path_factory):
         deadline = time.monotonic() + 60
         while not info.exists() and time.monotonic() < deadline:
             time.sleep(0.1)
-        with Client(scheduler_file=str(info), timeout=30) as client:
+        with Client(scheduler_file=str(info), timeout=30, set_as_default=False) as client:
             client.wait_for_workers(2, timeout=60)
             yield client.scheduler.address
             client.shutdown()  # scheduler and workers stop at once
@@ -120,7 +120,7 @@ def test_tcp_cluster_gives_the_bytes_of_the_threads_scheduler(scenes, reference,
 
     from geoseg.workers import tune_allocator
 
-    with Client(dask_cluster, timeout=30) as client:
+    with Client(dask_cluster, timeout=30, set_as_default=False) as client:
         tuned = client.run(lambda: tune_allocator.cache_info().currsize and tune_allocator())
     assert list(tuned.values()) == [True, True]
 
@@ -131,7 +131,7 @@ def test_a_worker_killed_mid_run_changes_no_byte(scenes, reference, dask_cluster
     run = geoseg("run", scenes / "*.tif", "-o", tmp_path, "--probabilities", "--no-progress",
                  "--scheduler", dask_cluster)
     killed = None
-    with Client(dask_cluster, timeout=30) as client:
+    with Client(dask_cluster, timeout=30, set_as_default=False) as client:
         deadline = time.monotonic() + 120
         while killed is None and run.poll() is None and time.monotonic() < deadline:
             busy = [w for w, keys in client.processing().items()
