@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -51,6 +52,10 @@ def check_outputs(paths: Iterable[str | os.PathLike[str] | None], *, overwrite: 
             raise OutputError("named twice as an output", p)
         seen.add(resolved)
         check_output(p, overwrite=overwrite)
+
+
+# ``.NAME.1a2b3c4d.tmp.SUFFIX`` (and GDAL/SQLite sidecars after it): see temp_sibling.
+TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
 
 
 def temp_sibling(path: str | os.PathLike[str], suffix: str = "") -> Path:
@@ -101,9 +106,9 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Pa
         _fsync(tmp)
         os.replace(tmp, target)
         remove_sidecars(target, RASTER_SIDECARS)
-    except OSError as exc:
+    except BaseException as exc:  # an interrupt too: the temp file goes
         remove_with_sidecars(tmp)
-        if isinstance(exc, OutputError):
+        if isinstance(exc, OutputError) or not isinstance(exc, OSError):
             raise
         raise OutputError(f"could not be written ({exc.strerror or exc})", target) from exc
     remove_sidecars(tmp)

@@ -44,7 +44,9 @@ from geoseg.journal import Journal, fingerprint, open_journal, source_stamp
 
 SUMMARY = "summary.json"
 LIST_SUFFIXES = (".txt", ".lst")
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc", ".hdf", ".ecw", ".sid")
 IN_FLIGHT_PER_THREAD = 2  # scenes submitted per worker thread: enough to keep it busy
+WORKER_WAIT_S = 600  # how long a run waits for the first worker of a cluster to join
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,8 @@ def expand_sources(items: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 
 def _expand_one(text: str) -> list[str]:
-    if glob.has_magic(text) and not Path(text).exists():
+    # The '?' of a signed URL is no wildcard.
+    if not _remote(text) and glob.has_magic(text) and not Path(text).exists():
         matches = sorted(glob.glob(text, recursive=True))
         if not matches:
             raise InputError("matches no file", text)
@@ -103,9 +106,30 @@ def _expand_one(text: str) -> list[str]:
 
 
 def scene_name(source: str | os.PathLike[str]) -> str:
-    """``data/scene_7.tif`` → ``scene_7``; a folder of tiles is named after the folder."""
-    p = Path(source)
-    return p.name if p.is_dir() else p.name.split(".")[0] or p.stem
+    """``data/scene_7.tif`` → ``scene_7``, ``ortho.2024-05.tif`` → ``ortho.2024-05``; a
+    folder of tiles is named after the folder."""
+    text = os.fspath(source)
+    if _remote(text):
+        text = text.split("?")[0]  # a signed URL's query is not part of the name
+    p = Path(text)
+    if p.is_dir():
+        return Path(os.path.abspath(p)).name
+    return p.stem if p.suffix.lower() in RASTER_SUFFIXES else p.name
+
+
+def _remote(text: str) -> bool:
+    return "://" in text or text.startswith("/vsi")
+
+
+def _absolute(scene: SceneOutputs) -> SceneOutputs:
+    """The scene with absolute paths, for workers that run in another directory."""
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else Path(os.path.abspath(p))
+
+    source = scene.source if _remote(scene.source) else os.path.abspath(scene.source)
+    return SceneOutputs(scene.name, source,
+                        *(absolute(p) for p in (scene.mask, scene.gpkg, scene.probabilities,
+                                                scene.quicklook)))  # type: ignore[arg-type]
 
 
 def plan(sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
@@ -116,6 +140,9 @@ def plan(sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[s
     scenes, seen = [], {}
     for src in sources:
         name = scene_name(src)
+        if not name or name.startswith("."):
+            raise InputError("cannot name its outputs after it (give the file or folder by "
+                             "a name that does not start with a dot)", src)
         if name in seen:
             raise InputError(f"has the same name as {seen[name]}; their outputs would "
                              f"collide in {out}", src)
@@ -140,15 +167,21 @@ class SceneJob:
     progress: bool = False
 
 
+# The two tasks of a scene return its error rather than raise it: one line of text travels
+# back from any worker intact, where a pickled exception may lose its type and message.
+
 def predict_scene(job: SceneJob) -> dict[str, Any]:
     """Write the scene's mask (and probabilities, quicklook); returns its size and time."""
     from geoseg.pipeline import predict
 
     started = time.perf_counter()
     s = job.scene
-    mask = predict(s.source, s.mask, job.model, probabilities_path=s.probabilities,
-                   quicklook=s.quicklook, overwrite=True, scheduler=job.scheduler,
-                   workers=job.workers, progress=job.progress, **job.predict_options)
+    try:
+        mask = predict(s.source, s.mask, job.model, probabilities_path=s.probabilities,
+                       quicklook=s.quicklook, overwrite=True, scheduler=job.scheduler,
+                       workers=job.workers, progress=job.progress, **job.predict_options)
+    except Exception as exc:
+        return {"error": _one_line(exc)}
     return {"pixels": int(mask.shape[0] * mask.shape[1]),
             "seconds": time.perf_counter() - started}
 
@@ -157,18 +190,23 @@ def vectorize_scene(job: SceneJob, predicted: dict[str, Any]) -> dict[str, Any]:
     """Write the scene's GeoPackage; returns the scene's journal entry."""
     from geoseg.vector import iter_layers, write_gpkg
 
+    if "error" in predicted:
+        return predicted
     started = time.perf_counter()
     s = job.scene
-    layers = iter_layers(s.mask, probabilities=s.probabilities, scheduler=job.scheduler,
-                         workers=job.workers, progress=job.progress,
-                         allow_no_crs=bool(job.predict_options.get("allow_no_crs")),
-                         **job.vector_options)
-    stamp = source_stamp(s.source)
-    # The GeoPackage's date is its source's: a rerun gives the same bytes.
-    tally = write_gpkg(layers, s.gpkg, overwrite=True,
-                       timestamp=max((m for _, _, m in stamp), default=0) / 1e9)
-    return {"scene": s.name, "source": s.source, "source_path": os.path.abspath(s.source),
-            "source_stamp": stamp, "outputs": fingerprint(s.files()), "crs": tally.crs,
+    try:
+        layers = iter_layers(s.mask, probabilities=s.probabilities, scheduler=job.scheduler,
+                             workers=job.workers, progress=job.progress,
+                             allow_no_crs=bool(job.predict_options.get("allow_no_crs")),
+                             **job.vector_options)
+        stamp = source_stamp(s.source)
+        # The GeoPackage's date is its source's: a rerun gives the same bytes.
+        tally = write_gpkg(layers, s.gpkg, overwrite=True,
+                           timestamp=max((m for _, _, m in stamp), default=0) / 1e9)
+        outputs = fingerprint(s.files())
+    except Exception as exc:
+        return {"error": _one_line(exc)}
+    return {"scene": s.name, "source_stamp": stamp, "outputs": outputs, "crs": tally.crs,
             "pixels": predicted["pixels"],
             "seconds": round(predicted["seconds"] + time.perf_counter() - started, 2),
             "classes": class_areas(tally.class_names, tally.polygons, tally.area_m2)}
@@ -238,16 +276,24 @@ def run(
                     for s in todo]
             results = _execute(jobs, scheduler, workers, threads_per_worker,
                                predict_options.get("device", "auto"), progress)
-            with _signals() as stop:
-                for job, result in _progress(results, len(jobs), progress):
-                    # An interrupt may surface as another error from inside a library.
-                    if stop.is_set() and isinstance(result, BaseException):
-                        raise KeyboardInterrupt
-                    entries[job.scene.name] = entry = _record(journal, job, result)
-                    say(_scene_line(entry))
-                    if stop.is_set():
-                        raise KeyboardInterrupt
-            _remove_stale_temps(scenes)  # e.g. those of a task on a worker that was killed
+            try:
+                with _signals() as stop:
+                    for job, result in _progress(results, len(jobs), progress):
+                        # An interrupt may surface as another error from inside a library.
+                        if stop.is_set() and _error_of(result):
+                            raise KeyboardInterrupt
+                        entries[job.scene.name] = entry = _record(journal, job, result)
+                        say(_scene_line(entry))
+                        if stop.is_set():
+                            raise KeyboardInterrupt
+            except BaseException:
+                # A scene is in the folder whole or not at all: drop those left half done.
+                for scene in todo:
+                    if scene.name not in entries:
+                        _discard(scene)
+                raise
+            finally:
+                _remove_stale_temps(scenes)  # e.g. those of a task on a worker that was killed
     except BaseException:
         if created:  # leave no empty folder behind a run that did nothing
             with contextlib.suppress(OSError):
@@ -300,14 +346,28 @@ def _still_to_do(scenes: list[SceneOutputs], journal: Journal,
 
 
 def _record(journal: Journal, job: SceneJob, result: Any) -> dict[str, Any]:
-    """Journal a scene's end; returns its entry for the summary."""
-    name, source = job.scene.name, job.scene.source
+    """Journal a scene's end; returns its entry for the summary. A failed scene's outputs
+    are removed: what it wrote before failing is no finished scene."""
+    scene = job.scene
+    error = _error_of(result)
+    if error is not None:
+        _discard(scene)
+        journal.write("failed", scene=scene.name, source=scene.source, error=error)
+        return {"scene": scene.name, "source": scene.source, "status": "failed", "error": error}
+    entry = {**result, "source": scene.source, "source_path": os.path.abspath(scene.source)}
+    journal.write("done", **entry)
+    return {**entry, "status": "done"}
+
+
+def _error_of(result: Any) -> str | None:
     if isinstance(result, BaseException):
-        error = _one_line(result)
-        journal.write("failed", scene=name, source=source, error=error)
-        return {"scene": name, "source": source, "status": "failed", "error": error}
-    journal.write("done", **result)
-    return {**result, "status": "done"}
+        return _one_line(result)
+    return result.get("error")
+
+
+def _discard(scene: SceneOutputs) -> None:
+    for path in scene.all():
+        atomic.remove_with_sidecars(path)
 
 
 def _scene_line(entry: dict[str, Any]) -> str:
@@ -333,7 +393,7 @@ def _progress(items: Iterator[Any], total: int, enabled: bool) -> Iterator[Any]:
 def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_per_worker: int,
              device: str, progress: bool) -> Iterator[tuple[SceneJob, Any]]:
     """Run the jobs; yields ``(job, journal entry or the exception it raised)`` as each ends."""
-    from geoseg.cluster import LOCAL_SCHEDULERS, client_for, worker_threads
+    from geoseg.cluster import LOCAL_SCHEDULERS, client_for, model_resources, worker_threads
 
     if not jobs:
         return
@@ -342,11 +402,17 @@ def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_
         yield from _one_by_one(jobs, scheduler, workers, progress)
         return
     with client_for(scheduler, workers=workers, threads_per_worker=threads_per_worker) as client:
-        threads = worker_threads(client)
-        if len(jobs) < threads:  # too few scenes to fill the cluster: share out their tiles
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        except TimeoutError:
+            raise InputError(f"no Dask worker joined the scheduler {scheduler} within "
+                             f"{WORKER_WAIT_S // 60} minutes") from None
+        # Too few scenes to fill the cluster: share out their tiles instead. Not on GPU
+        # workers: there whole scenes keep one model task per GPU (tiles could not).
+        if len(jobs) < worker_threads(client) and not model_resources(client, device):
             yield from _one_by_one(jobs, client.scheduler.address, None, progress)
         else:
-            yield from _on_cluster(client, jobs, threads, device)
+            yield from _on_cluster(client, jobs, device)
 
 
 def _one_by_one(jobs: list[SceneJob], scheduler: str, workers: int | None,
@@ -354,19 +420,15 @@ def _one_by_one(jobs: list[SceneJob], scheduler: str, workers: int | None,
     for job in jobs:
         job = SceneJob(job.scene, job.model, job.predict_options, job.vector_options,
                        scheduler, workers, progress)
-        try:
-            result: Any = vectorize_scene(job, predict_scene(job))
-        except Exception as exc:  # one scene's failure is reported; the others go on
-            result = exc
-        yield job, result
+        yield job, vectorize_scene(job, predict_scene(job))
 
 
-def _on_cluster(client: Any, jobs: list[SceneJob], threads: int,
-                device: str) -> Iterator[tuple[SceneJob, Any]]:
-    """Scenes as tasks on a distributed cluster, a bounded number in flight."""
+def _on_cluster(client: Any, jobs: list[SceneJob], device: str) -> Iterator[tuple[SceneJob, Any]]:
+    """Scenes as tasks on a distributed cluster: as many in flight as keep its worker
+    threads busy (counted again as workers come and go), no more."""
     from distributed import as_completed
 
-    from geoseg.cluster import model_resources
+    from geoseg.cluster import model_resources, worker_threads
 
     resources = model_resources(client, device)
     # A GPU task reads tiles in a second thread while the GPU works; CPU tasks use one.
@@ -376,7 +438,8 @@ def _on_cluster(client: Any, jobs: list[SceneJob], threads: int,
     finished = as_completed(loop=client.loop)
 
     def submit(job: SceneJob) -> None:
-        job = SceneJob(job.scene, job.model, job.predict_options, job.vector_options, *inner)
+        job = SceneJob(_absolute(job.scene), job.model, job.predict_options,
+                       job.vector_options, *inner)
         token = f"{job.scene.name}-{os.urandom(4).hex()}"
         predicted = client.submit(predict_scene, job, key=f"geoseg-predict-{token}",
                                   resources=resources, pure=False)
@@ -385,8 +448,12 @@ def _on_cluster(client: Any, jobs: list[SceneJob], threads: int,
         running[entry] = job
         finished.add(entry)
 
-    for job in itertools.islice(pending, IN_FLIGHT_PER_THREAD * threads):
-        submit(job)
+    def top_up() -> None:
+        limit = IN_FLIGHT_PER_THREAD * worker_threads(client)
+        for job in itertools.islice(pending, max(0, limit - len(running))):
+            submit(job)
+
+    top_up()
     for future in finished:
         job = running.pop(future)
         try:
@@ -395,19 +462,23 @@ def _on_cluster(client: Any, jobs: list[SceneJob], threads: int,
             result = exc
         future.release()
         yield job, result
-        following = next(pending, None)
-        if following is not None:
-            submit(following)
+        top_up()
 
 
 def _remove_stale_temps(scenes: list[SceneOutputs]) -> None:
-    """Temp files that an interrupted or killed run left beside this run's outputs."""
+    """Temp files that an interrupted or killed run left beside this run's outputs (named
+    as :func:`geoseg.atomic.temp_sibling` names them), in one listing of each folder."""
+    wanted: dict[Path, set[str]] = {}
     for scene in scenes:
         for path in scene.all():
-            for stale in glob.glob(os.path.join(glob.escape(str(path.parent)),
-                                                f".{glob.escape(path.name)}.*.tmp*")):
-                with contextlib.suppress(OSError):
-                    os.unlink(stale)
+            wanted.setdefault(path.parent, set()).add(path.name)
+    for folder, names in wanted.items():
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            for entry in entries:
+                match = atomic.TEMP_NAME.match(entry.name)
+                if match and match["name"] in names:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -182,6 +182,15 @@ def _say(ctx: click.Context, text: str) -> None:
         click.echo(text)
 
 
+def _say_on(ctx: click.Context, text: str) -> None:
+    """Report progress; if the reader went away (``geoseg run ... | head``), the run goes on
+    silently rather than stopping half done."""
+    try:
+        _say(ctx, text)
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 @cli.command()
 @click.argument("src", nargs=-1, required=True)
 @click.option("-o", "--output", "dst", required=True, type=click.Path(dir_okay=False),
@@ -296,9 +305,10 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
               help="Also write NAME.prob.tif, and give each polygon its confidence.")
 @click.option("--quicklook", is_flag=True, help="Also write NAME.png, a colored preview.")
 @vector_options
-@click.option("--resume", is_flag=True,
-              help="Finish an interrupted run into OUT_DIR: scenes it finished (outputs "
-                   "intact) are skipped, the rest computed.")
+@click.option("--resume/--no-resume", default=False,
+              help="Finish an earlier run into OUT_DIR: scenes it finished (outputs intact, "
+                   "source unchanged) are skipped, the rest computed. With --overwrite and "
+                   "other options than that run's, start again instead.")
 @click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True,
               help="Threads of each LocalCluster worker (--scheduler local).")
 @job_options
@@ -333,7 +343,7 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
         resume=resume, scheduler=scheduler, workers=workers,
         threads_per_worker=threads_per_worker,
         progress=sys.stderr.isatty() if progress is None else progress,
-        report=lambda text: _say(ctx, text), tile_size=tile_size, overlap=overlap,
+        report=lambda text: _say_on(ctx, text), tile_size=tile_size, overlap=overlap,
         batch_size=batch_size, device=device, bands=bands, tta=tta, allow_no_crs=allow_no_crs)
     _say(ctx, format_summary(summary))
     kinds = ["NAME.mask.tif", "NAME.gpkg"] + ["NAME.prob.tif"] * probabilities + \

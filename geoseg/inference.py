@@ -6,14 +6,24 @@ Workers never receive a network through the task graph; they receive a small
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Literal, get_args
 
 import numpy as np
 
-from geoseg.errors import InputError
-from geoseg.model import Model, ModelSpec, fingerprint_of, load_model, model_from_state
+from geoseg.errors import InputError, ModelError
+from geoseg.model import (
+    Model,
+    ModelSpec,
+    card_and_weights,
+    fingerprint_of,
+    load_model,
+    model_from_state,
+    read_spec,
+    resolve_model_path,
+)
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
@@ -45,13 +55,20 @@ class ModelHandle:
     def of(cls, model: Model, *, by_path: bool = True) -> ModelHandle:
         """A handle that reloads ``model`` from its file (``by_path``) or carries its bytes."""
         if by_path and model.path is not None:
-            from geoseg.model import card_and_weights
-
-            # The weights' mtime keeps a long-lived worker from using a replaced file's old model.
-            stamp = card_and_weights(model.path)[1].stat().st_mtime_ns
-            return cls(fingerprint=f"{model.path}@{stamp}", path=str(model.path))
+            return cls.of_path(model.path)
         card, weights = model.to_bytes()  # serialized once: shipped and hashed
         return cls(fingerprint=fingerprint_of(card, weights), card=card, weights=weights)
+
+    @classmethod
+    def of_path(cls, card: str | os.PathLike[str]) -> ModelHandle:
+        """A handle on a saved model, by the path of its card."""
+        weights = card_and_weights(card)[1]
+        try:
+            # The weights' mtime keeps a long-lived worker from using a replaced file's old model.
+            stamp = weights.stat().st_mtime_ns
+        except OSError:
+            raise ModelError("weights file not found", weights) from None
+        return cls(fingerprint=f"{card}@{stamp}", path=str(card))
 
     def load(self) -> Model:
         if self.path is not None:
@@ -111,6 +128,18 @@ class Predictor:
             if len(flips) > 1:
                 total /= len(flips)
             return total.cpu().numpy()
+
+
+def model_reference(model: str | os.PathLike[str] | Model) -> tuple[ModelSpec, ModelHandle]:
+    """A model's card and the handle tasks load it by, without loading the weights here.
+
+    A :class:`Model` object travels as it is in memory (it may differ from the file it
+    came from); a name or path travels as that path.
+    """
+    if isinstance(model, Model):
+        return model.spec, ModelHandle.of(model, by_path=False)
+    card = resolve_model_path(model)
+    return read_spec(card), ModelHandle.of_path(card)
 
 
 @lru_cache(maxsize=4)

@@ -81,6 +81,10 @@ class Journal:
         return next((r["settings"] for r in self.records
                      if r.get("event") == "run" and "settings" in r), None)
 
+    def finished_any(self) -> bool:
+        """Whether any scene ended (done or failed) in this journal."""
+        return any(r.get("event") in ("done", "failed") for r in self.records)
+
     def planned(self) -> set[str]:
         """Scenes an earlier run of this journal set out to compute (its outputs are ours)."""
         return {n for r in self.records if r.get("event") == "run" for n in r.get("scenes", [])}
@@ -136,14 +140,24 @@ def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, r
                                     "(use --resume to finish it, --overwrite to redo it)", path)
         earlier = Journal(path, handle, records).settings() if resume else None
         if earlier is not None and earlier != settings:
-            changed = sorted(k for k in {*earlier, *settings} if earlier.get(k) != settings.get(k))
-            raise InputError(f"was started with other settings ({', '.join(changed)} differ); "
-                             f"resume with the same options, or use --overwrite", path)
+            if not overwrite:
+                changed = sorted(k for k in {*earlier, *settings}
+                                 if earlier.get(k) != settings.get(k))
+                raise InputError(f"was started with other settings ({', '.join(changed)} "
+                                 f"differ); resume with the same options, or use --overwrite",
+                                 path)
+            resume = False  # other settings and --overwrite: start again
         journal = Journal(path, handle, records if resume else [])
         journal._replace = bool(records) and not resume
         journal._torn = bool(text) and not text.endswith("\n")
         try:
             yield journal
+        except BaseException:
+            # A run that failed before any scene ended leaves no journal it created.
+            if not text and not journal.finished_any():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            raise
         finally:
             if not journal.started and not text:
                 with contextlib.suppress(OSError):

@@ -22,8 +22,8 @@ import numpy as np
 
 from geoseg import atomic, raster, styles
 from geoseg.errors import GeoSegError, InputError
-from geoseg.inference import ModelHandle, cached_predictor
-from geoseg.model import Model, load_model
+from geoseg.inference import ModelHandle, cached_predictor, model_reference
+from geoseg.model import Model, ModelSpec
 from geoseg.tiling import TileGrid
 
 if TYPE_CHECKING:
@@ -233,36 +233,36 @@ def predict(
         atomic.check_outputs([dst, qml_path(dst), probabilities_path, quicklook],
                              overwrite=overwrite)
     source = raster.open_source(src, bands=bands, allow_no_crs=allow_no_crs)
-    model_arg, model = model, load_model(model)
-    options = _options(model, tile_size, overlap, batch_size, device, tta)
-    check_bands(source, model)
-    # A Model object is used as it is in memory (it may differ from the file it came from).
-    handle = ModelHandle.of(model, by_path=not isinstance(model_arg, Model))
-    probs = probabilities(source, handle, len(model.spec.classes), options, sweep=dst is not None)
+    spec, handle = model_reference(model)
+    options = _options(spec, tile_size, overlap, batch_size, device, tta)
+    check_bands(source, spec)
+    # Loads and checks the weights here, once per process: tasks in this process reuse it.
+    cached_predictor(handle, options.device, options.tta)
+    probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None)
     mask = class_mask(probs)
     if dst is None:
         out = as_dataarray(mask, source, name="class", nodata=NODATA)
     else:
-        write_outputs(source, model, mask, probs, Path(dst), overwrite=overwrite,
+        write_outputs(source, spec, mask, probs, Path(dst), overwrite=overwrite,
                       probabilities_path=probabilities_path, quicklook=quicklook,
                       scheduler=scheduler, workers=workers, progress=progress)
         out = open_mask(dst)
     # What geoseg.vectorize (and a reader of the array) needs to name and colour classes.
-    out.attrs.update(class_names=list(model.spec.class_names),
-                     class_colors=[list(c) for c in model.spec.colors])
+    out.attrs.update(class_names=list(spec.class_names),
+                     class_colors=[list(c) for c in spec.colors])
     return out
 
 
-def _options(model: Model, tile_size: int | None, overlap: int | None, batch_size: int | None,
+def _options(spec: ModelSpec, tile_size: int | None, overlap: int | None, batch_size: int | None,
              device: str, tta: bool) -> PredictOptions:
     from geoseg.inference import select_device
 
     device = select_device(device)
     if batch_size is None:  # CPUs are fastest on one tile at a time; GPUs want full batches
         batch_size = 1 if device == "cpu" else 16
-    size = tile_size or model.spec.tile_size
-    if size % model.spec.size_multiple:
-        raise InputError(f"tile size {size} must be a multiple of {model.spec.size_multiple} "
+    size = tile_size or spec.tile_size
+    if size % spec.size_multiple:
+        raise InputError(f"tile size {size} must be a multiple of {spec.size_multiple} "
                          f"for this model")
     if size > 8192:
         raise InputError(f"tile size {size} is too large (at most 8192 pixels)")
@@ -273,19 +273,19 @@ def _options(model: Model, tile_size: int | None, overlap: int | None, batch_siz
     return PredictOptions(size, ov, batch_size, device, tta)
 
 
-def check_bands(source: raster.Source, model: Model) -> None:
-    want = len(model.spec.bands)
+def check_bands(source: raster.Source, spec: ModelSpec) -> None:
+    want = len(spec.bands)
     if len(source.bands) != want:
         raise InputError(
             f"has {len(source.bands)} bands but the model needs {want} "
-            f"({', '.join(model.spec.bands)}); choose them with --bands", source.name)
+            f"({', '.join(spec.bands)}); choose them with --bands", source.name)
 
 
 def qml_path(mask_path: str | os.PathLike[str]) -> Path:
     return Path(mask_path).with_suffix(".qml")
 
 
-def write_outputs(source: raster.Source, model: Model, mask: da.Array, probs: da.Array,
+def write_outputs(source: raster.Source, spec: ModelSpec, mask: da.Array, probs: da.Array,
                   dst: Path, *, overwrite: bool, probabilities_path: str | os.PathLike[str] | None,
                   quicklook: str | os.PathLike[str] | None, scheduler: str,
                   workers: int | None, progress: bool) -> None:
@@ -294,7 +294,6 @@ def write_outputs(source: raster.Source, model: Model, mask: da.Array, probs: da
 
     from geoseg.cluster import compute
 
-    spec = model.spec
     scratch_mask = atomic.temp_sibling(dst, ".scratch.tif")
     scratch_probs = (atomic.temp_sibling(probabilities_path, ".scratch.tif")
                      if probabilities_path else None)
@@ -310,10 +309,10 @@ def write_outputs(source: raster.Source, model: Model, mask: da.Array, probs: da
         stored = da.store(arrays, targets, lock=False, compute=False)
         compute(stored, scheduler=scheduler, workers=workers, progress=progress)
         with raster.write_errors(dst):
-            _describe_mask(scratch_mask, model, source)
+            _describe_mask(scratch_mask, spec, source)
         if scratch_probs is not None and probabilities_path is not None:
             with raster.write_errors(probabilities_path):
-                _describe_probabilities(scratch_probs, model)
+                _describe_probabilities(scratch_probs, spec)
         # All outputs are finished as temp files first and replaced together at the end.
         with contextlib.ExitStack() as outputs:
             tmp_mask = outputs.enter_context(atomic.atomic_path(dst, overwrite=overwrite))
@@ -333,10 +332,9 @@ def write_outputs(source: raster.Source, model: Model, mask: da.Array, probs: da
                 atomic.remove_with_sidecars(p)
 
 
-def _describe_mask(path: Path, model: Model, source: raster.Source) -> None:
+def _describe_mask(path: Path, spec: ModelSpec, source: raster.Source) -> None:
     import rasterio
 
-    spec = model.spec
     with rasterio.Env(**raster.GDAL_ENV), rasterio.open(path, "r+") as ds:
         ds.write_colormap(1, styles.colormap(spec.colors))
         ds.set_band_description(1, "class")
@@ -345,14 +343,14 @@ def _describe_mask(path: Path, model: Model, source: raster.Source) -> None:
         ds.update_tags(1, **{f"CLASS_{i}": n for i, n in enumerate(spec.class_names)})
 
 
-def _describe_probabilities(path: Path, model: Model) -> None:
+def _describe_probabilities(path: Path, spec: ModelSpec) -> None:
     import rasterio
 
     with rasterio.Env(**raster.GDAL_ENV), rasterio.open(path, "r+") as ds:
-        for b, name in enumerate(model.spec.class_names, start=1):
+        for b, name in enumerate(spec.class_names, start=1):
             ds.set_band_description(b, f"p({name})")
         ds.scales = [1.0 / PROB_SCALE] * ds.count
-        ds.update_tags(CLASS_NAMES=json.dumps(model.spec.class_names),
+        ds.update_tags(CLASS_NAMES=json.dumps(spec.class_names),
                        SCALE=f"probability = value / {PROB_SCALE}; {PROB_NODATA} = nodata")
 
 

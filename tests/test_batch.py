@@ -103,26 +103,33 @@ def dask_cluster(tmp_path_factory):
 
 
 def test_tcp_cluster_gives_the_bytes_of_the_threads_scheduler(scenes, reference, dask_cluster,
-                                                               tmp_path):
-    result = invoke("run", scenes / "*.tif", "-o", tmp_path, "--probabilities", "--no-progress",
+                                                               tmp_path, monkeypatch):
+    # Relative paths, from a folder that is not the workers' working directory.
+    monkeypatch.chdir(scenes)
+    out = os.path.relpath(tmp_path, scenes)
+    result = invoke("run", "*.tif", "-o", out, "--probabilities", "--no-progress",
                     "--scheduler", dask_cluster)
     assert result.exit_code == 0, result.output
     assert "4 scenes: 4 done, 0 skipped, 0 failed" in result.output
     assert_same_outputs(tmp_path, reference)
     # One scene, two worker threads: its tiles are shared out instead; same bytes again.
     one = tmp_path / "one"
-    result = invoke("run", scenes / "scene_2.tif", "-o", one, "--probabilities",
+    result = invoke("run", "scene_2.tif", "-o", one, "--probabilities",
                     "--scheduler", dask_cluster)
     assert result.exit_code == 0, result.output
     assert_same_outputs(one, {k: v for k, v in reference.items() if k.startswith("scene_2.")})
-    # Every worker got geoseg's set-up (glibc's allocator tuned back: 2x faster tiles).
+    # Every worker got geoseg's set-up (glibc's allocator tuned back: 2x faster tiles) and
+    # loaded the model once, however many scenes and tiles it ran.
     from distributed import Client
 
+    from geoseg.inference import cached_predictor
     from geoseg.workers import tune_allocator
 
     with Client(dask_cluster, timeout=30, set_as_default=False) as client:
         tuned = client.run(lambda: tune_allocator.cache_info().currsize and tune_allocator())
+        loads = client.run(lambda: cached_predictor.cache_info().misses)
     assert list(tuned.values()) == [True, True]
+    assert list(loads.values()) == [1, 1]
 
 
 def test_a_worker_killed_mid_run_changes_no_byte(scenes, reference, dask_cluster, tmp_path):
@@ -244,6 +251,23 @@ def test_resume_checks_outputs_settings_and_the_folder_lock(scenes, tmp_path):
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
         result = invoke(*args, "--resume")
     assert result.exit_code == 1 and "another geoseg run is writing into this folder" in result.output
+    # Other settings with --overwrite start the run again (a config may say resume: true).
+    result = invoke(*args[:-1], 256, "--resume", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert "done    scene_0" in result.output
+    assert len([e for e in journal_events(tmp_path) if e["event"] == "run"]) == 1
+    # Temp files a killed run left beside its outputs go; other hidden files stay.
+    (tmp_path / ".scene_0.mask.tif.1a2b3c4d.tmp.scratch.tif").write_bytes(b"x")
+    (tmp_path / ".keep").write_bytes(b"x")
+    assert invoke(*args[:-1], 256, "--resume").exit_code == 0
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".")) == [".keep"]
+
+
+def test_a_run_that_cannot_start_leaves_nothing(scenes, tmp_path):
+    out = tmp_path / "new"
+    result = invoke("run", scenes / "scene_0.tif", "-o", out, "--scheduler", "tcp://127.0.0.1:9")
+    assert result.exit_code == 1 and "cannot reach Dask scheduler" in result.output
+    assert not out.exists()  # nor a journal that would refuse a plain rerun
 
 
 def test_scenes_from_a_yaml_config_with_globs(scenes, tmp_path):
@@ -259,6 +283,14 @@ def test_scenes_from_a_yaml_config_with_globs(scenes, tmp_path):
     result = invoke("run", tmp_path / "nothing-*.tif", "-o", tmp_path / "o2")
     assert result.exit_code == 1 and "nothing-*.tif: matches no file" in result.output
     assert not (tmp_path / "o2").exists()
+    # Dots in names are kept: these two do not collide.
+    from geoseg.batch import plan, scene_name
+
+    assert scene_name("ortho.2024-05.tif") == "ortho.2024-05"
+    assert [s.name for s in plan(["a/ortho.2024-05.tif", "a/ortho.2024-06.tif"], "o",
+                                 probabilities=False, quicklook=False)] == \
+        ["ortho.2024-05", "ortho.2024-06"]
+    assert scene_name("/vsicurl/https://host/x.tif?sig=a") == "x"
 
 
 EXECUTING: dict[str, int] = {"now": 0, "most": 0, "seen": 0}
@@ -293,10 +325,19 @@ def test_gpu_workers_get_one_model_task_at_a_time(scenes, reference, tmp_path):
         assert model_resources(client, "auto") == {"GPU": 1}
         assert model_resources(client, "cpu") is None
         client.register_plugin(plugin)
-        summary = geoseg.run([scenes / f"scene_{i}.tif" for i in range(3)], tmp_path,
-                             probabilities=True, scheduler=cluster.scheduler_address)
+        broken = tmp_path / "in" / "broken.tif"
+        broken.parent.mkdir()
+        broken.write_text("not a raster")
+        summary = geoseg.run([*(scenes / f"scene_{i}.tif" for i in range(3)), broken],
+                             tmp_path / "out", probabilities=True,
+                             scheduler=cluster.scheduler_address)
         assert summary["totals"]["done"] == 3
-    assert EXECUTING["seen"] == 3 and EXECUTING["most"] == 1
+    assert EXECUTING["seen"] == 4 and EXECUTING["most"] == 1
+    # A scene's error comes back from the worker as its one line, as on threads.
+    failed = summary["scenes"][3]
+    assert failed["status"] == "failed" and failed["error"].endswith(
+        "broken.tif: not a raster GDAL can read")
+    tmp_path = tmp_path / "out"
     assert_same_outputs(tmp_path, {k: v for k, v in reference.items()
                                    if k.startswith(("scene_0.", "scene_1.", "scene_2."))})
     with LocalCluster(n_workers=1, processes=False, dashboard_address=":0") as cluster, \

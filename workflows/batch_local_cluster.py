@@ -23,6 +23,7 @@ from pathlib import Path
 
 import geoseg
 from geoseg.batch import format_summary
+from geoseg.errors import GeoSegError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-scenes", type=int, default=12)
     parser.add_argument("--sample-size", type=int, default=1024)
     parser.add_argument("--min-area", type=float, default=100.0)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start again (e.g. with other options) instead of resuming")
     args = parser.parse_args(argv)
 
     scenes = args.scenes
@@ -45,10 +48,14 @@ def main(argv: list[str] | None = None) -> int:
                 geoseg.write_sample_data(data, size=args.sample_size, seed=seed)
         scenes = [str(data / "scene_*.tif")]
 
-    summary = geoseg.run(scenes, args.out, probabilities=True, min_area=args.min_area,
-                         scheduler=args.scheduler, workers=args.workers,
-                         threads_per_worker=args.threads_per_worker, resume=True,
-                         report=print)
+    try:
+        summary = geoseg.run(scenes, args.out, probabilities=True, min_area=args.min_area,
+                             scheduler=args.scheduler, workers=args.workers,
+                             threads_per_worker=args.threads_per_worker, resume=True,
+                             overwrite=args.overwrite, report=print)
+    except GeoSegError as exc:  # e.g. other options than the run being resumed
+        print(f"Error: {exc}", file=sys.stderr)
+        return 1
     print(format_summary(summary))
     print(f"outputs: {args.out}/ (summary: {args.out / 'summary.json'})")
     failed = summary["totals"]["failed"]
