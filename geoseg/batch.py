@@ -1,8 +1,7 @@
 """``geoseg run``: predict and vectorize many scenes into an output folder, resumably.
 
-Each scene (a GeoTIFF, a VRT or a folder of mosaic tiles) gives ``NAME.mask.tif`` (+ its
-``.qml``), ``NAME.gpkg`` (+ its ``.qml``) and on request ``NAME.prob.tif`` and
-``NAME.png``. Scenes come as paths, glob patterns or text lists (one per line).
+Each scene (see :mod:`geoseg.scenes`) gives ``NAME.mask.tif`` (+ its ``.qml``),
+``NAME.gpkg`` (+ its ``.qml``) and on request ``NAME.prob.tif`` and ``NAME.png``.
 
 How scenes run:
 
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import glob
 import itertools
 import json
 import os
@@ -41,117 +39,11 @@ import numpy as np
 from geoseg import __version__, atomic
 from geoseg.errors import GeoSegError, InputError, OutputError
 from geoseg.journal import Journal, fingerprint, open_journal, source_stamp
+from geoseg.scenes import SceneOutputs, absolute, expand_sources, plan
 
 SUMMARY = "summary.json"
-LIST_SUFFIXES = (".txt", ".lst")
-RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc", ".hdf", ".ecw", ".sid")
 IN_FLIGHT_PER_THREAD = 2  # scenes submitted per worker thread: enough to keep it busy
 WORKER_WAIT_S = 600  # how long a run waits for the first worker of a cluster to join
-
-
-@dataclass(frozen=True)
-class SceneOutputs:
-    """Where one scene's outputs go."""
-
-    name: str
-    source: str
-    mask: Path
-    gpkg: Path
-    probabilities: Path | None
-    quicklook: Path | None
-
-    def files(self) -> dict[str, Path]:
-        """Every output file by kind (styles included)."""
-        from geoseg.pipeline import qml_path as mask_qml
-        from geoseg.vector import qml_path as gpkg_qml
-
-        files = {"mask": self.mask, "mask_style": mask_qml(self.mask), "gpkg": self.gpkg,
-                 "gpkg_style": gpkg_qml(self.gpkg), "probabilities": self.probabilities,
-                 "quicklook": self.quicklook}
-        return {k: p for k, p in files.items() if p is not None}
-
-    def all(self) -> list[Path]:
-        return list(self.files().values())
-
-
-def expand_sources(items: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Scenes from arguments: paths (files, VRTs, folders of tiles), glob patterns such as
-    ``'tiles/*.tif'`` (quoted, so thousands of files pass no shell limit) and text lists
-    (``.txt``/``.lst``: one path or pattern per line, ``#`` comments)."""
-    scenes: list[str] = []
-    for item in items:
-        text = os.fspath(item)
-        if Path(text).suffix.lower() in LIST_SUFFIXES and Path(text).is_file():
-            try:
-                lines = Path(text).read_text().splitlines()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise InputError(f"cannot read the list of scenes ({exc})", text) from None
-            entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
-            if not entries:
-                raise InputError("lists no scene", text)
-            scenes += [s for e in entries for s in _expand_one(e)]
-        else:
-            scenes += _expand_one(text)
-    return scenes
-
-
-def _expand_one(text: str) -> list[str]:
-    # The '?' of a signed URL is no wildcard.
-    if not _remote(text) and glob.has_magic(text) and not Path(text).exists():
-        matches = sorted(glob.glob(text, recursive=True))
-        if not matches:
-            raise InputError("matches no file", text)
-        return matches
-    return [text]
-
-
-def scene_name(source: str | os.PathLike[str]) -> str:
-    """``data/scene_7.tif`` → ``scene_7``, ``ortho.2024-05.tif`` → ``ortho.2024-05``; a
-    folder of tiles is named after the folder."""
-    text = os.fspath(source)
-    if _remote(text):
-        text = text.split("?")[0]  # a signed URL's query is not part of the name
-    p = Path(text)
-    if p.is_dir():
-        return Path(os.path.abspath(p)).name
-    return p.stem if p.suffix.lower() in RASTER_SUFFIXES else p.name
-
-
-def _remote(text: str) -> bool:
-    return "://" in text or text.startswith("/vsi")
-
-
-def _absolute(scene: SceneOutputs) -> SceneOutputs:
-    """The scene with absolute paths, for workers that run in another directory."""
-    def absolute(p: Path | None) -> Path | None:
-        return None if p is None else Path(os.path.abspath(p))
-
-    source = scene.source if _remote(scene.source) else os.path.abspath(scene.source)
-    return SceneOutputs(scene.name, source,
-                        *(absolute(p) for p in (scene.mask, scene.gpkg, scene.probabilities,
-                                                scene.quicklook)))  # type: ignore[arg-type]
-
-
-def plan(sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
-         probabilities: bool, quicklook: bool) -> list[SceneOutputs]:
-    if not sources:
-        raise InputError("no input scene given")
-    out = Path(out_dir)
-    scenes, seen = [], {}
-    for src in sources:
-        name = scene_name(src)
-        if not name or name.startswith("."):
-            raise InputError("cannot name its outputs after it (give the file or folder by "
-                             "a name that does not start with a dot)", src)
-        if name in seen:
-            raise InputError(f"has the same name as {seen[name]}; their outputs would "
-                             f"collide in {out}", src)
-        seen[name] = str(src)
-        scenes.append(SceneOutputs(
-            name, str(src), out / f"{name}.mask.tif", out / f"{name}.gpkg",
-            out / f"{name}.prob.tif" if probabilities else None,
-            out / f"{name}.png" if quicklook else None))
-    return scenes
 
 
 @dataclass(frozen=True)
@@ -274,8 +166,9 @@ def run(
             _remove_stale_temps(scenes)
             jobs = [SceneJob(s, str(loaded.path), dict(predict_options), vector_options)
                     for s in todo]
+            started_scenes: set[str] = set()
             results = _execute(jobs, scheduler, workers, threads_per_worker,
-                               predict_options.get("device", "auto"), progress)
+                               predict_options.get("device", "auto"), progress, started_scenes)
             try:
                 with _signals() as stop:
                     for job, result in _progress(results, len(jobs), progress):
@@ -287,9 +180,10 @@ def run(
                         if stop.is_set():
                             raise KeyboardInterrupt
             except BaseException:
-                # A scene is in the folder whole or not at all: drop those left half done.
+                # A scene is in the folder whole or not at all: drop those left half done
+                # (scenes not begun yet keep whatever an earlier run left).
                 for scene in todo:
-                    if scene.name not in entries:
+                    if scene.name in started_scenes and scene.name not in entries:
                         _discard(scene)
                 raise
             finally:
@@ -391,15 +285,16 @@ def _progress(items: Iterator[Any], total: int, enabled: bool) -> Iterator[Any]:
 
 
 def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_per_worker: int,
-             device: str, progress: bool) -> Iterator[tuple[SceneJob, Any]]:
-    """Run the jobs; yields ``(job, journal entry or the exception it raised)`` as each ends."""
+             device: str, progress: bool, started: set[str]) -> Iterator[tuple[SceneJob, Any]]:
+    """Run the jobs; yields ``(job, journal entry or error)`` as each ends. The names of the
+    scenes begun so far are added to ``started``."""
     from geoseg.cluster import LOCAL_SCHEDULERS, client_for, model_resources, worker_threads
 
     if not jobs:
         return
     progress = progress and len(jobs) == 1  # a bar per scene; many scenes get one bar in all
     if scheduler in LOCAL_SCHEDULERS:
-        yield from _one_by_one(jobs, scheduler, workers, progress)
+        yield from _one_by_one(jobs, scheduler, workers, progress, started)
         return
     with client_for(scheduler, workers=workers, threads_per_worker=threads_per_worker) as client:
         try:
@@ -410,20 +305,22 @@ def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_
         # Too few scenes to fill the cluster: share out their tiles instead. Not on GPU
         # workers: there whole scenes keep one model task per GPU (tiles could not).
         if len(jobs) < worker_threads(client) and not model_resources(client, device):
-            yield from _one_by_one(jobs, client.scheduler.address, None, progress)
+            yield from _one_by_one(jobs, client.scheduler.address, None, progress, started)
         else:
-            yield from _on_cluster(client, jobs, device)
+            yield from _on_cluster(client, jobs, device, started)
 
 
-def _one_by_one(jobs: list[SceneJob], scheduler: str, workers: int | None,
-                progress: bool) -> Iterator[tuple[SceneJob, Any]]:
+def _one_by_one(jobs: list[SceneJob], scheduler: str, workers: int | None, progress: bool,
+                started: set[str]) -> Iterator[tuple[SceneJob, Any]]:
     for job in jobs:
         job = SceneJob(job.scene, job.model, job.predict_options, job.vector_options,
                        scheduler, workers, progress)
+        started.add(job.scene.name)
         yield job, vectorize_scene(job, predict_scene(job))
 
 
-def _on_cluster(client: Any, jobs: list[SceneJob], device: str) -> Iterator[tuple[SceneJob, Any]]:
+def _on_cluster(client: Any, jobs: list[SceneJob], device: str,
+                started: set[str]) -> Iterator[tuple[SceneJob, Any]]:
     """Scenes as tasks on a distributed cluster: as many in flight as keep its worker
     threads busy (counted again as workers come and go), no more."""
     from distributed import as_completed
@@ -438,13 +335,14 @@ def _on_cluster(client: Any, jobs: list[SceneJob], device: str) -> Iterator[tupl
     finished = as_completed(loop=client.loop)
 
     def submit(job: SceneJob) -> None:
-        job = SceneJob(_absolute(job.scene), job.model, job.predict_options,
-                       job.vector_options, *inner)
+        remote = SceneJob(absolute(job.scene), job.model, job.predict_options,
+                          job.vector_options, *inner)
         token = f"{job.scene.name}-{os.urandom(4).hex()}"
-        predicted = client.submit(predict_scene, job, key=f"geoseg-predict-{token}",
+        predicted = client.submit(predict_scene, remote, key=f"geoseg-predict-{token}",
                                   resources=resources, pure=False)
-        entry = client.submit(vectorize_scene, job, predicted, key=f"geoseg-vectorize-{token}",
-                              pure=False)
+        entry = client.submit(vectorize_scene, remote, predicted,
+                              key=f"geoseg-vectorize-{token}", pure=False)
+        started.add(job.scene.name)
         running[entry] = job
         finished.add(entry)
 

@@ -284,7 +284,7 @@ def test_scenes_from_a_yaml_config_with_globs(scenes, tmp_path):
     assert result.exit_code == 1 and "nothing-*.tif: matches no file" in result.output
     assert not (tmp_path / "o2").exists()
     # Dots in names are kept: these two do not collide.
-    from geoseg.batch import plan, scene_name
+    from geoseg.scenes import plan, scene_name
 
     assert scene_name("ortho.2024-05.tif") == "ortho.2024-05"
     assert [s.name for s in plan(["a/ortho.2024-05.tif", "a/ortho.2024-06.tif"], "o",

@@ -1,0 +1,127 @@
+"""Which scenes a batch run has, and where each one's outputs go.
+
+A scene is a GeoTIFF, a VRT or a folder of mosaic tiles; arguments may also be glob
+patterns or text lists of scenes. Each scene is named after its file (without the raster
+suffix) or folder, and its outputs are ``OUT/NAME.mask.tif``, ``OUT/NAME.gpkg`` and so on.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from geoseg.errors import InputError
+
+LIST_SUFFIXES = (".txt", ".lst")
+RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc", ".hdf", ".ecw", ".sid")
+
+
+@dataclass(frozen=True)
+class SceneOutputs:
+    """Where one scene's outputs go."""
+
+    name: str
+    source: str
+    mask: Path
+    gpkg: Path
+    probabilities: Path | None
+    quicklook: Path | None
+
+    def files(self) -> dict[str, Path]:
+        """Every output file by kind (styles included)."""
+        from geoseg.pipeline import qml_path as mask_qml
+        from geoseg.vector import qml_path as gpkg_qml
+
+        files = {"mask": self.mask, "mask_style": mask_qml(self.mask), "gpkg": self.gpkg,
+                 "gpkg_style": gpkg_qml(self.gpkg), "probabilities": self.probabilities,
+                 "quicklook": self.quicklook}
+        return {k: p for k, p in files.items() if p is not None}
+
+    def all(self) -> list[Path]:
+        return list(self.files().values())
+
+
+def expand_sources(items: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Scenes from arguments: paths (files, VRTs, folders of tiles), glob patterns such as
+    ``'tiles/*.tif'`` (quoted, so thousands of files pass no shell limit) and text lists
+    (``.txt``/``.lst``: one path or pattern per line, ``#`` comments)."""
+    scenes: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        if Path(text).suffix.lower() in LIST_SUFFIXES and Path(text).is_file():
+            try:
+                lines = Path(text).read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise InputError(f"cannot read the list of scenes ({exc})", text) from None
+            entries = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+            if not entries:
+                raise InputError("lists no scene", text)
+            scenes += [s for e in entries for s in _expand_one(e)]
+        else:
+            scenes += _expand_one(text)
+    return scenes
+
+
+def _expand_one(text: str) -> list[str]:
+    # The '?' of a signed URL is no wildcard.
+    if not is_remote(text) and glob.has_magic(text) and not Path(text).exists():
+        matches = sorted(glob.glob(text, recursive=True))
+        if not matches:
+            raise InputError("matches no file", text)
+        return matches
+    return [text]
+
+
+def scene_name(source: str | os.PathLike[str]) -> str:
+    """``data/scene_7.tif`` → ``scene_7``, ``ortho.2024-05.tif`` → ``ortho.2024-05``; a
+    folder of tiles is named after the folder."""
+    text = os.fspath(source)
+    if is_remote(text):
+        text = text.split("?")[0]  # a signed URL's query is not part of the name
+    p = Path(text)
+    if p.is_dir():
+        return Path(os.path.abspath(p)).name
+    return p.stem if p.suffix.lower() in RASTER_SUFFIXES else p.name
+
+
+def is_remote(text: str) -> bool:
+    """A URL or a GDAL virtual file system path (/vsicurl/, /vsis3/ ...), not a local file."""
+    return "://" in text or text.startswith("/vsi")
+
+
+def absolute(scene: SceneOutputs) -> SceneOutputs:
+    """The scene with absolute paths, for workers that run in another directory."""
+    def whole(p: Path | None) -> Path | None:
+        return None if p is None else Path(os.path.abspath(p))
+
+    source = scene.source if is_remote(scene.source) else os.path.abspath(scene.source)
+    return SceneOutputs(scene.name, source, Path(os.path.abspath(scene.mask)),
+                        Path(os.path.abspath(scene.gpkg)), whole(scene.probabilities),
+                        whole(scene.quicklook))
+
+
+def plan(sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
+         probabilities: bool, quicklook: bool) -> list[SceneOutputs]:
+    """Name each scene and place its outputs in ``out_dir``; two scenes of one name are an
+    error, as their outputs would collide."""
+    if not sources:
+        raise InputError("no input scene given")
+    out = Path(out_dir)
+    scenes, seen = [], {}
+    for src in sources:
+        name = scene_name(src)
+        if not name or name.startswith("."):
+            raise InputError("cannot name its outputs after it (give the file or folder by "
+                             "a name that does not start with a dot)", src)
+        if name in seen:
+            raise InputError(f"has the same name as {seen[name]}; their outputs would "
+                             f"collide in {out}", src)
+        seen[name] = str(src)
+        scenes.append(SceneOutputs(
+            name, str(src), out / f"{name}.mask.tif", out / f"{name}.gpkg",
+            out / f"{name}.prob.tif" if probabilities else None,
+            out / f"{name}.png" if quicklook else None))
+    return scenes
