@@ -158,7 +158,10 @@ def test_a_worker_killed_mid_run_changes_no_byte(scenes, reference, dask_cluster
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupted_run_leaves_whole_files_and_resumes(scenes, reference, tmp_path, sig):
-    run = geoseg("run", scenes / "*.tif", "-o", tmp_path, "--probabilities", "--no-progress")
+    # An earlier output of the last scene: the interrupted run never reaches it, so it stays.
+    (tmp_path / "scene_3.gpkg").write_bytes(b"earlier")
+    run = geoseg("run", scenes / "*.tif", "-o", tmp_path, "--probabilities", "--no-progress",
+                 "--overwrite")
     journal, deadline = tmp_path / JOURNAL, time.monotonic() + 120
     while run.poll() is None and time.monotonic() < deadline:
         if journal.exists() and '"event":"done"' in journal.read_text():
@@ -173,8 +176,11 @@ def test_an_interrupted_run_leaves_whole_files_and_resumes(scenes, reference, tm
     assert 1 <= len(done) < SCENES
     left = outputs(tmp_path)
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no temp file
-    # Whatever was written is whole: identical to the undisturbed run's file.
+    assert left.pop("scene_3.gpkg") == b"earlier"
+    # Whatever was written is whole: identical to the undisturbed run's file, and only
+    # finished scenes are there (a scene begun but unfinished leaves nothing).
     assert [n for n in left if left[n] != reference[n]] == []
+    assert {n.split(".")[0] for n in left} == set(done)
     kept = {n: os.stat(tmp_path / n).st_mtime_ns for n in left if n.split(".")[0] in done}
 
     result = invoke("run", scenes / "*.tif", "-o", tmp_path, "--probabilities", "--no-progress",
