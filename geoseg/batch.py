@@ -22,6 +22,7 @@ every scene and the area of each class over all of them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import itertools
 import json
@@ -164,17 +165,19 @@ def run(
             atomic.check_outputs([out / SUMMARY], overwrite=overwrite or bool(ours))
             journal.start(settings, [s.name for s in todo])
             _remove_stale_temps(scenes)
-            jobs = [SceneJob(s, str(loaded.path), dict(predict_options), vector_options)
-                    for s in todo]
+            jobs = [SceneJob(s, os.path.abspath(loaded.path), dict(predict_options),
+                             vector_options) for s in todo]
             started_scenes: set[str] = set()
+            by_name = {job.scene.name: job for job in jobs}
             results = _execute(jobs, scheduler, workers, threads_per_worker,
                                predict_options.get("device", "auto"), progress, started_scenes)
             try:
-                with _signals() as stop:
+                with contextlib.closing(results), _signals() as stop:
                     for job, result in _progress(results, len(jobs), progress):
                         # An interrupt may surface as another error from inside a library.
                         if stop.is_set() and _error_of(result):
                             raise KeyboardInterrupt
+                        job = by_name[job.scene.name]  # its paths as the user gave them
                         entries[job.scene.name] = entry = _record(journal, job, result)
                         say(_scene_line(entry))
                         if stop.is_set():
@@ -296,6 +299,8 @@ def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_
     if scheduler in LOCAL_SCHEDULERS:
         yield from _one_by_one(jobs, scheduler, workers, progress, started)
         return
+    # Workers may run in another directory: they get absolute paths.
+    jobs = [dataclasses.replace(j, scene=absolute(j.scene)) for j in jobs]
     with client_for(scheduler, workers=workers, threads_per_worker=threads_per_worker) as client:
         try:
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
@@ -335,8 +340,7 @@ def _on_cluster(client: Any, jobs: list[SceneJob], device: str,
     finished = as_completed(loop=client.loop)
 
     def submit(job: SceneJob) -> None:
-        remote = SceneJob(absolute(job.scene), job.model, job.predict_options,
-                          job.vector_options, *inner)
+        remote = dataclasses.replace(job, scheduler=inner[0], workers=inner[1])
         token = f"{job.scene.name}-{os.urandom(4).hex()}"
         predicted = client.submit(predict_scene, remote, key=f"geoseg-predict-{token}",
                                   resources=resources, pure=False)
@@ -351,16 +355,20 @@ def _on_cluster(client: Any, jobs: list[SceneJob], device: str,
         for job in itertools.islice(pending, max(0, limit - len(running))):
             submit(job)
 
-    top_up()
-    for future in finished:
-        job = running.pop(future)
-        try:
-            result = future.result()
-        except Exception as exc:  # the scene's error, KilledWorker, or a cancelled task
-            result = exc
-        future.release()
-        yield job, result
+    try:
         top_up()
+        for future in finished:
+            job = running.pop(future)
+            try:
+                result = future.result()
+            except Exception as exc:  # the scene's error, KilledWorker, or a cancelled task
+                result = exc
+            future.release()
+            yield job, result
+            top_up()
+    finally:  # stopped early: what has not started will not (what runs, runs to its end)
+        if running:
+            client.cancel(list(running), force=True)
 
 
 def _remove_stale_temps(scenes: list[SceneOutputs]) -> None:

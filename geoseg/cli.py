@@ -188,7 +188,9 @@ def _say_on(ctx: click.Context, text: str) -> None:
     try:
         _say(ctx, text)
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 @cli.command()
@@ -345,11 +347,11 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
         progress=sys.stderr.isatty() if progress is None else progress,
         report=lambda text: _say_on(ctx, text), tile_size=tile_size, overlap=overlap,
         batch_size=batch_size, device=device, bands=bands, tta=tta, allow_no_crs=allow_no_crs)
-    _say(ctx, format_summary(summary))
+    _say_on(ctx, format_summary(summary))
     kinds = ["NAME.mask.tif", "NAME.gpkg"] + ["NAME.prob.tif"] * probabilities + \
         ["NAME.png"] * quicklook
-    _say(ctx, f"outputs: {Path(out_dir)}/ ({', '.join(kinds)}, with .qml styles)")
-    _say(ctx, f"summary: {Path(out_dir) / SUMMARY}")
+    _say_on(ctx, f"outputs: {Path(out_dir)}/ ({', '.join(kinds)}, with .qml styles)")
+    _say_on(ctx, f"summary: {Path(out_dir) / SUMMARY}")
     failed = [s for s in summary["scenes"] if s["status"] == "failed"]
     if failed:
         first = f"{failed[0]['name']}: {failed[0]['error']}"

@@ -61,14 +61,20 @@ class ModelHandle:
 
     @classmethod
     def of_path(cls, card: str | os.PathLike[str]) -> ModelHandle:
-        """A handle on a saved model, by the path of its card."""
-        weights = card_and_weights(card)[1]
+        """A handle on a saved model, by the absolute path of its card (workers may run
+        elsewhere). Its fingerprint holds the card's content and the weights' size, time and
+        inode, so a process never reuses a model whose files changed since it loaded it."""
+        import hashlib
+
+        card_path, weights = card_and_weights(os.path.abspath(card))
         try:
-            # The weights' mtime keeps a long-lived worker from using a replaced file's old model.
-            stamp = weights.stat().st_mtime_ns
-        except OSError:
-            raise ModelError("weights file not found", weights) from None
-        return cls(fingerprint=f"{card}@{stamp}", path=str(card))
+            digest = hashlib.sha256(card_path.read_bytes()).hexdigest()[:16]
+            st = weights.stat()
+        except OSError as exc:
+            missing = card_path if exc.filename == str(card_path) else weights
+            raise ModelError(f"cannot read the model ({exc.strerror})", missing) from None
+        return cls(fingerprint=f"{card_path}@{digest}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}",
+                   path=str(card_path))
 
     def load(self) -> Model:
         if self.path is not None:

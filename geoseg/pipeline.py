@@ -236,8 +236,11 @@ def predict(
     spec, handle = model_reference(model)
     options = _options(spec, tile_size, overlap, batch_size, device, tta)
     check_bands(source, spec)
-    # Loads and checks the weights here, once per process: tasks in this process reuse it.
-    cached_predictor(handle, options.device, options.tta)
+    if scheduler in ("threads", "sync"):
+        # Loads and checks the weights now, once per process: the tasks here reuse them.
+        cached_predictor(handle, options.device, options.tta)
+    else:
+        handle.load()  # checks the weights now, on the CPU; each worker loads its own copy
     probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None)
     mask = class_mask(probs)
     if dst is None:

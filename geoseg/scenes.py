@@ -110,18 +110,20 @@ def plan(sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[s
     if not sources:
         raise InputError("no input scene given")
     out = Path(out_dir)
-    scenes, seen = [], {}
+    scenes: list[SceneOutputs] = []
+    owner: dict[str, str] = {}  # output file name -> the source that writes it
     for src in sources:
         name = scene_name(src)
         if not name or name.startswith("."):
             raise InputError("cannot name its outputs after it (give the file or folder by "
                              "a name that does not start with a dot)", src)
-        if name in seen:
-            raise InputError(f"has the same name as {seen[name]}; their outputs would "
-                             f"collide in {out}", src)
-        seen[name] = str(src)
-        scenes.append(SceneOutputs(
-            name, str(src), out / f"{name}.mask.tif", out / f"{name}.gpkg",
-            out / f"{name}.prob.tif" if probabilities else None,
-            out / f"{name}.png" if quicklook else None))
+        scene = SceneOutputs(name, str(src), out / f"{name}.mask.tif", out / f"{name}.gpkg",
+                             out / f"{name}.prob.tif" if probabilities else None,
+                             out / f"{name}.png" if quicklook else None)
+        for path in scene.all():  # x.tif and x.mask.tif would both write x.mask.qml
+            if path.name in owner:
+                raise InputError(f"would write {path.name} in {out}, as {owner[path.name]} "
+                                 f"does (rename one of them)", src)
+            owner[path.name] = str(src)
+        scenes.append(scene)
     return scenes

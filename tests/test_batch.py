@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from geoseg.cli import cli
+from geoseg.errors import InputError
 from geoseg.journal import JOURNAL
 from geoseg.synthetic import write_sample_data
 
@@ -104,18 +105,24 @@ def dask_cluster(tmp_path_factory):
 
 def test_tcp_cluster_gives_the_bytes_of_the_threads_scheduler(scenes, reference, dask_cluster,
                                                                tmp_path, monkeypatch):
-    # Relative paths, from a folder that is not the workers' working directory.
-    monkeypatch.chdir(scenes)
-    out = os.path.relpath(tmp_path, scenes)
-    result = invoke("run", "*.tif", "-o", out, "--probabilities", "--no-progress",
+    import shutil
+
+    from geoseg.model import bundled_path
+
+    # Relative paths (scenes, outputs, model), from a folder that is not the workers'.
+    shutil.copytree(bundled_path("default"), tmp_path / "model-copy")
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    result = invoke("run", os.path.relpath(scenes, tmp_path) + "/*.tif", "-o", "out",
+                    "--model", "model-copy", "--probabilities", "--no-progress",
                     "--scheduler", dask_cluster)
     assert result.exit_code == 0, result.output
     assert "4 scenes: 4 done, 0 skipped, 0 failed" in result.output
-    assert_same_outputs(tmp_path, reference)
+    assert_same_outputs(out, reference)
     # One scene, two worker threads: its tiles are shared out instead; same bytes again.
     one = tmp_path / "one"
-    result = invoke("run", "scene_2.tif", "-o", one, "--probabilities",
-                    "--scheduler", dask_cluster)
+    result = invoke("run", os.path.relpath(scenes / "scene_2.tif", tmp_path), "-o", "one",
+                    "--model", "model-copy", "--probabilities", "--scheduler", dask_cluster)
     assert result.exit_code == 0, result.output
     assert_same_outputs(one, {k: v for k, v in reference.items() if k.startswith("scene_2.")})
     # Every worker got geoseg's set-up (glibc's allocator tuned back: 2x faster tiles) and
@@ -297,6 +304,8 @@ def test_scenes_from_a_yaml_config_with_globs(scenes, tmp_path):
                                  probabilities=False, quicklook=False)] == \
         ["ortho.2024-05", "ortho.2024-06"]
     assert scene_name("/vsicurl/https://host/x.tif?sig=a") == "x"
+    with pytest.raises(InputError, match=r"would write x\.mask\.qml"):  # x's mask style
+        plan(["a/x.tif", "a/x.mask.tif"], "o", probabilities=False, quicklook=False)
 
 
 EXECUTING: dict[str, int] = {"now": 0, "most": 0, "seen": 0}

@@ -54,3 +54,24 @@ def test_in_memory_models_travel_as_bytes_and_load_identically(model):
     with torch.inference_mode():
         np.testing.assert_array_equal(loaded.network(x).numpy(), model.network(x).numpy())
     assert ModelHandle.of(copy) == handle and hash(ModelHandle.of(copy)) == hash(handle)
+
+
+def test_a_process_never_reuses_a_model_whose_files_changed(make_raster, tmp_path):
+    """Predict keeps one loaded model per process; an edited card or new weights are read
+    again (a card that no longer fits the weights is an error, as on a first load)."""
+    import json
+    import shutil
+
+    from geoseg.errors import ModelError
+    from geoseg.model import bundled_path
+
+    model = shutil.copytree(bundled_path("default"), tmp_path / "mine")
+    image = make_raster(data=np.random.default_rng(0).integers(1, 4000, (4, 64, 64), np.uint16))
+    first = ModelHandle.of_path(model / "model.json")
+    assert geoseg.predict(image, model=model).values.shape == (64, 64)
+    card = json.loads((model / "model.json").read_text())
+    card["classes"].append({"name": "extra", "color": [1, 2, 3]})
+    (model / "model.json").write_text(json.dumps(card))
+    assert ModelHandle.of_path(model / "model.json") != first
+    with pytest.raises(ModelError, match="weights do not match the model card"):
+        geoseg.predict(image, model=model)
