@@ -117,6 +117,9 @@ def plan(sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[s
         if not name or name.startswith("."):
             raise InputError("cannot name its outputs after it (give the file or folder by "
                              "a name that does not start with a dot)", src)
+        if f"{name}.mask.tif" in owner:
+            raise InputError(f"has the same name as {owner[f'{name}.mask.tif']}; their "
+                             f"outputs would collide in {out}", src)
         scene = SceneOutputs(name, str(src), out / f"{name}.mask.tif", out / f"{name}.gpkg",
                              out / f"{name}.prob.tif" if probabilities else None,
                              out / f"{name}.png" if quicklook else None)
