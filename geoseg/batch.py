@@ -134,18 +134,22 @@ def run(
     scene succeeded; ``report`` receives a line of text as each scene ends.
     """
     from geoseg.cluster import check_scheduler
-    from geoseg.model import load_model
+    from geoseg.inference import check_weights, model_reference
+    from geoseg.pipeline import IN_PROCESS
 
     check_scheduler(scheduler)
     say = report or (lambda _: None)
     started = time.perf_counter()
     scenes = plan(expand_sources(sources), out_dir, probabilities=probabilities,
                   quicklook=quicklook)
-    loaded = load_model(model)  # a bad model stops the run before any scene
-    assert loaded.path is not None
+    spec, handle = model_reference(model)
+    assert handle.path is not None  # a saved model: workers load it by its path
+    # A bad model stops the run before any scene (and scenes run here reuse this load).
+    check_weights(handle, predict_options.get("device", "auto"),
+                  bool(predict_options.get("tta")), in_process=scheduler in IN_PROCESS)
     vector_options = {"min_area": min_area, "simplify": simplify,
                       "classes": list(classes) if classes else None}
-    settings = {"model": loaded.spec.name, "model_sha256": _model_digest(loaded.path),
+    settings = {"model": spec.name, "model_sha256": _model_digest(handle.path),
                 "probabilities": probabilities, "quicklook": quicklook, **vector_options,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in predict_options.items()}}
     out = Path(out_dir)
@@ -165,8 +169,8 @@ def run(
             atomic.check_outputs([out / SUMMARY], overwrite=overwrite or bool(ours))
             journal.start(settings, [s.name for s in todo])
             _remove_stale_temps(scenes)
-            jobs = [SceneJob(s, os.path.abspath(loaded.path), dict(predict_options),
-                             vector_options) for s in todo]
+            jobs = [SceneJob(s, handle.path, dict(predict_options), vector_options)
+                    for s in todo]
             started_scenes: set[str] = set()
             by_name = {job.scene.name: job for job in jobs}
             results = _execute(jobs, scheduler, workers, threads_per_worker,
@@ -196,7 +200,7 @@ def run(
             with contextlib.suppress(OSError):
                 out.rmdir()
         raise
-    summary = _summary(loaded.spec.name, settings, [entries[s.name] for s in scenes], out,
+    summary = _summary(spec.name, settings, [entries[s.name] for s in scenes], out,
                        time.perf_counter() - started)
     with atomic.atomic_path(out / SUMMARY, overwrite=True) as tmp:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
@@ -231,12 +235,12 @@ def _still_to_do(scenes: list[SceneOutputs], journal: Journal,
     todo = []
     for scene in scenes:
         record = finished.get(scene.name)
-        why = journal.still_done(record, scene.source) if record else "new"
-        if record is not None and why is None:
-            entries[scene.name] = {**record, "status": "skipped"}
-            say(f"skipped {scene.name} (finished by an earlier run)")
-            continue
         if record is not None:
+            why = journal.still_done(record, scene.source)
+            if why is None:
+                entries[scene.name] = {**record, "status": "skipped"}
+                say(f"skipped {scene.name} (finished by an earlier run)")
+                continue
             say(f"redo    {scene.name} ({why})")
         todo.append(scene)
     return todo
@@ -392,7 +396,7 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def _model_digest(card: Path) -> str:
+def _model_digest(card: str) -> str:
     from geoseg.journal import sha256
     from geoseg.model import card_and_weights
 

@@ -148,6 +148,16 @@ def model_reference(model: str | os.PathLike[str] | Model) -> tuple[ModelSpec, M
     return read_spec(card), ModelHandle.of_path(card)
 
 
+def check_weights(handle: ModelHandle, device: str, tta: bool, *, in_process: bool) -> None:
+    """Load a model's weights now, so that a bad file fails before any work. When this
+    process runs the tasks (``in_process``) the load goes into the cache they use;
+    otherwise it is a CPU load thrown away (each worker loads its own copy)."""
+    if in_process:
+        cached_predictor(handle, select_device(device), tta)
+    else:
+        handle.load()
+
+
 @lru_cache(maxsize=4)
 def cached_predictor(handle: ModelHandle, device: str, tta: bool) -> Predictor:
     """One predictor per (model, device, tta) per process: workers load the model once."""

@@ -51,13 +51,14 @@ def source_stamp(source: str | os.PathLike[str]) -> list[list[Any]]:
 class Journal:
     """An open journal (use :func:`open_journal`)."""
 
-    def __init__(self, path: Path, handle: TextIO, records: list[dict[str, Any]]) -> None:
+    def __init__(self, path: Path, handle: TextIO, records: list[dict[str, Any]], *,
+                 replace: bool = False, torn: bool = False) -> None:
         self.path = path
         self._handle = handle
         self.records = records
         self.started = False
-        self._replace = False  # an earlier run's journal, to be emptied on start (overwrite)
-        self._torn = False  # the last line was cut short by a crash
+        self._replace = replace  # an earlier run's journal, to be emptied on start (overwrite)
+        self._torn = torn  # the last line was cut short by a crash
 
     def start(self, settings: dict[str, Any], scenes: list[str]) -> None:
         """Record that a run (or a resumed one) begins, with the scenes it will compute."""
@@ -75,11 +76,6 @@ class Journal:
         self._handle.write(line + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
-
-    def settings(self) -> dict[str, Any] | None:
-        """The settings of the run that wrote this journal (its first ``run`` line)."""
-        return next((r["settings"] for r in self.records
-                     if r.get("event") == "run" and "settings" in r), None)
 
     def finished_any(self) -> bool:
         """Whether any scene ended (done or failed) in this journal."""
@@ -138,7 +134,7 @@ def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, r
         if records and not resume and not overwrite:
             raise OutputExistsError("exists already: this folder holds an earlier run "
                                     "(use --resume to finish it, --overwrite to redo it)", path)
-        earlier = Journal(path, handle, records).settings() if resume else None
+        earlier = _settings(records) if resume else None
         if earlier is not None and earlier != settings:
             if not overwrite:
                 changed = sorted(k for k in {*earlier, *settings}
@@ -147,21 +143,26 @@ def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, r
                                  f"differ); resume with the same options, or use --overwrite",
                                  path)
             resume = False  # other settings and --overwrite: start again
-        journal = Journal(path, handle, records if resume else [])
-        journal._replace = bool(records) and not resume
-        journal._torn = bool(text) and not text.endswith("\n")
+        journal = Journal(path, handle, records if resume else [],
+                          replace=bool(records) and not resume,
+                          torn=bool(text) and not text.endswith("\n"))
+        failed = False
         try:
             yield journal
         except BaseException:
-            # A run that failed before any scene ended leaves no journal it created.
-            if not text and not journal.finished_any():
-                with contextlib.suppress(OSError):
-                    path.unlink()
+            failed = True
             raise
         finally:
-            if not journal.started and not text:
+            # A journal this run created goes again if the run ended before any scene did.
+            if not text and not journal.finished_any() and (failed or not journal.started):
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+def _settings(records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The settings of the run that wrote a journal (its first ``run`` line)."""
+    return next((r["settings"] for r in records
+                 if r.get("event") == "run" and "settings" in r), None)
 
 
 def _parse(text: str) -> list[dict[str, Any]]:

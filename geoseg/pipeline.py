@@ -22,7 +22,7 @@ import numpy as np
 
 from geoseg import atomic, raster, styles
 from geoseg.errors import GeoSegError, InputError
-from geoseg.inference import ModelHandle, cached_predictor, model_reference
+from geoseg.inference import ModelHandle, cached_predictor, check_weights, model_reference
 from geoseg.model import Model, ModelSpec
 from geoseg.tiling import TileGrid
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 NODATA = styles.NODATA_CLASS
 PROB_NODATA = 255
 PROB_SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
+IN_PROCESS = ("threads", "sync")  # schedulers whose tasks run in the calling process
 BAND_TILES = 32  # tile columns per band of the sweep (bounds memory for wide rasters)
 LOOKAHEAD_ROWS = 2  # tile row r waits for block row r - 2 (block row i needs tile row i + 1)
 
@@ -236,11 +237,7 @@ def predict(
     spec, handle = model_reference(model)
     options = _options(spec, tile_size, overlap, batch_size, device, tta)
     check_bands(source, spec)
-    if scheduler in ("threads", "sync"):
-        # Loads and checks the weights now, once per process: the tasks here reuse them.
-        cached_predictor(handle, options.device, options.tta)
-    else:
-        handle.load()  # checks the weights now, on the CPU; each worker loads its own copy
+    check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS)
     probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None)
     mask = class_mask(probs)
     if dst is None:
