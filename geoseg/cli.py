@@ -37,7 +37,7 @@ class GeoSegGroup(click.Group):
             click.echo(f"Error: interrupted{hint}", err=True)
             ctx.exit(130)
         except BrokenPipeError:  # e.g. `geoseg info x.tif | head`: the reader left, not an error
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            _stdout_to_devnull()
             ctx.exit(0)
         except Exception as exc:
             if ctx.params.get("debug"):
@@ -188,9 +188,19 @@ def _say_on(ctx: click.Context, text: str) -> None:
     try:
         _say(ctx, text)
     except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        _stdout_to_devnull()
+
+
+def _stdout_to_devnull() -> None:
+    """After the reader of stdout left: later output goes nowhere instead of failing."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+def _show_progress(flag: bool | None) -> bool:
+    """``--progress/--no-progress``, by default on when stderr is a terminal."""
+    return sys.stderr.isatty() if flag is None else flag
 
 
 @cli.command()
@@ -223,7 +233,7 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
         list(src), dst, model, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
         device=device, bands=bands, tta=tta, probabilities_path=probabilities,
         quicklook=quicklook, overwrite=overwrite, scheduler=scheduler, workers=workers,
-        allow_no_crs=allow_no_crs, progress=sys.stderr.isatty() if progress is None else progress,
+        allow_no_crs=allow_no_crs, progress=_show_progress(progress),
     )
     seconds = time.perf_counter() - started
     height, width = mask.shape
@@ -288,7 +298,7 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
         mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
         classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,
         scheduler=scheduler, workers=workers,
-        progress=sys.stderr.isatty() if progress is None else progress)
+        progress=_show_progress(progress))
     tally = vec.write_gpkg(batches, dst, layer_name=layer, overwrite=overwrite)
     seconds = time.perf_counter() - started
     _say(ctx, f"polygons: {dst} ({tally.polygons.sum()} polygons, {seconds:.1f} s)")
@@ -344,7 +354,7 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
         min_area=min_area, simplify=simplify, classes=classes, overwrite=overwrite,
         resume=resume, scheduler=scheduler, workers=workers,
         threads_per_worker=threads_per_worker,
-        progress=sys.stderr.isatty() if progress is None else progress,
+        progress=_show_progress(progress),
         report=lambda text: _say_on(ctx, text), tile_size=tile_size, overlap=overlap,
         batch_size=batch_size, device=device, bands=bands, tta=tta, allow_no_crs=allow_no_crs)
     _say_on(ctx, format_summary(summary))
@@ -482,7 +492,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], 
         encoder_depth=encoder_depth, val_fraction=val_fraction, jitter=jitter, epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, patience=patience,
         seed=seed, device=device, resume=resume, overwrite=overwrite,
-        progress=sys.stderr.isatty() if progress is None else progress)
+        progress=_show_progress(progress))
     metrics = model.spec.metrics
     _say(ctx, f"model: {Path(out) / 'model.json'} (validation mIoU {metrics['val_miou']:.4f}, "
               f"epoch {metrics['best_epoch']})")
