@@ -130,19 +130,18 @@ def client_for(scheduler: str, *, workers: int | None = None,
 
     from geoseg.workers import GeosegWorker
 
-    if scheduler == "local":
+    with contextlib.ExitStack() as stack:
         # Not the default client: geoseg passes it around and leaves dask's config alone.
-        with _local_cluster(workers, threads_per_worker) as cluster, \
-                Client(cluster, set_as_default=False) as client:
+        if scheduler == "local":
+            cluster = stack.enter_context(_local_cluster(workers, threads_per_worker))
+            client = stack.enter_context(Client(cluster, set_as_default=False))
             print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
-            client.register_plugin(GeosegWorker())
-            yield client
-        return
-    try:
-        client = Client(scheduler, timeout="10s", set_as_default=False)
-    except OSError as exc:
-        raise InputError(f"cannot reach Dask scheduler {scheduler} ({exc})") from None
-    with client:
+        else:
+            try:
+                client = Client(scheduler, timeout="10s", set_as_default=False)
+            except OSError as exc:
+                raise InputError(f"cannot reach Dask scheduler {scheduler} ({exc})") from None
+            stack.enter_context(client)
         client.register_plugin(GeosegWorker())
         yield client
 
