@@ -52,10 +52,8 @@ class ModelHandle:
     weights: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
-    def of(cls, model: Model, *, by_path: bool = True) -> ModelHandle:
-        """A handle that reloads ``model`` from its file (``by_path``) or carries its bytes."""
-        if by_path and model.path is not None:
-            return cls.of_path(model.path)
+    def of(cls, model: Model) -> ModelHandle:
+        """A handle that carries an in-memory model's bytes (it may differ from any file)."""
         card, weights = model.to_bytes()  # serialized once: shipped and hashed
         return cls(fingerprint=fingerprint_of(card, weights), card=card, weights=weights)
 
@@ -143,7 +141,7 @@ def model_reference(model: str | os.PathLike[str] | Model) -> tuple[ModelSpec, M
     came from); a name or path travels as that path.
     """
     if isinstance(model, Model):
-        return model.spec, ModelHandle.of(model, by_path=False)
+        return model.spec, ModelHandle.of(model)
     card = resolve_model_path(model)
     return read_spec(card), ModelHandle.of_path(card)
 
