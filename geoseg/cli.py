@@ -87,7 +87,8 @@ def model_options(f: F) -> F:
     f = click.option("--batch-size", type=click.IntRange(min=1), default=None,
                      help="Tiles per model call [default: 1 on CPU, 16 on CUDA].")(f)
     f = click.option("--overlap", type=click.IntRange(min=0), default=None,
-                     help="Overlap between tiles in pixels, at most half a tile [default: tile size / 8].")(f)
+                     help="Overlap between tiles in pixels, at most half a tile "
+                          "[default: 32, more for deeper models, at most a quarter tile].")(f)
     f = click.option("--tile-size", type=click.IntRange(min=1), default=None,
                      help="Tile size in pixels [default: the model's].")(f)
     return click.option("--model", "model", default="default", show_default=True,

@@ -6,10 +6,12 @@ Workers never receive a network through the task graph; they receive a small
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import numpy as np
 
@@ -24,6 +26,9 @@ from geoseg.model import (
     read_spec,
     resolve_model_path,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 Device = Literal["auto", "cpu", "cuda"]
 DEVICES: tuple[str, ...] = get_args(Device)
@@ -86,7 +91,13 @@ class ModelHandle:
 
 
 class Predictor:
-    """Normalizes tiles, runs the network on a device, returns class probabilities."""
+    """Normalizes raw tiles and runs the network on a device; returns class probabilities.
+
+    Everything per pixel after reading happens on the device: tiles travel in their own
+    dtype (uint16 is half the bytes of float32), are normalized there, and come back as
+    probabilities already multiplied by their blend weights. The predictor takes the
+    model over: its network moves to the device, in channels-last memory format.
+    """
 
     def __init__(self, model: Model, device: str = "auto", *, tta: bool = False) -> None:
         import torch
@@ -95,29 +106,46 @@ class Predictor:
         self.device = torch.device(select_device(device))
         self.tta = tta
         self.cuda = self.device.type == "cuda"
-        network = model.network.to(self.device).eval()
         if self.cuda:
-            network = network.to(memory_format=torch.channels_last)
-        self.network = network
-        self.mean = np.asarray(self.spec.mean, dtype=np.float32)[:, None, None]
-        self.inv_std = (1.0 / np.asarray(self.spec.std, dtype=np.float32))[:, None, None]
+            torch.backends.cudnn.benchmark = True  # tiles have one shape: pick the fastest kernels
+        # channels-last runs these convolutions ~1.5x faster on CPU too (oneDNN) as on GPU.
+        self.network = model.network.to(self.device).eval().to(memory_format=torch.channels_last)
+        shape = (1, len(self.spec.bands), 1, 1)
+        self.mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device)
+        self.mean = self.mean.view(shape)
+        self.inv_std = 1.0 / torch.tensor(self.spec.std, dtype=torch.float32, device=self.device)
+        self.inv_std = self.inv_std.view(shape)
+        self._local = threading.local()  # a CUDA stream per calling thread
 
-    def normalize(self, tiles: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-        """``(B, bands, H, W)`` raw values → normalized float32; invalid pixels become 0 (the mean)."""
-        x = (tiles.astype(np.float32, copy=False) - self.mean) * self.inv_std
-        if valid is not None:
-            x = np.where(valid[:, None], x, np.float32(0))
-        return x
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Normalized ``(B, bands, H, W)`` float32 → softmax probabilities ``(B, classes, H, W)``."""
+    def to_device(self, a: np.ndarray) -> torch.Tensor:
         import torch
 
-        with torch.inference_mode():
-            t = torch.from_numpy(np.ascontiguousarray(x))
-            if self.cuda:
-                t = t.pin_memory().to(self.device, non_blocking=True)
-                t = t.contiguous(memory_format=torch.channels_last)
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if self.cuda:
+            t = t.pin_memory().to(self.device, non_blocking=True)
+        return t
+
+    def normalize(self, tiles: np.ndarray, valid: np.ndarray | None = None) -> torch.Tensor:
+        """``(B, bands, H, W)`` raw values → normalized float32 on the device (channels-last);
+        invalid pixels become 0 (the band mean)."""
+        import torch
+
+        # The fastest order on CPU (~4x the naive one): convert, scale, fill only when some
+        # pixel is invalid (most tiles have none), and change layout last.
+        x = (self.to_device(tiles).to(torch.float32) - self.mean) * self.inv_std
+        if valid is not None and not valid.all():
+            x.masked_fill_(~self.to_device(valid)[:, None], 0.0)
+        return x.contiguous(memory_format=torch.channels_last)
+
+    def predict_proba(self, tiles: np.ndarray, valid: np.ndarray | None = None,
+                      weights: np.ndarray | None = None,
+                      dtype: type[np.floating[Any]] = np.float32) -> np.ndarray:
+        """Raw ``(B, bands, H, W)`` tiles (any real dtype) → softmax probabilities
+        ``(B, classes, H, W)`` as ``dtype``, times ``weights`` ``(B, H, W)`` when given."""
+        import torch
+
+        with torch.inference_mode(), self._stream():
+            t = self.normalize(tiles, valid)
             flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
             total = None
             for dims in flips:
@@ -131,7 +159,51 @@ class Predictor:
             assert total is not None
             if len(flips) > 1:
                 total /= len(flips)
-            return total.cpu().numpy()
+            if weights is not None:
+                total *= self.to_device(weights)[:, None]
+            out = total.to(getattr(torch, np.dtype(dtype).name)).contiguous()  # on the device
+            return out.cpu().numpy()
+
+    def _stream(self) -> contextlib.AbstractContextManager[object]:
+        """On CUDA, this thread's own stream, so one task's copies overlap another's compute."""
+        import torch
+
+        if not self.cuda:
+            return contextlib.nullcontext()
+        stream = getattr(self._local, "stream", None)
+        if stream is None:
+            stream = self._local.stream = torch.cuda.Stream(self.device)
+        return torch.cuda.stream(stream)
+
+
+def task_threads(scheduler: str, workers: int | None) -> int | None:
+    """Torch threads for each CPU model task so that the tasks running at once share the
+    cores instead of each taking all of them (2 tasks × 2 threads on 2 cores ran the
+    default model 10-30 % slower than 2 × 1). At most what torch has in this thread, so a
+    limit the caller set with ``torch.set_num_threads`` holds. ``None`` on a distributed
+    cluster, whose worker processes start with ``OMP_NUM_THREADS=1`` already."""
+    import torch
+
+    from geoseg.cluster import LOCAL_SCHEDULERS
+
+    if scheduler not in LOCAL_SCHEDULERS:
+        return None
+    cores = min(torch.get_num_threads(), os.cpu_count() or 1)
+    at_once = 1 if scheduler == "sync" else workers or os.cpu_count() or 1
+    return max(1, cores // at_once)
+
+
+def use_threads(n: int | None) -> None:
+    """Give torch ``n`` intra-op threads in the calling thread (a task's worker thread).
+
+    Torch keeps this per thread, and new threads start from the last value set.
+    """
+    if n is None:
+        return
+    import torch
+
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
 
 
 def model_reference(model: str | os.PathLike[str] | Model) -> tuple[ModelSpec, ModelHandle]:

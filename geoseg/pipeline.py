@@ -22,7 +22,13 @@ import numpy as np
 
 from geoseg import atomic, raster, styles
 from geoseg.errors import GeoSegError, InputError
-from geoseg.inference import ModelHandle, cached_predictor, check_weights, model_reference
+from geoseg.inference import (
+    ModelHandle,
+    cached_predictor,
+    check_weights,
+    model_reference,
+    use_threads,
+)
 from geoseg.model import Model, ModelSpec
 from geoseg.tiling import TileGrid
 
@@ -34,8 +40,10 @@ NODATA = styles.NODATA_CLASS
 PROB_NODATA = 255
 PROB_SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
 IN_PROCESS = ("threads", "sync")  # schedulers whose tasks run in the calling process
-BAND_TILES = 32  # tile columns per band of the sweep (bounds memory for wide rasters)
+BAND_PIXELS = 8192  # width of a band of the sweep (bounds memory for wide rasters)
 LOOKAHEAD_ROWS = 2  # tile row r waits for block row r - 2 (block row i needs tile row i + 1)
+CONTEXT_STRIDES = 4  # default overlap: this many strides of the network's coarsest level
+TILE_DTYPE = np.float16  # tile results between tasks: half the memory, blended in float32
 
 
 @dataclass(frozen=True)
@@ -47,27 +55,30 @@ class PredictOptions:
     batch_size: int = 1
     device: str = "cpu"
     tta: bool = False
+    threads: int | None = None  # torch intra-op threads per task (None: leave torch's own)
 
 
 def _infer_batch(source: raster.Source, grid: TileGrid, ids: Sequence[tuple[int, int]],
                  handle: ModelHandle, options: PredictOptions,
                  after: object = None) -> tuple[np.ndarray, np.ndarray]:
-    """Read, normalize and predict a batch of tiles; returns (weighted probs, valid masks).
+    """Read, normalize and predict a batch of tiles; returns (weighted probs as
+    :data:`TILE_DTYPE`, valid masks).
 
     ``after`` only orders the task behind a gate; its value is unused.
     """
     predictor = cached_predictor(handle, options.device, options.tta)
+    use_threads(options.threads)
     tiles = [grid.tile(i, j) for i, j in ids]
     with source.open() as ds:
-        reads = [raster.read_window(ds, source, t.row, t.col, t.size, t.size) for t in tiles]
+        reads = [raster.read_window(ds, source, t.row, t.col, t.size, t.size, native=True)
+                 for t in tiles]
     valid = np.stack([v for _, v in reads])
     if not valid.any():  # all nodata (e.g. outside a scene's footprint): nothing to predict
         n_classes = len(predictor.spec.classes)
-        return np.zeros((len(tiles), n_classes, grid.size, grid.size), np.float32), valid
-    x = predictor.normalize(np.stack([d for d, _ in reads]), valid)
-    probs = predictor.predict_proba(x)
-    for k, tile in enumerate(tiles):
-        probs[k] *= grid.blend_weights(tile)
+        return np.zeros((len(tiles), n_classes, grid.size, grid.size), TILE_DTYPE), valid
+    weights = np.stack([grid.blend_weights(t) for t in tiles])
+    probs = predictor.predict_proba(np.stack([d for d, _ in reads]), valid, weights,
+                                    dtype=TILE_DTYPE)
     return probs, valid
 
 
@@ -110,9 +121,9 @@ def probabilities(source: raster.Source, handle: ModelHandle, n_classes: int,
                   options: PredictOptions, *, sweep: bool = False) -> da.Array:
     """Lazy blended class probabilities ``(classes, height, width)`` float32 (NaN = nodata).
 
-    With ``sweep`` (for writing the whole raster) the graph sweeps it in bands of
-    :data:`BAND_TILES` tile columns, row by row: tiles at a band's sides are predicted
-    again by the next band (≤ 2 / BAND_TILES extra work, none for rasters narrower than
+    With ``sweep`` (for writing the whole raster) the graph sweeps it in bands about
+    :data:`BAND_PIXELS` wide, row by row: tiles at a band's sides are predicted again by
+    the next band (2 tiles per band of 17 at 512 px tiles, none for rasters narrower than
     one band) and each row of tiles waits for the blocks :data:`LOOKAHEAD_ROWS` rows above
     it. So the tile results alive at any time are a few rows of one band, whatever the
     raster's size. Without it every block depends only on its neighbouring tiles, so a
@@ -130,7 +141,7 @@ def probabilities(source: raster.Source, handle: ModelHandle, n_classes: int,
     model_key = f"geoseg-model-{token}"
     dsk: dict[Any, Any] = {model_key: handle}
     rows, cols = grid.shape
-    band = BAND_TILES if sweep else cols
+    band = max(2, BAND_PIXELS // grid.stride) if sweep else cols
     step = 0
     for first in range(0, cols, band):
         block_cols = range(first, min(first + band, cols))
@@ -165,9 +176,16 @@ def class_mask(probs: da.Array) -> da.Array:
 
 
 def _argmax_block(p: np.ndarray) -> np.ndarray:
-    nodata = np.isnan(p[0])
-    out = np.argmax(np.nan_to_num(p, nan=0.0), axis=0).astype(np.uint8)
-    out[nodata] = NODATA
+    # A running maximum over the few class planes: ~1.5x faster than np.argmax(axis=0) on
+    # (C, h, w), and the first class wins ties as there. NaN (nodata) never compares larger.
+    out = np.zeros(p.shape[1:], np.uint8)
+    best = p[0].copy()
+    larger = np.empty(p.shape[1:], bool)
+    for c in range(1, len(p)):
+        np.greater(p[c], best, out=larger)
+        np.copyto(out, np.uint8(c), where=larger)
+        np.maximum(best, p[c], out=best)
+    out[np.isnan(p[0])] = NODATA
     return out
 
 
@@ -235,7 +253,7 @@ def predict(
                              overwrite=overwrite)
     source = raster.open_source(src, bands=bands, allow_no_crs=allow_no_crs)
     spec, handle = model_reference(model)
-    options = _options(spec, tile_size, overlap, batch_size, device, tta)
+    options = _options(spec, tile_size, overlap, batch_size, device, tta, scheduler, workers)
     check_bands(source, spec)
     check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS)
     probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None)
@@ -254,8 +272,9 @@ def predict(
 
 
 def _options(spec: ModelSpec, tile_size: int | None, overlap: int | None, batch_size: int | None,
-             device: str, tta: bool) -> PredictOptions:
-    from geoseg.inference import select_device
+             device: str, tta: bool, scheduler: str = "threads",
+             workers: int | None = None) -> PredictOptions:
+    from geoseg.inference import select_device, task_threads
 
     device = select_device(device)
     if batch_size is None:  # CPUs are fastest on one tile at a time; GPUs want full batches
@@ -268,9 +287,12 @@ def _options(spec: ModelSpec, tile_size: int | None, overlap: int | None, batch_
         raise InputError(f"tile size {size} is too large (at most 8192 pixels)")
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    ov = size // 8 if overlap is None else overlap
+    # Tile borders are poor for a few strides of the coarsest level, whatever the tile size.
+    context = CONTEXT_STRIDES * spec.size_multiple
+    ov = min(size // 4, max(32, context)) if overlap is None else overlap
     TileGrid(1, 1, size, ov)  # validates tile size and overlap
-    return PredictOptions(size, ov, batch_size, device, tta)
+    threads = task_threads(scheduler, workers) if device == "cpu" else None
+    return PredictOptions(size, ov, batch_size, device, tta, threads)
 
 
 def check_bands(source: raster.Source, spec: ModelSpec) -> None:

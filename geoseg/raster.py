@@ -300,15 +300,21 @@ def _xml_number(value: float) -> str:
 
 def read_window(
     ds: rasterio.io.DatasetReader, source: Source, row: int, col: int, height: int, width: int,
+    *, native: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a window that may extend past the raster; the outside is filled by reflection.
 
-    Returns ``(data float32 (bands, height, width), valid bool (height, width))``; pixels
-    that are nodata, masked or not finite are ``valid == False`` (and so is the outside).
+    Returns ``(data (bands, height, width), valid bool (height, width))``; pixels that are
+    nodata, masked or not finite (in float32) are ``valid == False``, and so is the outside.
+    Data is float32, or with ``native`` integers stay in their own dtype (a smaller copy
+    for the device to convert).
     """
-    raw, valid = read_clipped(ds, source, row, col, height, width, fill="reflect")
-    data = raw.astype(np.float32)
-    valid &= np.all(np.isfinite(data), axis=0)
+    data, valid = read_clipped(ds, source, row, col, height, width, fill="reflect")
+    integers = data.dtype.kind in "iub"
+    if not (integers and native):
+        data = data.astype(np.float32, copy=False)
+    if not integers:
+        valid &= np.all(np.isfinite(data), axis=0)
     return data, valid
 
 

@@ -87,7 +87,7 @@ def train(
         name=folder.name or "model", bands=_band_names(first), mean=tuple(mean), std=tuple(std),
         classes=tuple(ClassInfo(n, c) for n, c in zip(names, colors, strict=True)),
         encoder=encoder, encoder_depth=encoder_depth,
-        decoder_channels=DECODER[-encoder_depth:], tile_size=max(chip_size, 256),
+        decoder_channels=DECODER[-encoder_depth:], tile_size=max(chip_size, 512),
         resolution=_resolution(first), description=(
             f"Trained by geoseg on {len(pairs)} image(s): "
             + ", ".join(Path(p.image.name).name for p in pairs)))

@@ -25,11 +25,12 @@ def whole_image_prediction(path, model):
         data = ds.read().astype(np.float32)
         valid = ds.dataset_mask() > 0
     predictor = Predictor(model, "cpu")
-    x = predictor.normalize(data[None], valid[None])
     m = model.spec.size_multiple
     h, w = data.shape[1:]
-    x = np.pad(x, ((0, 0), (0, 0), (0, -h % m), (0, -w % m)), mode="reflect")
-    classes = predictor.predict_proba(x)[0, :, :h, :w].argmax(axis=0).astype(np.uint8)
+    pad = ((0, -h % m), (0, -w % m))
+    x = np.pad(data, ((0, 0), *pad), mode="reflect")[None]
+    ok = np.pad(valid, pad, mode="reflect")[None]
+    classes = predictor.predict_proba(x, ok)[0, :, :h, :w].argmax(axis=0).astype(np.uint8)
     classes[~valid] = 255
     return classes
 
@@ -197,7 +198,7 @@ def test_an_existing_scheduler_address_gives_the_same_mask(make_scene, tmp_path)
 def test_sweep_in_bands_gives_the_same_mask(make_scene, model, monkeypatch, tmp_path):
     path, _ = make_scene(300, 500)
     lazy = geoseg.predict(path, model=model, tile_size=64).values
-    monkeypatch.setattr(pipeline, "BAND_TILES", 3)  # 9 tile columns -> 3 bands
+    monkeypatch.setattr(pipeline, "BAND_PIXELS", 3 * 48)  # stride 48: 11 tile columns -> 4 bands
     banded = geoseg.predict(path, tmp_path / "m.tif", model=model, tile_size=64).values
     np.testing.assert_array_equal(banded, lazy)
 
@@ -237,7 +238,7 @@ def test_writing_keeps_tile_results_alive_bounded_whatever_the_raster(make_scene
         return probs, valid
 
     monkeypatch.setattr(pipeline, "_infer_batch", counting)
-    monkeypatch.setattr(pipeline, "BAND_TILES", 4)
+    monkeypatch.setattr(pipeline, "BAND_PIXELS", 4 * 24)  # stride 24: bands of 4 tile columns
     path, _ = make_scene(size, size, nodata_corner=False)
     geoseg.predict(path, path.with_name("mask.tif"), model=model, tile_size=32, overlap=8)
     # A few rows of one band (4 columns + its two side columns), however large the raster;

@@ -84,7 +84,7 @@ def test_a_model_trained_on_real_sentinel2_reflectances_works_end_to_end(sentine
                          steps_per_epoch=25, batch_size=4, val_fraction=0.25, jitter=0.0)
     spec = geoseg.load_model(tmp_path / "s2model").spec
     assert spec.bands == BANDS and spec.class_names == CLASSES
-    assert spec.resolution == 10.0 and spec.tile_size == 256
+    assert spec.resolution == 10.0 and spec.tile_size == 512
     assert all(1 < m < 1e4 for m in spec.mean)  # reflectance x 10000, as stored
     assert spec.metrics["val_miou"] == model.spec.metrics["val_miou"]
     mask = tmp_path / "s2.mask.tif"
