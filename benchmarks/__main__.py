@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = {"memory": "benchmarks.memory", "vectorize": "benchmarks.vectorize",
+BENCHMARKS = {"efficiency": "benchmarks.efficiency", "model": "benchmarks.model",
+              "peers": "benchmarks.peers", "memory": "benchmarks.memory",
+              "vectorize": "benchmarks.vectorize",
               "batch": "benchmarks.batch"}
 
 
