@@ -30,7 +30,12 @@ demo: install
 test: install
 	$(BIN)/python -m pytest
 
-bench: install
+# TorchGeo (a peer) and py-spy come only with the benchmarks.
+$(VENV)/.bench-stamp: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-stamp
 	$(BIN)/python -m benchmarks
 
 lint: install

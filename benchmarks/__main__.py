@@ -6,7 +6,7 @@ import argparse
 import importlib
 
 BENCHMARKS = {"efficiency": "benchmarks.efficiency", "model": "benchmarks.model",
-              "peers": "benchmarks.peers", "memory": "benchmarks.memory",
+              "peers": "benchmarks.peers", "scaling": "benchmarks.scaling",
               "vectorize": "benchmarks.vectorize",
               "batch": "benchmarks.batch"}
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--overlap", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--workers", type=int, help="threads of the pool (default: all cores)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--scene", type=Path, help="an existing scene to use (default: "
                         "generate one of --size, 4-band uint16, data everywhere)")
     args = parser.parse_args(argv)
@@ -74,9 +75,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
         predict(warm, Path(tmp, "warm.tif"))  # imports, thread pool, kernels chosen
         model_rounds, pipeline_rounds = [], []
-        for _ in range(args.rounds):
+        for k in range(args.rounds):
             model_rounds.append(_model_only(predictor, [len(b) for b in batches], options, pool))
             pipeline_rounds.append(predict(scene, mask))
+            print(f"round {k + 1}: model only {min(model_rounds[-1].values()):.2f} s, "
+                  f"end to end {pipeline_rounds[-1]:.2f} s", file=sys.stderr)
         stages = _stages(source, predictor, batches, options, pool, mask, Path(tmp))
     model_ways = {way: min(r[way] for r in model_rounds) for way in model_rounds[0]}
     limit_way = min(model_ways, key=model_ways.__getitem__)
@@ -238,6 +241,4 @@ def _print(r: dict[str, Any], megapixels: float) -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
     main(sys.argv[1:])

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The GPU benchmarks as one prepared run, for a machine with an NVIDIA GPU and geoseg's
-# dependencies importable by `python3` (or $PYTHON). Writes JSON, the printed tables and a
-# py-spy profile (when py-spy is there) to $OUT (default benchmarks/results); copy the
-# tables into benchmarks/RESULTS.md with the date and hardware.
+# dependencies importable by `python3` (or $PYTHON), run from anywhere. Writes the printed
+# tables (gpu-log.txt), JSON, and a py-spy stack dump of any step that runs past its time
+# limit to $OUT (default benchmarks/results); copy the tables into benchmarks/RESULTS.md
+# with the date and hardware.
 #
-#   bash benchmarks/gpu.sh                       # ~4 min on one H200, scenes generated here
-#   SIZE=16384 bash benchmarks/gpu.sh
+#   bash benchmarks/gpu.sh                  # ~5 min on one H200
+#   SIZE=16384 bash benchmarks/gpu.sh       # a larger scene for the efficiency step
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,18 +14,33 @@ OUT=${OUT:-benchmarks/results}
 SIZE=${SIZE:-8192}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
-log() { echo; echo "== $*"; }
+exec > >(tee -a "$OUT/gpu-log.txt") 2>&1
 
-log machine
+# step NAME SECONDS CMD...: run CMD; if it is still running after SECONDS, dump its Python
+# stacks (py-spy, when installed) to $OUT/hang-NAME.txt and stop it.
+step() {
+  local name=$1 limit=$2; shift 2
+  echo; echo "== $name (at most ${limit} s)"
+  "$@" & local pid=$! waited=0
+  while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt "$limit" ]; do sleep 1; waited=$((waited + 1)); done
+  if kill -0 "$pid" 2>/dev/null; then
+    echo "!! $name still running after ${limit} s: stacks in $OUT/hang-$name.txt"
+    command -v py-spy >/dev/null && for p in $(pgrep -P "$pid") "$pid"; do
+      py-spy dump --pid "$p" >>"$OUT/hang-$name.txt" 2>&1; done
+    pkill -P "$pid"; kill "$pid"
+  fi
+  wait "$pid"
+}
+
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv
 "$PY" -c "import os, torch; print('torch', torch.__version__, '| GPUs:', torch.cuda.device_count(), '|', torch.cuda.get_device_name(0), '| CPUs:', os.cpu_count())"
 
-log "model only: the default network's forward pass by tile and batch size (fp16 autocast, channels-last)"
-"$PY" - <<'EOF'
+cat >/tmp/geoseg-model-only.py <<'EOF'
+# The default network's forward pass alone, by tile and batch size (channels-last).
 import time, torch, geoseg
 net = geoseg.load_model("default").network.cuda().eval().to(memory_format=torch.channels_last)
 torch.backends.cudnn.benchmark = True
-print(f"{'tile':>5} {'batch':>6} {'amp':>5} {'Mpx/s':>9}")
+print(f"{'tile':>5} {'batch':>6} {'fp16':>5} {'Mpx/s':>9}")
 for tile in (256, 512):
     for batch in (16, 64):
         for amp in (True, False):
@@ -39,32 +55,23 @@ for tile in (256, 512):
                 torch.cuda.synchronize()
             print(f"{tile:>5} {batch:>6} {str(amp):>5} {n * batch * tile * tile / 1e6 / (time.perf_counter() - t):>9.0f}")
 EOF
+step model-only 60 "$PY" /tmp/geoseg-model-only.py
 
-log "a ${SIZE}² scene (4-band uint16, data everywhere)"
-"$PY" -c "from geoseg import synthetic; synthetic.write_sample_data('/tmp/geoseg-bench', size=$SIZE, seed=3, nodata_corner=False, overwrite=True)"
-for batch in 16 64; do
-  log "efficiency, ${SIZE}², batch $batch"
-  "$PY" -m benchmarks efficiency --device cuda --scene /tmp/geoseg-bench/scene_3.tif \
-    --batch-size "$batch" --rounds 2
-  cp benchmarks/results/efficiency-cuda.json "$OUT/efficiency-cuda-b$batch.json" 2>/dev/null
-done
+step efficiency-4096 120 "$PY" -m benchmarks efficiency --device cuda --size 4096 --rounds 2
+cp benchmarks/results/efficiency-cuda.json "$OUT/efficiency-cuda-4096.json" 2>/dev/null
 
-log "default model on cuda: speed and accuracy on held-out scenes"
-"$PY" -m benchmarks model --device cuda
+step model 90 "$PY" -m benchmarks model --device cuda
 cp benchmarks/results/model-cuda.json "$OUT/" 2>/dev/null
 
-log "peers, 4096², cuda"
-"$PY" -m benchmarks peers --device cuda --size 4096
+step peers 120 "$PY" -m benchmarks peers --device cuda --size 4096
 cp benchmarks/results/peers-cuda.json "$OUT/" 2>/dev/null
 
-if command -v py-spy >/dev/null; then
-  log "py-spy profile of one predict (raw stacks in $OUT/pyspy-predict-cuda.txt)"
-  "$PY" -m geoseg.cli sample-data /tmp/geoseg-prof --size 4096 --seed 3 --overwrite >/dev/null
-  py-spy record -r 200 --threads --idle -f raw -o "$OUT/pyspy-predict-cuda.txt" -- "$PY" -c "
-import time, geoseg
-geoseg.predict('/tmp/geoseg-prof/scene_3.tif', '/tmp/geoseg-prof/warm.tif', device='cuda', overwrite=True)
-t = time.perf_counter()
-geoseg.predict('/tmp/geoseg-prof/scene_3.tif', '/tmp/geoseg-prof/mask.tif', device='cuda', overwrite=True)
-print('predict 4096² on cuda under py-spy:', round(time.perf_counter() - t, 2), 's')
-"
+step "scene-$SIZE" 150 "$PY" -c "from geoseg import synthetic; synthetic.write_sample_data('/tmp/geoseg-bench', size=$SIZE, seed=3, nodata_corner=False, overwrite=True)"
+step "efficiency-$SIZE" 150 "$PY" -m benchmarks efficiency --device cuda \
+  --scene /tmp/geoseg-bench/scene_3.tif --batch-size 32 --rounds 2
+cp benchmarks/results/efficiency-cuda.json "$OUT/efficiency-cuda-$SIZE.json" 2>/dev/null
+
+if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -gt 1 ]; then
+  echo "More than one GPU: run 'geoseg run' over many scenes with one worker per GPU"
+  echo "(dask-cuda's LocalCUDACluster, or 'dask worker --resources GPU=1' per GPU) and compare."
 fi

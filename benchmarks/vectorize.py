@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import save
-from benchmarks.memory import peak_rss_of
+from benchmarks.scaling import peak_rss_of
 
 
 def write_mask(path: Path, size: int, seed: int = 1) -> None:

@@ -177,9 +177,10 @@ class Predictor:
 
 
 def task_threads(scheduler: str, workers: int | None) -> int | None:
-    """Torch threads for each CPU model task so that the tasks running at once share the
-    cores instead of each taking all of them (2 tasks × 2 threads on 2 cores ran the
-    default model 10-30 % slower than 2 × 1). At most what torch has in this thread, so a
+    """Torch threads for each model task so that the tasks running at once share the
+    cores instead of each taking all of them: 2 tasks × 2 threads on 2 cores ran the
+    default model 10-30 % slower than 2 × 1, and on a GPU the tasks' CPU-side copies
+    would start pool × cores OpenMP threads. At most what torch has in this thread, so a
     limit the caller set with ``torch.set_num_threads`` holds. ``None`` on a distributed
     cluster, whose worker processes start with ``OMP_NUM_THREADS=1`` already."""
     import torch

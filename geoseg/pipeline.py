@@ -291,7 +291,7 @@ def _options(spec: ModelSpec, tile_size: int | None, overlap: int | None, batch_
     context = CONTEXT_STRIDES * spec.size_multiple
     ov = min(size // 4, max(32, context)) if overlap is None else overlap
     TileGrid(1, 1, size, ov)  # validates tile size and overlap
-    threads = task_threads(scheduler, workers) if device == "cpu" else None
+    threads = task_threads(scheduler, workers)
     return PredictOptions(size, ov, batch_size, device, tta, threads)
 
 
