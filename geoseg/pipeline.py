@@ -41,7 +41,7 @@ PROB_NODATA = 255
 PROB_SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
 IN_PROCESS = ("threads", "sync")  # schedulers whose tasks run in the calling process
 BAND_PIXELS = 8192  # width of a band of the sweep (bounds memory for wide rasters)
-LOOKAHEAD_ROWS = 2  # tile row r waits for block row r - 2 (block row i needs tile row i + 1)
+LOOKAHEAD_ROWS = 2  # tile (r, c) waits for blocks (r - 2, c ± 1) (block row i needs tile row i + 1)
 CONTEXT_STRIDES = 4  # default overlap: this many strides of the network's coarsest level
 TILE_DTYPE = np.float16  # tile results between tasks: half the memory, blended in float32
 
@@ -64,7 +64,7 @@ def _infer_batch(source: raster.Source, grid: TileGrid, ids: Sequence[tuple[int,
     """Read, normalize and predict a batch of tiles; returns (weighted probs as
     :data:`TILE_DTYPE`, valid masks).
 
-    ``after`` only orders the task behind a gate; its value is unused.
+    ``after`` only orders the task behind the blocks it waits for; its value is unused.
     """
     predictor = cached_predictor(handle, options.device, options.tta)
     use_threads(options.threads)
@@ -93,8 +93,23 @@ def _blend_task(grid: TileGrid, i: int, j: int,
 
 
 def _done(_: object) -> None:
-    """A gate: finishes when its inputs (a row of blocks and the previous gate) exist."""
+    """A marker: finishes when its block exists, and lets go of the block's data."""
     return None
+
+
+def _waits_for(done_name: str, row_done: str, r: int, batch: Sequence[tuple[int, int]],
+               block_cols: range, band_done: list[Any] | None) -> list[Any] | None:
+    """The blocks a batch of tile row ``r`` waits for: those :data:`LOOKAHEAD_ROWS` rows
+    above it and one column either side, and the whole row of blocks one row further up.
+    So the next row starts beside the last tiles of this one (no idle cores at the end of
+    each row), yet no part of the band runs more than a row ahead of the rest: a few rows
+    of tile results are alive at any time. A band's first rows wait for the band before."""
+    back = r - LOOKAHEAD_ROWS
+    if back < 0:
+        return band_done
+    lo, hi = batch[0][1] - 1, batch[-1][1] + 1
+    near = [(done_name, back, j) for j in block_cols if lo <= j <= hi]
+    return near + ([(row_done, block_cols.start, back - 1)] if back >= 1 else band_done or [])
 
 
 def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], tuple[int, int]],
@@ -124,10 +139,10 @@ def probabilities(source: raster.Source, handle: ModelHandle, n_classes: int,
     With ``sweep`` (for writing the whole raster) the graph sweeps it in bands about
     :data:`BAND_PIXELS` wide, row by row: tiles at a band's sides are predicted again by
     the next band (2 tiles per band of 17 at 512 px tiles, none for rasters narrower than
-    one band) and each row of tiles waits for the blocks :data:`LOOKAHEAD_ROWS` rows above
-    it. So the tile results alive at any time are a few rows of one band, whatever the
-    raster's size. Without it every block depends only on its neighbouring tiles, so a
-    window of the lazy array computes only the tiles it needs.
+    one band) and each batch of tiles waits for the blocks :data:`LOOKAHEAD_ROWS` rows
+    above it (see :func:`_waits_for`). So the tile results alive at any time are a few
+    rows of one band, whatever the raster's size. Without it every block depends only on
+    its neighbouring tiles, so a window of the lazy array computes only the tiles it needs.
     """
     import dask.array as da
     from dask.base import tokenize
@@ -136,36 +151,36 @@ def probabilities(source: raster.Source, handle: ModelHandle, n_classes: int,
     grid = TileGrid(source.height, source.width, options.tile_size, options.overlap)
     token = tokenize(source, grid, handle, options, sweep)
     infer_name, blend_name = f"geoseg-infer-{token}", f"geoseg-blend-{token}"
-    gate_name = f"geoseg-gate-{token}"
+    done_name, row_done = f"geoseg-done-{token}", f"geoseg-rowdone-{token}"
     # The handle is one graph key, so a distributed worker receives an in-memory model once.
     model_key = f"geoseg-model-{token}"
     dsk: dict[Any, Any] = {model_key: handle}
     rows, cols = grid.shape
     band = max(2, BAND_PIXELS // grid.stride) if sweep else cols
-    step = 0
+    band_done: list[Any] | None = None  # the marker of the previous band's last block row
     for first in range(0, cols, band):
         block_cols = range(first, min(first + band, cols))
         tile_cols = range(max(first - 1, 0), min(first + band + 1, cols))
         batch_of: dict[tuple[int, int], tuple[Any, int]] = {}
         for r in range(rows + 1):
-            if r < rows:  # infer tile row r once block row r - LOOKAHEAD_ROWS is finished
-                back = step - (LOOKAHEAD_ROWS - 1)  # block row (r - LOOKAHEAD_ROWS) in the sweep
-                gate = (gate_name, back) if sweep and back >= 0 else None
+            if r < rows:
                 ids = [(r, c) for c in tile_cols]
                 for k in range(0, len(ids), options.batch_size):
                     key = (infer_name, first, r, k)
                     batch = ids[k:k + options.batch_size]
                     batch_of.update({tid: (key, n) for n, tid in enumerate(batch)})
-                    dsk[key] = (_infer_batch, source, grid, batch, model_key, options, gate)
+                    after = (_waits_for(done_name, row_done, r, batch, block_cols, band_done)
+                             if sweep else None)
+                    dsk[key] = (_infer_batch, source, grid, batch, model_key, options, after)
             if r >= 1:  # blend block row r - 1: its tiles (rows r-2 .. r) are all there now
                 i = r - 1
                 for j in block_cols:
                     dsk[(blend_name, 0, i, j)] = _blend_task(grid, i, j, batch_of)
-                if sweep:  # a gate also waits for the one before: all block rows so far are done
-                    earlier = [(gate_name, step - 1)] if step else []
-                    dsk[(gate_name, step)] = (_done, [(blend_name, 0, i, j) for j in block_cols]
-                                              + earlier)
-                step += 1
+                    if sweep:  # a marker that the block is made (it holds no data)
+                        dsk[(done_name, i, j)] = (_done, (blend_name, 0, i, j))
+                if sweep:  # and one that the band's whole row of blocks is
+                    dsk[(row_done, first, i)] = (_done, [(done_name, i, j) for j in block_cols])
+        band_done = [(row_done, first, rows - 1)]
     graph = HighLevelGraph.from_collections(blend_name, dsk, dependencies=())
     return da.Array(graph, blend_name, chunks=((n_classes,), *grid.chunks), dtype=np.float32)
 
