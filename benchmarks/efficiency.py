@@ -48,6 +48,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--scene", type=Path, help="an existing scene to use (default: "
                         "generate one of --size, 4-band uint16, data everywhere)")
     args = parser.parse_args(argv)
+    from dask.system import CPU_COUNT
+
     import geoseg
     from geoseg import pipeline, raster, synthetic
     from geoseg.inference import cached_predictor, model_reference
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     options = pipeline._options(spec, args.tile_size, args.overlap, args.batch_size,
                                 args.device, False, "threads", args.workers)
     predictor = cached_predictor(handle, options.device, False)
-    pool = args.workers or os.cpu_count() or 1
+    pool = args.workers or CPU_COUNT  # the size of the pool dask's threads scheduler makes
     with tempfile.TemporaryDirectory() as tmp:
         scene = args.scene or synthetic.write_sample_data(tmp, size=args.size, seed=3,
                                                           nodata_corner=False)[0]
@@ -127,7 +129,7 @@ def _model_only(predictor: Any, sizes: list[int], options: Any, pool: int) -> di
     """Seconds for the network alone over batches of ``sizes``, two ways."""
     import torch
 
-    from geoseg.inference import use_threads
+    from geoseg.inference import torch_threads
 
     inputs = {n: torch.randn(n, len(predictor.spec.bands), options.tile_size, options.tile_size,
                              device=predictor.device).contiguous(memory_format=torch.channels_last)
@@ -139,8 +141,7 @@ def _model_only(predictor: Any, sizes: list[int], options: Any, pool: int) -> di
             predictor.network(inputs[n])
 
     def from_pool(k: int) -> None:  # as a pipeline task: its torch threads, its CUDA stream
-        use_threads(options.threads)
-        with predictor._stream():
+        with torch_threads(options.threads), predictor._stream():
             forward(sizes[k])
             if predictor.cuda:
                 torch.cuda.current_stream().synchronize()
@@ -169,7 +170,7 @@ def _stages(source: Any, predictor: Any, batches: list[list[Any]], options: Any,
             mask: Path, tmp: Path) -> dict[str, float]:
     """Each stage of the pipeline alone, on the same tiles and the same pool of threads."""
     from geoseg import pipeline, raster
-    from geoseg.inference import use_threads
+    from geoseg.inference import torch_threads
     from geoseg.tiling import TileGrid
 
     grid = TileGrid(source.height, source.width, options.tile_size, options.overlap)
@@ -185,13 +186,15 @@ def _stages(source: Any, predictor: Any, batches: list[list[Any]], options: Any,
     weights = {n: np.stack([grid.blend_weights(grid.tile(1, 1))] * n) for n in sample}
 
     def infer(k: int) -> None:
-        use_threads(options.threads)
         data, valid = sample[len(batches[k])]
-        predictor.predict_proba(data, valid, weights[len(batches[k])])
+        with torch_threads(options.threads):
+            predictor.predict_proba(data, valid, weights[len(batches[k])],
+                                    dtype=pipeline.TILE_DTYPE)
 
     # Blending reads ≤ 9 tiles' probabilities per block: one made-up batch serves them all.
     n_classes = len(predictor.spec.classes)
     probs = np.random.default_rng(0).random((9, n_classes, grid.size, grid.size), np.float32)
+    probs = probs.astype(pipeline.TILE_DTYPE)  # as the tiles come from the model tasks
     valid = np.ones((9, grid.size, grid.size), bool)
     blocks = [(i, j) for i in range(grid.shape[0]) for j in range(grid.shape[1])]
 

@@ -57,19 +57,20 @@ for tile in (256, 512):
 EOF
 step model-only 60 "$PY" /tmp/geoseg-model-only.py
 
+rm -f benchmarks/results/*-cuda.json  # so no step copies an earlier run's result
 step efficiency-4096 120 "$PY" -m benchmarks efficiency --device cuda --size 4096 --rounds 2
-cp benchmarks/results/efficiency-cuda.json "$OUT/efficiency-cuda-4096.json" 2>/dev/null
+mv benchmarks/results/efficiency-cuda.json "$OUT/efficiency-cuda-4096.json" 2>/dev/null
 
 step model 90 "$PY" -m benchmarks model --device cuda
-cp benchmarks/results/model-cuda.json "$OUT/" 2>/dev/null
+mv benchmarks/results/model-cuda.json "$OUT/" 2>/dev/null
 
 step peers 120 "$PY" -m benchmarks peers --device cuda --size 4096
-cp benchmarks/results/peers-cuda.json "$OUT/" 2>/dev/null
+mv benchmarks/results/peers-cuda.json "$OUT/" 2>/dev/null
 
 step "scene-$SIZE" 150 "$PY" -c "from geoseg import synthetic; synthetic.write_sample_data('/tmp/geoseg-bench', size=$SIZE, seed=3, nodata_corner=False, overwrite=True)"
 step "efficiency-$SIZE" 150 "$PY" -m benchmarks efficiency --device cuda \
   --scene /tmp/geoseg-bench/scene_3.tif --batch-size 32 --rounds 2
-cp benchmarks/results/efficiency-cuda.json "$OUT/efficiency-cuda-$SIZE.json" 2>/dev/null
+mv benchmarks/results/efficiency-cuda.json "$OUT/efficiency-cuda-$SIZE.json" 2>/dev/null
 
 if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -gt 1 ]; then
   echo "More than one GPU: run 'geoseg run' over many scenes with one worker per GPU"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -184,27 +185,33 @@ def task_threads(scheduler: str, workers: int | None) -> int | None:
     limit the caller set with ``torch.set_num_threads`` holds. ``None`` on a distributed
     cluster, whose worker processes start with ``OMP_NUM_THREADS=1`` already."""
     import torch
+    from dask.system import CPU_COUNT  # the size of dask's own pools (cgroup-aware)
 
     from geoseg.cluster import LOCAL_SCHEDULERS
 
     if scheduler not in LOCAL_SCHEDULERS:
         return None
-    cores = min(torch.get_num_threads(), os.cpu_count() or 1)
-    at_once = 1 if scheduler == "sync" else workers or os.cpu_count() or 1
+    cores = min(torch.get_num_threads(), CPU_COUNT)
+    at_once = 1 if scheduler == "sync" else workers or CPU_COUNT
     return max(1, cores // at_once)
 
 
-def use_threads(n: int | None) -> None:
-    """Give torch ``n`` intra-op threads in the calling thread (a task's worker thread).
-
-    Torch keeps this per thread, and new threads start from the last value set.
-    """
-    if n is None:
-        return
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads in the calling thread (``None``:
+    as it is), then put the count back: torch keeps it per thread but also makes it the
+    default for threads created later, so a task must not leave it changed."""
     import torch
 
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def model_reference(model: str | os.PathLike[str] | Model) -> tuple[ModelSpec, ModelHandle]:

@@ -10,6 +10,7 @@ tile size × batch size × workers, never by the raster, on every scheduler.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import warnings
@@ -27,7 +28,7 @@ from geoseg.inference import (
     cached_predictor,
     check_weights,
     model_reference,
-    use_threads,
+    torch_threads,
 )
 from geoseg.model import Model, ModelSpec
 from geoseg.tiling import TileGrid
@@ -41,6 +42,7 @@ PROB_NODATA = 255
 PROB_SCALE = 254  # probability p is stored as round(p * 254); 255 is nodata
 IN_PROCESS = ("threads", "sync")  # schedulers whose tasks run in the calling process
 BAND_PIXELS = 8192  # width of a band of the sweep (bounds memory for wide rasters)
+BAND_MIN_TILES = 8  # but never under 8 tiles: each band predicts 2 side tiles again
 LOOKAHEAD_ROWS = 2  # tile (r, c) waits for blocks (r - 2, c ± 1) (block row i needs tile row i + 1)
 CONTEXT_STRIDES = 4  # default overlap: this many strides of the network's coarsest level
 TILE_DTYPE = np.float16  # tile results between tasks: half the memory, blended in float32
@@ -67,7 +69,6 @@ def _infer_batch(source: raster.Source, grid: TileGrid, ids: Sequence[tuple[int,
     ``after`` only orders the task behind the blocks it waits for; its value is unused.
     """
     predictor = cached_predictor(handle, options.device, options.tta)
-    use_threads(options.threads)
     tiles = [grid.tile(i, j) for i, j in ids]
     with source.open() as ds:
         reads = [raster.read_window(ds, source, t.row, t.col, t.size, t.size, native=True)
@@ -77,8 +78,9 @@ def _infer_batch(source: raster.Source, grid: TileGrid, ids: Sequence[tuple[int,
         n_classes = len(predictor.spec.classes)
         return np.zeros((len(tiles), n_classes, grid.size, grid.size), TILE_DTYPE), valid
     weights = np.stack([grid.blend_weights(t) for t in tiles])
-    probs = predictor.predict_proba(np.stack([d for d, _ in reads]), valid, weights,
-                                    dtype=TILE_DTYPE)
+    with torch_threads(options.threads):
+        probs = predictor.predict_proba(np.stack([d for d, _ in reads]), valid, weights,
+                                        dtype=TILE_DTYPE)
     return probs, valid
 
 
@@ -156,7 +158,7 @@ def probabilities(source: raster.Source, handle: ModelHandle, n_classes: int,
     model_key = f"geoseg-model-{token}"
     dsk: dict[Any, Any] = {model_key: handle}
     rows, cols = grid.shape
-    band = max(2, BAND_PIXELS // grid.stride) if sweep else cols
+    band = max(BAND_MIN_TILES, BAND_PIXELS // grid.stride) if sweep else cols
     band_done: list[Any] | None = None  # the marker of the previous band's last block row
     for first in range(0, cols, band):
         block_cols = range(first, min(first + band, cols))
@@ -199,7 +201,7 @@ def _argmax_block(p: np.ndarray) -> np.ndarray:
     for c in range(1, len(p)):
         np.greater(p[c], best, out=larger)
         np.copyto(out, np.uint8(c), where=larger)
-        np.maximum(best, p[c], out=best)
+        np.fmax(best, p[c], out=best)
     out[np.isnan(p[0])] = NODATA
     return out
 
@@ -269,6 +271,8 @@ def predict(
     source = raster.open_source(src, bands=bands, allow_no_crs=allow_no_crs)
     spec, handle = model_reference(model)
     options = _options(spec, tile_size, overlap, batch_size, device, tta, scheduler, workers)
+    if dst is None:  # computed later by any scheduler: leave torch's threads as they are
+        options = dataclasses.replace(options, threads=None)
     check_bands(source, spec)
     check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS)
     probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None)

@@ -198,7 +198,8 @@ def test_an_existing_scheduler_address_gives_the_same_mask(make_scene, tmp_path)
 def test_sweep_in_bands_gives_the_same_mask(make_scene, model, monkeypatch, tmp_path):
     path, _ = make_scene(300, 500)
     lazy = geoseg.predict(path, model=model, tile_size=64).values
-    monkeypatch.setattr(pipeline, "BAND_PIXELS", 3 * 48)  # stride 48: 11 tile columns -> 4 bands
+    monkeypatch.setattr(pipeline, "BAND_PIXELS", 0)
+    monkeypatch.setattr(pipeline, "BAND_MIN_TILES", 3)  # 11 tile columns -> 4 bands
     banded = geoseg.predict(path, tmp_path / "m.tif", model=model, tile_size=64).values
     np.testing.assert_array_equal(banded, lazy)
 
@@ -238,7 +239,8 @@ def test_writing_keeps_tile_results_alive_bounded_whatever_the_raster(make_scene
         return probs, valid
 
     monkeypatch.setattr(pipeline, "_infer_batch", counting)
-    monkeypatch.setattr(pipeline, "BAND_PIXELS", 4 * 24)  # stride 24: bands of 4 tile columns
+    monkeypatch.setattr(pipeline, "BAND_PIXELS", 0)
+    monkeypatch.setattr(pipeline, "BAND_MIN_TILES", 4)  # bands of 4 tile columns
     path, _ = make_scene(size, size, nodata_corner=False)
     geoseg.predict(path, path.with_name("mask.tif"), model=model, tile_size=32, overlap=8)
     # A few rows of one band (4 columns + its two side columns), however large the raster;
@@ -258,3 +260,21 @@ def test_an_in_memory_model_is_used_as_it_is_not_reloaded_from_its_file(make_sce
         head.bias.copy_(torch.arange(len(changed.spec.classes), dtype=head.bias.dtype))
     mask = geoseg.predict(path, model=changed).values
     assert (mask == len(changed.spec.classes) - 1).all()  # the biggest bias wins everywhere
+
+
+def test_prediction_leaves_torch_threads_as_they_were(make_scene, tmp_path):
+    """Tasks give torch one thread each (the pool shares the cores) but put the count
+    back: torch keeps it per thread and as the default for threads made later."""
+    import threading
+
+    import torch
+
+    path, _ = make_scene(300, 300)
+    before = torch.get_num_threads()
+    geoseg.predict(path, tmp_path / "m.tif", tile_size=128, workers=2)
+    geoseg.predict(path, tile_size=128).compute(scheduler="sync")  # tasks in this thread
+    seen = []
+    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert torch.get_num_threads() == before and seen == [before]
