@@ -27,7 +27,7 @@ def test_efficiency_times_the_model_on_exactly_the_tiles_the_pipeline_runs(tmp_p
 
 
 def test_peers_show_the_naive_loop_has_seams_and_geoseg_has_none(tmp_path):
-    bench(tmp_path, "peers", "--size", "1024", "--tile-size", "256")
+    bench(tmp_path, "peers", "--size", "1024", "--tile-size", "256", "--rounds", "1")
     runs = {r["method"]: r for r in json.loads((tmp_path / "peers-cpu.json").read_text())["runs"]}
     ours, naive = runs["geoseg"], runs["naive loop"]
     # Near its tile edges the naive loop leaves the whole-image pass; near ours, the blend
