@@ -176,11 +176,7 @@ def _stages(source: Any, predictor: Any, batches: list[list[Any]], options: Any,
     grid = TileGrid(source.height, source.width, options.tile_size, options.overlap)
 
     def read(batch: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        tiles = [grid.tile(i, j) for i, j in batch]
-        with source.open() as ds:
-            reads = [raster.read_window(ds, source, t.row, t.col, t.size, t.size, native=True)
-                     for t in tiles]
-        return np.stack([d for d, _ in reads]), np.stack([v for _, v in reads])
+        return pipeline.read_tiles(source, grid, batch)
 
     sample = {len(b): read(b) for b in batches}
     weights = {n: np.stack([grid.blend_weights(grid.tile(1, 1))] * n) for n in sample}

@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     device = select_device(args.device)
     model = geoseg.load_model("default")
     tile = args.tile_size or model.spec.tile_size
-    overlap = _options(model.spec, tile, None, None, device, False).overlap  # geoseg's default
+    options = _options(model.spec, tile, None, None, device, False)  # geoseg's defaults
+    overlap = options.overlap
     network = model.network.to(device).eval().to(memory_format=torch.channels_last)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -77,8 +78,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                                                        device),
         }
         if _torchgeo_available():
-            runs["TorchGeo"] = lambda src, dst: _torchgeo(network, model.spec, src, dst, tile,
-                                                          device)
+            runs["TorchGeo"] = lambda src, dst: _torchgeo(network, model.spec, src, dst,
+                                                          options)
         seconds: dict[str, float] = {}
         for name, run in runs.items():
             run(warm, Path(tmp, f"warm-{name}.tif"))
@@ -163,7 +164,7 @@ def _torchgeo_available() -> bool:
     return True
 
 
-def _torchgeo(network: Any, spec: Any, src: Path, dst: Path, tile: int, device: str) -> None:
+def _torchgeo(network: Any, spec: Any, src: Path, dst: Path, options: Any) -> None:
     """TorchGeo's tiling: GridGeoSampler windows with overlap, batched by a DataLoader."""
     import rasterio
     import torch
@@ -171,9 +172,8 @@ def _torchgeo(network: Any, spec: Any, src: Path, dst: Path, tile: int, device: 
     from torchgeo.datasets import RasterDataset, stack_samples
     from torchgeo.samplers import GridGeoSampler
 
-    from geoseg.pipeline import PredictOptions, _options  # the same overlap geoseg uses
-
-    options: PredictOptions = _options(spec, tile, None, None, device, False)
+    # geoseg's tile size, overlap and batch size, so both do the same model work
+    tile, device = options.tile_size, options.device
     dataset = RasterDataset(paths=str(src))
     dataset.is_image = True
     sampler = GridGeoSampler(dataset, size=tile, stride=tile - options.overlap)

@@ -69,19 +69,25 @@ def _infer_batch(source: raster.Source, grid: TileGrid, ids: Sequence[tuple[int,
     ``after`` only orders the task behind the blocks it waits for; its value is unused.
     """
     predictor = cached_predictor(handle, options.device, options.tta)
+    data, valid = read_tiles(source, grid, ids)
+    if not valid.any():  # all nodata (e.g. outside a scene's footprint): nothing to predict
+        n_classes = len(predictor.spec.classes)
+        return np.zeros((len(ids), n_classes, grid.size, grid.size), TILE_DTYPE), valid
+    weights = np.stack([grid.blend_weights(grid.tile(i, j)) for i, j in ids])
+    with torch_threads(options.threads):
+        probs = predictor.predict_proba(data, valid, weights, dtype=TILE_DTYPE)
+    return probs, valid
+
+
+def read_tiles(source: raster.Source, grid: TileGrid,
+               ids: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of tiles in the source's own integer dtype (float32 otherwise):
+    ``(B, bands, size, size)`` data and ``(B, size, size)`` valid masks."""
     tiles = [grid.tile(i, j) for i, j in ids]
     with source.open() as ds:
         reads = [raster.read_window(ds, source, t.row, t.col, t.size, t.size, native=True)
                  for t in tiles]
-    valid = np.stack([v for _, v in reads])
-    if not valid.any():  # all nodata (e.g. outside a scene's footprint): nothing to predict
-        n_classes = len(predictor.spec.classes)
-        return np.zeros((len(tiles), n_classes, grid.size, grid.size), TILE_DTYPE), valid
-    weights = np.stack([grid.blend_weights(t) for t in tiles])
-    with torch_threads(options.threads):
-        probs = predictor.predict_proba(np.stack([d for d, _ in reads]), valid, weights,
-                                        dtype=TILE_DTYPE)
-    return probs, valid
+    return np.stack([d for d, _ in reads]), np.stack([v for _, v in reads])
 
 
 def _blend_task(grid: TileGrid, i: int, j: int,
