@@ -63,6 +63,9 @@ class SceneJob:
 # The two tasks of a scene return its error rather than raise it: one line of text travels
 # back from any worker intact, where a pickled exception may lose its type and message.
 
+ALL_NODATA = "no valid pixels (all nodata): the mask is all nodata and the layer empty"
+
+
 def predict_scene(job: SceneJob) -> dict[str, Any]:
     """Write the scene's mask (and probabilities, quicklook); returns its size and time."""
     from geoseg.pipeline import predict
@@ -81,6 +84,7 @@ def predict_scene(job: SceneJob) -> dict[str, Any]:
 
 def vectorize_scene(job: SceneJob, predicted: dict[str, Any]) -> dict[str, Any]:
     """Write the scene's GeoPackage; returns the scene's journal entry."""
+    from geoseg.raster import has_data
     from geoseg.vector import iter_layers, write_gpkg
 
     if "error" in predicted:
@@ -97,12 +101,14 @@ def vectorize_scene(job: SceneJob, predicted: dict[str, Any]) -> dict[str, Any]:
         tally = write_gpkg(layers, s.gpkg, overwrite=True,
                            timestamp=max((m for _, _, m in stamp), default=0) / 1e9)
         outputs = fingerprint(s.files())
+        empty = not tally.polygons.sum() and not has_data(s.mask)
     except Exception as exc:
         return {"error": _one_line(exc)}
     return {"scene": s.name, "source_stamp": stamp, "outputs": outputs, "crs": tally.crs,
             "pixels": predicted["pixels"],
             "seconds": round(predicted["seconds"] + time.perf_counter() - started, 2),
-            "classes": class_areas(tally.class_names, tally.polygons, tally.area_m2)}
+            "classes": class_areas(tally.class_names, tally.polygons, tally.area_m2),
+            **({"warning": ALL_NODATA} if empty else {})}
 
 
 def run(
@@ -274,7 +280,9 @@ def _discard(scene: SceneOutputs) -> None:
 def _scene_line(entry: dict[str, Any]) -> str:
     if entry["status"] == "failed":
         return f"failed  {entry['scene']}: {entry['error']}"
-    return f"done    {entry['scene']} ({entry['pixels'] / 1e6:.2f} Mpx, {entry['seconds']:.1f} s)"
+    warning = f"; warning: {entry['warning']}" if "warning" in entry else ""
+    return (f"done    {entry['scene']} ({entry['pixels'] / 1e6:.2f} Mpx, "
+            f"{entry['seconds']:.1f} s{warning})")
 
 
 def _progress(items: Iterator[Any], total: int, enabled: bool) -> Iterator[Any]:
@@ -431,6 +439,8 @@ def _summary(model: str, settings: dict[str, Any], entries: list[dict[str, Any]]
         if e["status"] == "failed":
             scene["error"] = e["error"]
         else:
+            if "warning" in e:
+                scene["warning"] = e["warning"]
             scene.update(outputs={k: str(out / Path(v["path"]).name)
                                   for k, v in e["outputs"].items()},
                          crs=e["crs"], pixels=e["pixels"], seconds=e["seconds"],

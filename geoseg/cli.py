@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from geoseg import __version__
-from geoseg.errors import GeoSegError
+from geoseg.errors import GeoSegError, GeoSegWarning
 from geoseg.inference import DEVICES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -140,6 +140,21 @@ def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s")
     if not verbose:
         warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.showwarning = _show_warning
+    if quiet:
+        warnings.filterwarnings("ignore", category=GeoSegWarning)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """geoseg's own warnings as one line ``Warning: <file>: <problem>``; others as Python does."""
+    import warnings
+
+    if isinstance(message, GeoSegWarning):
+        click.echo("Warning: " + " ".join(str(message).split()), err=True)
+    else:
+        click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(),
+                   err=True)
 
 
 def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

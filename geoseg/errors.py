@@ -40,4 +40,17 @@ class OutputExistsError(OutputError, FileExistsError):
 
 
 class GeoSegWarning(UserWarning):
-    """Something valid but worth knowing (e.g. an all-nodata input)."""
+    """Something valid but worth knowing (e.g. an all-nodata input); the CLI prints it as
+    one line ``Warning: <file>: <problem>``."""
+
+    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
+        self.message = message
+        self.path = None if path is None else os.fspath(path)
+        super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+def warn(message: str, path: str | os.PathLike[str] | None = None) -> None:
+    """Warn about ``path`` (see :class:`GeoSegWarning`), attributed to geoseg's caller."""
+    import warnings
+
+    warnings.warn(GeoSegWarning(message, path), stacklevel=3)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg import atomic, raster, styles
-from geoseg.errors import GeoSegError, InputError
+from geoseg.errors import GeoSegError, InputError, warn
 from geoseg.inference import (
     ModelHandle,
     cached_predictor,
@@ -276,7 +276,8 @@ def predict(
                              overwrite=overwrite)
     source = raster.open_source(src, bands=bands, allow_no_crs=allow_no_crs)
     spec, handle = model_reference(model)
-    options = _options(spec, tile_size, overlap, batch_size, device, tta, scheduler, workers)
+    options = _options(spec, tile_size, overlap, batch_size, device, tta, scheduler, workers,
+                       scene=(source.height, source.width))
     if dst is None:  # computed later by any scheduler: leave torch's threads as they are
         options = dataclasses.replace(options, threads=None)
     check_bands(source, spec)
@@ -298,7 +299,9 @@ def predict(
 
 def _options(spec: ModelSpec, tile_size: int | None, overlap: int | None, batch_size: int | None,
              device: str, tta: bool, scheduler: str = "threads",
-             workers: int | None = None) -> PredictOptions:
+             workers: int | None = None, scene: tuple[int, int] | None = None) -> PredictOptions:
+    """The prediction settings; ``scene`` (height, width) lets a scene smaller than a tile
+    be one tile of its own size (rounded up to the model's stride) instead of a padded one."""
     from geoseg.inference import select_device, task_threads
 
     device = select_device(device)
@@ -315,6 +318,9 @@ def _options(spec: ModelSpec, tile_size: int | None, overlap: int | None, batch_
     # Tile borders are poor for a few strides of the coarsest level, whatever the tile size.
     context = CONTEXT_STRIDES * spec.size_multiple
     ov = min(size // 4, max(32, context)) if overlap is None else overlap
+    if scene is not None and max(scene) <= size - ov:  # one tile covers it all anyway
+        size = -(-max(scene) // spec.size_multiple) * spec.size_multiple
+        ov = 0
     TileGrid(1, 1, size, ov)  # validates tile size and overlap
     threads = task_threads(scheduler, workers)
     return PredictOptions(size, ov, batch_size, device, tta, threads)
@@ -324,7 +330,7 @@ def check_bands(source: raster.Source, spec: ModelSpec) -> None:
     want = len(spec.bands)
     if len(source.bands) != want:
         raise InputError(
-            f"has {len(source.bands)} bands but the model needs {want} "
+            f"has {len(source.bands)} band{'s' * (len(source.bands) != 1)} but the model needs {want} "
             f"({', '.join(spec.bands)}); choose them with --bands", source.name)
 
 
@@ -355,6 +361,8 @@ def write_outputs(source: raster.Source, spec: ModelSpec, mask: da.Array, probs:
             targets.append(raster.WindowWriter(scratch_probs, probabilities_path))
         stored = da.store(arrays, targets, lock=False, compute=False)
         compute(stored, scheduler=scheduler, workers=workers, progress=progress)
+        if not raster.has_data(scratch_mask):
+            warn("has no valid pixels (all nodata): the mask is all nodata", source.name)
         with raster.write_errors(dst):
             _describe_mask(scratch_mask, spec, source)
         if scratch_probs is not None and probabilities_path is not None:

@@ -219,7 +219,9 @@ def _check_readable(ds: rasterio.io.DatasetReader, path: str) -> None:
     try:
         ds.read(window=window)
     except GDAL_ERRORS as exc:
-        raise RasterReadError(f"is truncated or corrupt ({_gdal_message(exc)})", path) from None
+        text = _gdal_text(exc)  # e.g. "x.tif, band 1: IReadBlock failed at X offset 0, …"
+        text = text.removeprefix(f"{os.path.basename(ds.name)}, ")
+        raise RasterReadError(f"is truncated or corrupt ({text})", path) from None
 
 
 def _select_bands(bands: Sequence[int] | None, count: int, name: str) -> tuple[int, ...]:
@@ -365,6 +367,14 @@ def _valid_pixels(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], window:
     if all(MaskFlags.per_dataset in f for f in flags):
         return ds.read_masks(bands[0], window=window) > 0
     return np.all(ds.read_masks(bands, window=window) > 0, axis=0)
+
+
+def has_data(path: str | os.PathLike[str]) -> bool:
+    """Whether the raster at ``path`` has any pixel that is not nodata (block by block; it
+    stops at the first block with data, so only an empty raster is read whole)."""
+    with rasterio.Env(**GDAL_ENV), _read_errors(os.fspath(path)), \
+            rasterio.open(path, sharing=False) as ds:
+        return any(ds.read_masks(1, window=window).any() for _, window in ds.block_windows(1))
 
 
 # ---- writing ---------------------------------------------------------------------------

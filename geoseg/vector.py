@@ -42,7 +42,7 @@ import numpy as np
 import shapely
 
 from geoseg import atomic, raster, styles
-from geoseg.errors import InputError, OutputError
+from geoseg.errors import InputError, OutputError, warn
 from geoseg.polygonize import INVALID, polygonize
 
 if TYPE_CHECKING:
@@ -663,10 +663,14 @@ def iter_layers(
                  desc="vectorize") as run:
         batches = _regions(run, rows, nodes, threads=workers)
         if not (min_area > 0 or nodes):
+            found = 0
             for regions in batches:
+                found += len(regions.geometry)
                 yield _layer(regions, info, keep)
+            _warn_if_empty(found, info)
             return
         regions = _canonical(_concat(list(batches)))
+        _warn_if_empty(len(regions.geometry), info)
     if min_area > 0 and len(regions.geometry):
         regions = _absorb_small(regions, _ground_area(regions, info), min_area, nodes,
                                 (info.transform.a, info.transform.e))
@@ -674,6 +678,12 @@ def iter_layers(
         regions.geometry = shapely.coverage_simplify(regions.geometry, simplify,
                                                      simplify_boundary=True)
     yield _layer(regions, info, keep)
+
+
+def _warn_if_empty(regions: int, info: MaskInfo) -> None:
+    """Every valid pixel lies in some region: none at all means an all-nodata mask."""
+    if not regions:
+        warn("has no valid pixels (all nodata): the layer is empty", info.name)
 
 
 def _layer(regions: Regions, info: MaskInfo, keep: list[int] | None) -> Layer:
