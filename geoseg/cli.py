@@ -96,6 +96,23 @@ def model_options(f: F) -> F:
                              ".safetensors).")(f)
 
 
+def trust_pickle_option(f: F) -> F:
+    return click.option("--trust-pickle", is_flag=True,
+                        help="Load a torch pickle checkpoint (.pt, .pth, .ckpt) given as "
+                             "--model, with its card MODEL.json beside it. Unpickling can "
+                             "run code: only for files you trust.")(f)
+
+
+def _model(model: str | None, trust_pickle: bool) -> Any:
+    """``--model`` as the API takes it: a trusted pickle is loaded here, once, and travels
+    on as safetensors bytes (workers never unpickle)."""
+    from geoseg.model import is_pickle, load_model
+
+    if model is not None and trust_pickle and is_pickle(model):
+        return load_model(model, trust_pickle=True)
+    return model
+
+
 def prediction_options(f: F) -> F:
     """The model, how to tile the input, and which of its bands to use."""
     f = click.option("--tta", is_flag=True,
@@ -228,13 +245,15 @@ def _show_progress(flag: bool | None) -> bool:
               help="Also write per-class probabilities (uint8, value / 254) to this COG.")
 @click.option("--quicklook", type=click.Path(dir_okay=False), default=None,
               help="Also write a colored PNG preview of the mask.")
+@trust_pickle_option
 @job_options
 @click.pass_context
 def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
             tile_size: int | None, overlap: int | None, batch_size: int | None, device: str,
             bands: tuple[int, ...] | None, tta: bool, probabilities: str | None,
-            quicklook: str | None, allow_no_crs: bool, progress: bool | None, scheduler: str,
-            workers: int | None, overwrite: bool) -> None:
+            quicklook: str | None, trust_pickle: bool, allow_no_crs: bool,
+            progress: bool | None, scheduler: str, workers: int | None,
+            overwrite: bool) -> None:
     """Predict a land-cover mask for SRC (one raster, a VRT, or several GeoTIFF tiles of a
     mosaic, or a folder of them) and write it as a Cloud-Optimized GeoTIFF.
 
@@ -246,7 +265,8 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
 
     started = time.perf_counter()
     mask = run_predict(
-        list(src), dst, model, tile_size=tile_size, overlap=overlap, batch_size=batch_size,
+        list(src), dst, _model(model, trust_pickle), tile_size=tile_size, overlap=overlap,
+        batch_size=batch_size,
         device=device, bands=bands, tta=tta, probabilities_path=probabilities,
         quicklook=quicklook, overwrite=overwrite, scheduler=scheduler, workers=workers,
         allow_no_crs=allow_no_crs, progress=_show_progress(progress),
@@ -410,13 +430,14 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
               help="Draw image | prediction | reference side by side to this PNG.")
 @click.option("--image", type=click.Path(dir_okay=False), default=None,
               help="The image behind the mask, for the first panel of --compare-png.")
+@trust_pickle_option
 @overwrite_option
 @click.pass_context
 def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
              background: str | None, model: str | None, tile_size: int | None,
              bands: tuple[int, ...] | None, device: str, report: str | None,
              confusion_png: str | None, compare_png: str | None, image: str | None,
-             overwrite: bool) -> None:
+             trust_pickle: bool, overwrite: bool) -> None:
     """Score a predicted mask SRC (or, with --model, the prediction for image SRC) against
     reference labels: per-class IoU, F1, precision and recall, mIoU and overall accuracy.
 
@@ -430,7 +451,7 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
     options = ({"tile_size": tile_size, "bands": bands, "device": device}
                if model is not None else {})
     result = run_evaluation(src, labels, class_field=class_field, background=background,
-                            model=model, report=report, confusion_png=confusion_png,
+                            model=_model(model, trust_pickle), report=report, confusion_png=confusion_png,
                             compare_png=compare_png, image=image, overwrite=overwrite,
                             **options)
     _say(ctx, result.table())

@@ -3,7 +3,10 @@
 The spec is the single source of truth for the bands a model reads, how they are
 normalized, which classes it predicts (names and colors), the tile size it was trained on
 and the ground resolution it expects. Loading never unpickles anything: the card is JSON
-and the weights are safetensors.
+and the weights are safetensors. A torch pickle checkpoint (``.pt``, ``.pth``, ``.ckpt``…)
+can run code when it is loaded: it is refused unless the caller trusts it
+(``trust_pickle=True``, ``--trust-pickle``), and even then it is read in this process only
+and travels on as safetensors.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,10 +84,17 @@ class ModelSpec:
         for c in self.classes:
             if len(c.color) != 3 or any(not 0 <= v <= 255 for v in c.color):
                 found.append(f"class {c.name!r} color must be three values 0-255")
-        if len(self.decoder_channels) != self.encoder_depth:
+        if any(c <= 0 for c in self.decoder_channels):
+            found.append("decoder_channels must be positive")
+        if not 1 <= self.encoder_depth <= 8:
+            found.append("encoder_depth must be 1 to 8")
+        elif len(self.decoder_channels) != self.encoder_depth:
             found.append("decoder_channels must have encoder_depth entries")
-        if self.tile_size <= 0 or self.tile_size % self.size_multiple:
+        elif self.tile_size <= 0 or self.tile_size % self.size_multiple:
             found.append(f"tile_size must be a positive multiple of {self.size_multiple}")
+        if self.resolution is not None and not (math.isfinite(self.resolution)
+                                                and self.resolution > 0):
+            found.append("resolution must be positive and finite")
         return found
 
     @property
@@ -114,22 +124,73 @@ class ModelSpec:
         fmt = data.pop("format", None)
         if fmt != CARD_FORMAT:
             raise ModelError(f"model card format {fmt!r} is not {CARD_FORMAT!r}")
-        try:
-            classes = tuple(
-                ClassInfo(str(c["name"]), tuple(int(v) for v in c["color"]))  # type: ignore[arg-type]
-                for c in data.pop("classes")
-            )
-            for key in ("bands", "mean", "std", "decoder_channels"):
-                if key in data:
-                    data[key] = tuple(data[key])
-            data["bands"] = tuple(str(b) for b in data["bands"])
-            data["mean"] = tuple(float(v) for v in data["mean"])
-            data["std"] = tuple(float(v) for v in data["std"])
-            return cls(classes=classes, **data)
-        except ModelError:
-            raise
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"malformed model card ({type(exc).__name__}: {exc})") from None
+        missing = [k for k in ("name", "bands", "mean", "std", "classes") if k not in data]
+        if missing:
+            raise ModelError(f"malformed model card: {', '.join(missing)} missing")
+        for key, convert in _FIELDS.items():
+            if key in data:
+                try:
+                    data[key] = convert(data[key])
+                except (KeyError, TypeError, ValueError, OverflowError) as exc:
+                    what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+                    raise ModelError(f"malformed model card: {key}: {what}") from None
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ModelError(f"malformed model card: unknown field {unknown[0]!r}")
+        return cls(**data)
+
+
+def _text(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"{v!r} is not a string")
+    return v
+
+
+def _number(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise TypeError(f"{v!r} is not a number")
+    return float(v)
+
+
+def _integer(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{v!r} is not an integer")
+    return v
+
+
+def _list(v: Any) -> list[Any]:
+    if not isinstance(v, (list, tuple)):
+        raise TypeError(f"{v!r} is not a list")
+    return list(v)
+
+
+def _optional_number(v: Any) -> float | None:
+    return None if v is None else _number(v)
+
+
+def _mapping(v: Any) -> dict[str, Any]:
+    if not isinstance(v, dict):
+        raise TypeError(f"{v!r} is not an object")
+    return v
+
+
+def _class(v: Any) -> ClassInfo:
+    if not isinstance(v, dict):
+        raise TypeError(f"{v!r} is not an object")
+    return ClassInfo(_text(v["name"]), tuple(_integer(c) for c in _list(v["color"])))  # type: ignore[arg-type]
+
+
+# How each card field is read from JSON, which may give any type anywhere.
+_FIELDS: dict[str, Any] = {
+    "name": _text, "architecture": _text, "encoder": _text, "description": _text,
+    "encoder_depth": _integer, "tile_size": _integer, "resolution": _optional_number,
+    "metrics": _mapping,
+    "bands": lambda v: tuple(_text(b) for b in _list(v)),
+    "mean": lambda v: tuple(_number(x) for x in _list(v)),
+    "std": lambda v: tuple(_number(x) for x in _list(v)),
+    "decoder_channels": lambda v: tuple(_integer(x) for x in _list(v)),
+    "classes": lambda v: tuple(_class(c) for c in _list(v)),
+}
 
 
 @dataclass
@@ -236,19 +297,32 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     if text in BUNDLED and not Path(text).exists():
         return bundled_path(text) / "model.json"
     p = Path(text)
-    if p.suffix.lower() in PICKLE_SUFFIXES:
-        raise ModelError("pickle checkpoints are not loaded (they can run code); "
-                         "use a safetensors file with its JSON model card", p)
+    if is_pickle(p):
+        raise ModelError("is a pickle checkpoint, which can run code when loaded: use "
+                         "safetensors weights with a JSON model card (if you trust this file: "
+                         "--trust-pickle, or convert it once with "
+                         "geoseg.load_model(path, trust_pickle=True).save(new_path))", p)
     card, weights = card_and_weights(p)
     if not card.exists() and not weights.exists():
         raise ModelError(f"no such model (bundled models: {', '.join(BUNDLED)})", p)
     return card
 
 
-def load_model(name_or_path: str | os.PathLike[str] | Model = "default") -> Model:
-    """Load a bundled model by name or a saved model by path; weights are checked against the card."""
+def is_pickle(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a torch pickle checkpoint (by its suffix)."""
+    return Path(path).suffix.lower() in PICKLE_SUFFIXES
+
+
+def load_model(name_or_path: str | os.PathLike[str] | Model = "default", *,
+               trust_pickle: bool = False) -> Model:
+    """Load a bundled model by name or a saved model by path; weights are checked against the card.
+
+    A pickle checkpoint is loaded only with ``trust_pickle`` (see :func:`load_pickle`).
+    """
     if isinstance(name_or_path, Model):
         return name_or_path
+    if trust_pickle and is_pickle(name_or_path):
+        return load_pickle(name_or_path)
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -261,6 +335,48 @@ def load_model(name_or_path: str | os.PathLike[str] | Model = "default") -> Mode
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"not a readable safetensors file ({exc})", weights) from None
     return model_from_state(spec, state, weights, path=card)
+
+
+def load_pickle(path: str | os.PathLike[str], card: str | os.PathLike[str] | None = None) -> Model:
+    """Load a torch pickle checkpoint with its JSON model card (``card``, by default the
+    checkpoint's name with ``.json``). Unpickling can run any code: only for files you trust.
+
+    The checkpoint may hold a state dict, a module, or a dict with the state dict under
+    ``state_dict``, ``model_state_dict``, ``model`` or ``network`` (as Lightning and most
+    training loops save it); a ``module.``/``model.``/``network.`` prefix on every key is
+    dropped. Save the result (:meth:`Model.save`) to get a safe safetensors copy.
+    """
+    import torch
+
+    p = Path(path)
+    card_path = Path(card) if card is not None else p.with_suffix(".json")
+    spec = read_spec(card_path.with_suffix(".json"))
+    if not p.is_file():
+        raise ModelError("no such checkpoint", p)
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=False)
+    except Exception as exc:  # any unpickling failure: the file is not a torch checkpoint
+        raise ModelError(f"cannot load the pickle checkpoint ({type(exc).__name__}: {exc})",
+                         p) from None
+    return model_from_state(spec, _state_dict_of(obj, p), p, path=card_path)
+
+
+def _state_dict_of(obj: Any, where: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    if isinstance(obj, torch.nn.Module):
+        obj = obj.state_dict()
+    if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("state_dict", "model_state_dict", "model", "network"):
+            if key in obj:
+                return _state_dict_of(obj[key], where)
+    if not (isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                   for k, v in obj.items())):
+        raise ModelError("holds no state dict of tensors", where)
+    for prefix in ("module.", "model.", "network."):
+        if all(k.startswith(prefix) for k in obj):
+            obj = {k.removeprefix(prefix): v for k, v in obj.items()}
+    return obj
 
 
 def model_from_state(spec: ModelSpec, state: dict[str, torch.Tensor], where: str | os.PathLike[str],

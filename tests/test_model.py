@@ -2,11 +2,22 @@ import json
 
 import numpy as np
 import pytest
+import rasterio
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import geoseg
 from geoseg.errors import ModelError
-from geoseg.model import ClassInfo, Model, ModelSpec, build_network, bundled_path, load_model
+from geoseg.model import (
+    ClassInfo,
+    Model,
+    ModelSpec,
+    build_network,
+    bundled_path,
+    load_model,
+    read_spec,
+)
 
 
 def small_spec(**changes):
@@ -52,7 +63,7 @@ def test_weights_that_do_not_match_the_card_are_rejected(tmp_path):
 @pytest.mark.parametrize(("text", "words"), [
     ("{not json", "not valid JSON"),
     ('{"format": "something-else"}', "format"),
-    ('{"format": "geoseg-model/1", "name": "x"}', "malformed model card"),
+    ('{"format": "geoseg-model/1", "name": "x"}', "malformed model card: bands, mean"),
     ('[1, 2]', "JSON object"),
 ])
 def test_malformed_cards_give_clear_errors(tmp_path, text, words):
@@ -79,3 +90,108 @@ def test_pickle_checkpoints_are_never_loaded(tmp_path):
 def test_missing_model_names_the_path(tmp_path):
     with pytest.raises(ModelError, match="no such model"):
         load_model(tmp_path / "nothing")
+
+
+class _RunsCode:
+    """Unpickling this writes a file: what a malicious checkpoint could do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _default_card(path):
+    path.write_text(json.dumps(load_model("default").spec.to_dict()))
+    return path
+
+
+def test_pickles_are_refused_without_trust_and_never_unpickled(tmp_path, make_raster):
+    from click.testing import CliRunner
+
+    from geoseg.cli import cli
+
+    marker = tmp_path / "code-ran"
+    torch.save({"state_dict": _RunsCode(marker)}, tmp_path / "evil.pt")
+    _default_card(tmp_path / "evil.json")
+    with pytest.raises(ModelError, match=r"pickle checkpoint.*--trust-pickle"):
+        load_model(tmp_path / "evil.pt")
+    result = CliRunner().invoke(cli, ["predict", str(make_raster()), "-o", str(tmp_path / "m.tif"),
+                                      "--model", str(tmp_path / "evil.pt")])
+    assert result.exit_code == 1 and result.output.startswith(f"Error: {tmp_path / 'evil.pt'}: ")
+    assert not marker.exists() and not (tmp_path / "m.tif").exists()
+
+
+def test_a_trusted_lightning_style_checkpoint_loads_like_its_safetensors(tmp_path, make_raster):
+    from click.testing import CliRunner
+
+    from geoseg.cli import cli
+
+    default = load_model("default")
+    state = {"model." + k: v for k, v in default.network.state_dict().items()}
+    torch.save({"epoch": 3, "state_dict": state}, tmp_path / "ck.ckpt")
+    _default_card(tmp_path / "ck.json")
+    loaded = load_model(tmp_path / "ck.ckpt", trust_pickle=True)
+    assert loaded.fingerprint == default.fingerprint
+    image = make_raster()
+    for name, model in (("a.tif", ["--model", str(tmp_path / "ck.ckpt"), "--trust-pickle"]),
+                        ("b.tif", [])):
+        result = CliRunner().invoke(cli, ["predict", str(image), "-o", str(tmp_path / name), *model])
+        assert result.exit_code == 0, result.output
+    with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    # Even trusted, a pickle must hold tensors that fit its card.
+    torch.save(["not", "weights"], tmp_path / "odd.pth")
+    _default_card(tmp_path / "odd.json")
+    with pytest.raises(ModelError, match="no state dict"):
+        load_model(tmp_path / "odd.pth", trust_pickle=True)
+
+
+def test_classes_that_do_not_match_the_weights_are_rejected(tmp_path):
+    spec = small_spec()
+    Model(build_network(spec), spec).save(tmp_path / "m")
+    card = json.loads((tmp_path / "m.json").read_text())
+    card["classes"].append({"name": "c", "color": [7, 8, 9]})
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="do not match the model card") as info:
+        load_model(tmp_path / "m.json")
+    assert "m.safetensors" in str(info.value)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
+    | st.sampled_from([0, -1, 1, 3, 8, 64, 10**400, 1e308, "", "x"]) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_card_either_loads_sound_or_raises_a_model_error(data):
+    """Fuzz the card reader from a valid card: keys dropped, values replaced by any JSON."""
+    card = small_spec().to_dict()
+    for key in data.draw(st.lists(st.sampled_from(sorted(card)), max_size=3, unique=True)):
+        if data.draw(st.booleans()):
+            del card[key]
+        else:
+            card[key] = data.draw(_json)
+    if data.draw(st.booleans()):
+        card[data.draw(st.text(max_size=6))] = data.draw(_json)
+    try:
+        spec = ModelSpec.from_dict(json.loads(json.dumps(card)))
+    except ModelError:
+        return
+    assert spec.problems() == [] and len(spec.mean) == len(spec.bands)
+    assert ModelSpec.from_dict(spec.to_dict()) == spec
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=200) | _json.map(json.dumps))
+def test_any_card_file_content_gives_a_spec_or_a_model_error_naming_it(tmp_path_factory, text):
+    path = tmp_path_factory.mktemp("card") / "m.json"
+    path.write_text(text)
+    try:
+        read_spec(path)
+    except ModelError as exc:
+        assert str(path) in str(exc)
