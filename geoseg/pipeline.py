@@ -390,7 +390,7 @@ def write_outputs(source: raster.Source, spec: ModelSpec, mask: da.Array, probs:
 def _describe_mask(path: Path, spec: ModelSpec, source: raster.Source) -> None:
     import rasterio
 
-    with rasterio.Env(**raster.GDAL_ENV), rasterio.open(path, "r+") as ds:
+    with rasterio.Env(**raster.gdal_env()), rasterio.open(path, "r+") as ds:
         ds.write_colormap(1, styles.colormap(spec.colors))
         ds.set_band_description(1, "class")
         ds.update_tags(CLASS_NAMES=json.dumps(spec.class_names), MODEL=spec.name,
@@ -401,7 +401,7 @@ def _describe_mask(path: Path, spec: ModelSpec, source: raster.Source) -> None:
 def _describe_probabilities(path: Path, spec: ModelSpec) -> None:
     import rasterio
 
-    with rasterio.Env(**raster.GDAL_ENV), rasterio.open(path, "r+") as ds:
+    with rasterio.Env(**raster.gdal_env()), rasterio.open(path, "r+") as ds:
         for b, name in enumerate(spec.class_names, start=1):
             ds.set_band_description(b, f"p({name})")
         ds.scales = [1.0 / PROB_SCALE] * ds.count
@@ -416,7 +416,7 @@ def write_quicklook(mask_path: str | os.PathLike[str], png: str | os.PathLike[st
     from rasterio.enums import Resampling
     from rasterio.errors import NotGeoreferencedWarning
 
-    with rasterio.Env(**raster.GDAL_ENV), rasterio.open(mask_path) as ds:
+    with rasterio.Env(**raster.gdal_env()), rasterio.open(mask_path) as ds:
         scale = max(ds.width / max_size, ds.height / max_size, 1.0)
         shape = (max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
         classes = ds.read(1, out_shape=shape, resampling=Resampling.nearest)

@@ -215,3 +215,55 @@ def test_a_late_block_after_a_failed_run_leaves_no_file(make_raster, tmp_path):
     with pytest.raises(OutputError, match=r"out\.tif"):
         writer[slice(0, 4), slice(0, 4)] = np.zeros((4, 4), np.uint8)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def flaky_server(tmp_path):
+    """``(base URL, request counter)`` of tests/flaky_http.py serving ``tmp_path``."""
+    import subprocess
+    import sys
+    import urllib.request
+    from pathlib import Path
+
+    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("flaky_http.py")),
+                               str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+
+    def requests():
+        return int(urllib.request.urlopen(f"{url}/count", timeout=10).read())
+
+    yield f"/vsicurl/{url}", requests
+    server.kill()
+    server.wait()
+
+
+def test_network_reads_retry_transient_errors_as_gdal_options_say(make_raster, tmp_path,
+                                                                   flaky_server, monkeypatch):
+    import geoseg
+
+    base, requests = flaky_server
+    image = make_raster(data=np.random.default_rng(3).integers(1, 4000, (4, 300, 260), np.uint16))
+    monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.01")
+    remote = geoseg.predict(f"{base}/{image.name}?run=1", tmp_path / "remote.tif", tile_size=128)
+    local = geoseg.predict(image, tmp_path / "local.tif", tile_size=128)
+    np.testing.assert_array_equal(remote.values, local.values)
+    assert requests() > 6  # windows were read over HTTP, a third of the requests failed
+    # Without retries the first 503 is a one-line error naming the URL.
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
+    url = f"{base}/{image.name}?run=2"
+    with pytest.raises(RasterReadError, match=r"over the network.*503") as info:
+        raster.open_source(url)
+    assert str(info.value).startswith(url)
+
+
+def test_the_block_cache_is_bounded_whatever_the_raster_and_the_environment_wins(
+        make_raster, monkeypatch):
+    from rasterio.env import getenv
+
+    src = raster.open_source(make_raster())
+    with src.open():
+        assert getenv()["GDAL_CACHEMAX"] == 128 and getenv()["GDAL_HTTP_MAX_RETRY"] == "4"
+    monkeypatch.setenv("GDAL_CACHEMAX", "64")
+    monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "9")
+    assert "GDAL_CACHEMAX" not in raster.gdal_env() and "GDAL_HTTP_MAX_RETRY" not in raster.gdal_env()
+    assert raster.gdal_env(remote=True)["GDAL_NUM_THREADS"] == "1"
