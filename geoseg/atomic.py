@@ -37,21 +37,56 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     return p
 
 
-def check_outputs(paths: Iterable[str | os.PathLike[str] | None], *, overwrite: bool) -> None:
-    """Check every output before any work; missing output folders are created."""
+def check_outputs(paths: Iterable[str | os.PathLike[str] | None], *, overwrite: bool) -> list[Path]:
+    """Check every output before any work; missing output folders are created (and
+    returned, so that a failed run can remove them again: see :func:`outputs`)."""
     seen: set[Path] = set()
-    for p in paths:
-        if p is None:
-            continue
-        try:
-            Path(p).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OutputError(f"cannot create the output folder ({exc.strerror})", p) from None
-        resolved = Path(p).resolve()
-        if resolved in seen:
-            raise OutputError("named twice as an output", p)
-        seen.add(resolved)
-        check_output(p, overwrite=overwrite)
+    created: list[Path] = []
+    try:
+        for p in paths:
+            if p is None:
+                continue
+            created += make_folders(Path(p).parent, p)
+            resolved = Path(p).resolve()
+            if resolved in seen:
+                raise OutputError("named twice as an output", p)
+            seen.add(resolved)
+            check_output(p, overwrite=overwrite)
+    except BaseException:
+        remove_empty_folders(created)
+        raise
+    return created
+
+
+def make_folders(folder: Path, name: str | os.PathLike[str]) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those created, outermost first
+    (errors name ``name``, the output they are for)."""
+    missing = [f for f in (folder, *folder.parents) if not f.exists()][::-1]
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        remove_empty_folders(missing)
+        raise OutputError(f"cannot create the output folder ({exc.strerror})", name) from None
+    return missing
+
+
+def remove_empty_folders(folders: Iterable[Path]) -> None:
+    """Remove the ``folders`` (outermost first) that are still empty, innermost first."""
+    for folder in reversed(list(folders)):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+@contextlib.contextmanager
+def outputs(paths: Iterable[str | os.PathLike[str] | None], *, overwrite: bool) -> Iterator[None]:
+    """:func:`check_outputs`, and if the work in the block fails, the output folders it
+    created go again (when still empty): a failed run leaves no trace."""
+    created = check_outputs(paths, overwrite=overwrite)
+    try:
+        yield
+    except BaseException:
+        remove_empty_folders(created)
+        raise
 
 
 # ``.NAME.1a2b3c4d.tmp.SUFFIX`` (and GDAL/SQLite sidecars after it): see temp_sibling.

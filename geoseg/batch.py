@@ -159,11 +159,9 @@ def run(
                 "probabilities": probabilities, "quicklook": quicklook, **vector_options,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in predict_options.items()}}
     out = Path(out_dir)
-    created = not out.exists()
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create the output folder ({exc.strerror})", out) from None
+    if out.exists() and not out.is_dir():
+        raise OutputError("is a file, not a folder", out)
+    created = atomic.make_folders(out, out)
     entries: dict[str, dict[str, Any]] = {}
     try:
         with open_journal(out, settings, resume=resume, overwrite=overwrite) as journal:
@@ -202,9 +200,7 @@ def run(
             finally:
                 _remove_stale_temps(scenes)  # e.g. those of a task on a worker that was killed
     except BaseException:
-        if created:  # leave no empty folder behind a run that did nothing
-            with contextlib.suppress(OSError):
-                out.rmdir()
+        atomic.remove_empty_folders(created)  # leave no empty folder behind a run that did nothing
         raise
     summary = _summary(spec.name, settings, [entries[s.name] for s in scenes], out,
                        time.perf_counter() - started)

@@ -329,13 +329,13 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
     from geoseg import vector as vec
 
     started = time.perf_counter()
-    vec.check_outputs(mask, dst, overwrite=overwrite)
-    batches = vec.iter_layers(
-        mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
-        classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,
-        scheduler=scheduler, workers=workers,
-        progress=_show_progress(progress))
-    tally = vec.write_gpkg(batches, dst, layer_name=layer, overwrite=overwrite)
+    with vec.check_outputs(mask, dst, overwrite=overwrite):
+        batches = vec.iter_layers(
+            mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
+            classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,
+            scheduler=scheduler, workers=workers,
+            progress=_show_progress(progress))
+        tally = vec.write_gpkg(batches, dst, layer_name=layer, overwrite=overwrite)
     seconds = time.perf_counter() - started
     _say(ctx, f"polygons: {dst} ({tally.polygons.sum()} polygons, {seconds:.1f} s)")
     _say(ctx, f"style: {vec.qml_path(dst)}")

@@ -138,10 +138,11 @@ def evaluate(
     """
     from geoseg import atomic
 
-    atomic.check_outputs([report, confusion_png, compare_png], overwrite=overwrite)
     if compare_png and model is None and not isinstance(prediction, (str, os.PathLike)):
         raise InputError("a comparison picture needs the prediction as a file", compare_png)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(atomic.outputs([report, confusion_png, compare_png],
+                                           overwrite=overwrite))
         shown = None
         if model is not None:  # an image: predict it once, to a temporary mask
             from geoseg.pipeline import predict
@@ -185,17 +186,19 @@ def _write_results(result: Evaluation, prediction: Any, labels: str | os.PathLik
                    overwrite: bool) -> None:
     from geoseg import atomic
 
-    if report:
-        with atomic.atomic_path(report, overwrite=overwrite) as tmp:
+    # Every file is finished as a temp file first; they replace their targets together.
+    with contextlib.ExitStack() as files:
+        if report:
+            tmp = files.enter_context(atomic.atomic_path(report, overwrite=overwrite))
             tmp.write_text(json.dumps(json_safe(result.to_dict()), indent=2) + "\n")
-    if confusion_png or compare_png:
-        from geoseg import plots
+        if confusion_png or compare_png:
+            from geoseg import plots
 
-        if confusion_png:
-            with atomic.atomic_path(confusion_png, overwrite=overwrite) as tmp:
+            if confusion_png:
+                tmp = files.enter_context(atomic.atomic_path(confusion_png, overwrite=overwrite))
                 plots.confusion_png(result, tmp)
-        if compare_png:
-            with atomic.atomic_path(compare_png, overwrite=overwrite) as tmp:
+            if compare_png:
+                tmp = files.enter_context(atomic.atomic_path(compare_png, overwrite=overwrite))
                 plots.compare_png(prediction, labels, tmp, image=image,
                                   class_field=class_field, background=background)
 

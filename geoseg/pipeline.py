@@ -271,26 +271,25 @@ def predict(
     check_scheduler(scheduler)
     if dst is None and (probabilities_path or quicklook):
         raise InputError("probabilities and quicklook outputs need a mask path (dst)")
-    if dst is not None:
-        atomic.check_outputs([dst, qml_path(dst), probabilities_path, quicklook],
-                             overwrite=overwrite)
-    source = raster.open_source(src, bands=bands, allow_no_crs=allow_no_crs)
-    spec, handle = model_reference(model)
-    options = _options(spec, tile_size, overlap, batch_size, device, tta, scheduler, workers,
-                       scene=(source.height, source.width))
-    if dst is None:  # computed later by any scheduler: leave torch's threads as they are
-        options = dataclasses.replace(options, threads=None)
-    check_bands(source, spec)
-    check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS)
-    probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None)
-    mask = class_mask(probs)
-    if dst is None:
-        out = as_dataarray(mask, source, name="class", nodata=NODATA)
-    else:
-        write_outputs(source, spec, mask, probs, Path(dst), overwrite=overwrite,
-                      probabilities_path=probabilities_path, quicklook=quicklook,
-                      scheduler=scheduler, workers=workers, progress=progress)
-        out = open_mask(dst)
+    targets = [] if dst is None else [dst, qml_path(dst), probabilities_path, quicklook]
+    with atomic.outputs(targets, overwrite=overwrite):  # a failure leaves no new folder
+        source = raster.open_source(src, bands=bands, allow_no_crs=allow_no_crs)
+        spec, handle = model_reference(model)
+        options = _options(spec, tile_size, overlap, batch_size, device, tta, scheduler, workers,
+                           scene=(source.height, source.width))
+        if dst is None:  # computed later by any scheduler: leave torch's threads as they are
+            options = dataclasses.replace(options, threads=None)
+        check_bands(source, spec)
+        check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS)
+        probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None)
+        mask = class_mask(probs)
+        if dst is None:
+            out = as_dataarray(mask, source, name="class", nodata=NODATA)
+        else:
+            write_outputs(source, spec, mask, probs, Path(dst), overwrite=overwrite,
+                          probabilities_path=probabilities_path, quicklook=quicklook,
+                          scheduler=scheduler, workers=workers, progress=progress)
+            out = open_mask(dst)
     # What geoseg.vectorize (and a reader of the array) needs to name and colour classes.
     out.attrs.update(class_names=list(spec.class_names),
                      class_colors=[list(c) for c in spec.colors])
@@ -347,6 +346,9 @@ def write_outputs(source: raster.Source, spec: ModelSpec, mask: da.Array, probs:
 
     from geoseg.cluster import compute
 
+    pixels = source.width * source.height  # a scratch file holds a byte per pixel and band
+    raster.check_free_space(dst.parent, pixels * (1 + len(spec.classes) * bool(probabilities_path)),
+                            dst)
     scratch_mask = atomic.temp_sibling(dst, ".scratch.tif")
     scratch_probs = (atomic.temp_sibling(probabilities_path, ".scratch.tif")
                      if probabilities_path else None)

@@ -457,10 +457,33 @@ class WindowWriter:
         # fails here instead of leaving a file behind.
         with write_errors(self.name), open(self.path, "rb") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            with warnings.catch_warnings():
+            with warnings.catch_warnings(), rasterio.Env(**gdal_env()):
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                with rasterio.Env(**gdal_env()), rasterio.open(self.path, "r+", sharing=False) as ds:
+                with rasterio.open(self.path, "r+", sharing=False) as ds:
                     ds.write(block, window=window)
+                # GDAL only prints it when a full disk fails the flush at close: read back.
+                with rasterio.open(self.path, sharing=False) as ds:
+                    stored = ds.read(window=window)
+        if not np.array_equal(stored, block, equal_nan=block.dtype.kind == "f"):
+            raise OutputError(f"could not be written ({_write_failure(self.path)})", self.name)
+
+
+def _write_failure(path: str) -> str:
+    import shutil
+
+    if shutil.disk_usage(os.path.dirname(path) or ".").free < 1 << 20:
+        return "No space left on device"
+    return "a block read back differs from the one written"
+
+
+def check_free_space(folder: str | os.PathLike[str], needed: int, name: str | os.PathLike[str]) -> None:
+    """Fail before any work when ``folder`` has less than ``needed`` bytes free."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise OutputError(f"could not be written (needs at least {needed / 2**20:.0f} MB free "
+                          f"for its scratch file, {free / 2**20:.0f} MB are)", name)
 
 
 def write_cog(scratch: Path, dst: Path, *, overview_resampling: str = "nearest",

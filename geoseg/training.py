@@ -62,45 +62,45 @@ def train(
     lower it when the classes hinge on band ratios (labels from spectral indices).
     """
     folder = Path(out)
-    if not resume:
-        atomic.check_outputs([folder / "model.json", folder / "model.safetensors"],
-                             overwrite=overwrite)
-    if not 0 <= val_fraction < 1:
-        raise InputError(f"the validation fraction must be in [0, 1), not {val_fraction}")
-    names, colors = class_table(labels, class_field, classes)
-    pairs = open_pairs(images, labels, names, class_field=class_field, background=background,
-                       bands=bands)
-    rng = np.random.default_rng(seed)
-    block = 2 * chip_size
-    split = [split_blocks(p, block, val_fraction, rng) for p in pairs]
-    if not any(t or v for t, v in split):
-        raise InputError("the labels cover none of the images' pixels", labels[0])
-    chips = RasterChips(pairs, [t for t, _ in split], chip_size, jitter=jitter)
-    val_blocks = [v for _, v in split]
-    if not any(val_blocks):
-        raise InputError(f"no block is left for validation: the images are too small for "
-                         f"chips of {chip_size} px (each block is {block} px)")
-    sample = [chips.chip(rng) for _ in range(STAT_CHIPS)]
-    mean, std = band_statistics([x for x, _ in sample], [y for _, y in sample])
-    first = pairs[0].image
-    spec = ModelSpec(
-        name=folder.name or "model", bands=_band_names(first), mean=tuple(mean), std=tuple(std),
-        classes=tuple(ClassInfo(n, c) for n, c in zip(names, colors, strict=True)),
-        encoder=encoder, encoder_depth=encoder_depth,
-        decoder_channels=DECODER[-encoder_depth:], tile_size=max(chip_size, 512),
-        resolution=_resolution(first), description=(
-            f"Trained by geoseg on {len(pairs)} image(s): "
-            + ", ".join(Path(p.image.name).name for p in pairs)))
-    options = FitOptions(epochs=epochs, steps_per_epoch=steps_per_epoch,
-                         batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-                         device=device)
+    targets = [] if resume else [folder / "model.json", folder / "model.safetensors"]
+    # A run that fails before its first checkpoint leaves no new folder behind.
+    with atomic.outputs(targets, overwrite=overwrite):
+        if not 0 <= val_fraction < 1:
+            raise InputError(f"the validation fraction must be in [0, 1), not {val_fraction}")
+        names, colors = class_table(labels, class_field, classes)
+        pairs = open_pairs(images, labels, names, class_field=class_field, background=background,
+                           bands=bands)
+        rng = np.random.default_rng(seed)
+        block = 2 * chip_size
+        split = [split_blocks(p, block, val_fraction, rng) for p in pairs]
+        if not any(t or v for t, v in split):
+            raise InputError("the labels cover none of the images' pixels", labels[0])
+        chips = RasterChips(pairs, [t for t, _ in split], chip_size, jitter=jitter)
+        val_blocks = [v for _, v in split]
+        if not any(val_blocks):
+            raise InputError(f"no block is left for validation: the images are too small for "
+                             f"chips of {chip_size} px (each block is {block} px)")
+        sample = [chips.chip(rng) for _ in range(STAT_CHIPS)]
+        mean, std = band_statistics([x for x, _ in sample], [y for _, y in sample])
+        first = pairs[0].image
+        spec = ModelSpec(
+            name=folder.name or "model", bands=_band_names(first), mean=tuple(mean), std=tuple(std),
+            classes=tuple(ClassInfo(n, c) for n, c in zip(names, colors, strict=True)),
+            encoder=encoder, encoder_depth=encoder_depth,
+            decoder_channels=DECODER[-encoder_depth:], tile_size=max(chip_size, 512),
+            resolution=_resolution(first), description=(
+                f"Trained by geoseg on {len(pairs)} image(s): "
+                + ", ".join(Path(p.image.name).name for p in pairs)))
+        options = FitOptions(epochs=epochs, steps_per_epoch=steps_per_epoch,
+                             batch_size=batch_size, lr=lr, patience=patience, seed=seed,
+                             device=device)
 
-    def validate(model: Model) -> dict[str, object]:
-        return validation_scores(model, pairs, val_blocks)
+        def validate(model: Model) -> dict[str, object]:
+            return validation_scores(model, pairs, val_blocks)
 
-    model = fit(spec, chips, validate, options, folder / "checkpoint", resume=resume,
-                progress=progress)
-    model.save(folder)
+        model = fit(spec, chips, validate, options, folder / "checkpoint", resume=resume,
+                    progress=progress)
+        model.save(folder)
     return model
 
 

@@ -777,13 +777,12 @@ def vectorize(
     subset. With ``dst`` the polygons are also written to a GeoPackage (with its QGIS
     style embedded, and a ``.qml`` beside it).
     """
-    if dst is not None:
-        check_outputs(mask, dst, overwrite=overwrite)
-    out = polygons(mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
-                   classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,
-                   scheduler=scheduler, workers=workers, progress=progress)
-    if dst is not None:
-        write_gpkg(out, dst, layer_name=layer, overwrite=overwrite)
+    with check_outputs(mask, dst, overwrite=overwrite):
+        out = polygons(mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
+                       classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,
+                       scheduler=scheduler, workers=workers, progress=progress)
+        if dst is not None:
+            write_gpkg(out, dst, layer_name=layer, overwrite=overwrite)
     return to_geodataframe(out)
 
 
@@ -806,15 +805,19 @@ def qml_path(gpkg: str | os.PathLike[str]) -> Path:
     return Path(gpkg).with_suffix(".qml")
 
 
-def check_outputs(mask: Any, dst: str | os.PathLike[str], *, overwrite: bool) -> None:
-    """Check the GeoPackage and its style file before any work. ``scene.mask.gpkg``
-    beside ``scene.mask.tif`` would share one ``scene.mask.qml``: refused."""
+def check_outputs(mask: Any, dst: str | os.PathLike[str] | None, *,
+                  overwrite: bool) -> contextlib.AbstractContextManager[None]:
+    """Check the GeoPackage and its style file before any work (see :func:`atomic.outputs`:
+    the work goes in its block). ``scene.mask.gpkg`` beside ``scene.mask.tif`` would share
+    one ``scene.mask.qml``: refused."""
+    if dst is None:
+        return contextlib.nullcontext()
     style = qml_path(dst)
     if isinstance(mask, (str, os.PathLike)) and Path(mask).with_suffix(".qml").resolve() == \
             style.resolve():
         raise InputError(f"its QGIS style file would be {style}, which styles the mask; "
                          f"give the GeoPackage another name", dst)
-    atomic.check_outputs([dst, style], overwrite=overwrite)
+    return atomic.outputs([dst, style], overwrite=overwrite)
 
 
 @dataclass
