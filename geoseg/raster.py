@@ -29,7 +29,7 @@ from affine import Affine
 from rasterio._err import CPLE_BaseError
 from rasterio.crs import CRS
 from rasterio.dtypes import _gdal_typename
-from rasterio.enums import MaskFlags
+from rasterio.enums import ColorInterp, MaskFlags
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
@@ -133,7 +133,7 @@ def _read_errors(name: str) -> Iterator[None]:
     try:
         yield
     except GDAL_ERRORS as exc:
-        raise RasterReadError(_gdal_message(exc), name) from None
+        raise RasterReadError(_gdal_message(exc, remote=is_remote(name)), name) from None
 
 
 def _gdal_text(exc: BaseException) -> str:
@@ -145,13 +145,13 @@ def _gdal_text(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _gdal_message(exc: Exception) -> str:
+def _gdal_message(exc: Exception, *, remote: bool = False) -> str:
     text = _gdal_text(exc)
     if "not recognized as" in text or "not a supported file format" in text:
         return "not a raster GDAL can read"
     if "No such file" in text or "HTTP response code: 404" in text:
         return "no such file"
-    if "HTTP response code" in text or "curl" in text.lower():  # retried by GDAL already
+    if remote or "HTTP response code" in text:  # retried by GDAL already
         retries = gdal_env().get("GDAL_HTTP_MAX_RETRY") or os.environ.get("GDAL_HTTP_MAX_RETRY")
         return f"cannot be read over the network ({text}; GDAL_HTTP_MAX_RETRY={retries})"
     return f"cannot be read ({text})"
@@ -246,6 +246,8 @@ def _check_readable(ds: rasterio.io.DatasetReader, path: str) -> None:
     try:
         ds.read(window=window)
     except GDAL_ERRORS as exc:
+        if is_remote(ds.name):  # a network failure is no proof of a truncated file
+            raise RasterReadError(_gdal_message(exc, remote=True), path) from None
         text = _gdal_text(exc)  # e.g. "x.tif, band 1: IReadBlock failed at X offset 0, …"
         text = text.removeprefix(f"{os.path.basename(ds.name)}, ")
         raise RasterReadError(f"is truncated or corrupt ({text})", path) from None
@@ -382,6 +384,11 @@ def _valid_pixels(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], window:
     every band again to build that mask); real mask bands or alpha are read.
     """
     flags = [ds.mask_flag_enums[b - 1] for b in bands]
+    if any(MaskFlags.alpha in f for f in flags) and _alpha_bands(ds) & set(bands):
+        # A band read as data is no alpha mask, whatever the file says: GDAL writes a
+        # 4-band uint8 GeoTIFF as RGBA by default, so a NIR of 0 would read as "no data".
+        flags = [[MaskFlags.all_valid] if ds.nodatavals[b - 1] is None else [MaskFlags.nodata]
+                 for b in bands]
     if all(f == [MaskFlags.all_valid] for f in flags):
         return np.ones(raw.shape[1:], bool)
     if all(f == [MaskFlags.nodata] for f in flags):
@@ -402,6 +409,10 @@ def has_data(path: str | os.PathLike[str]) -> bool:
     with rasterio.Env(**gdal_env(is_remote(os.fspath(path)))), _read_errors(os.fspath(path)), \
             rasterio.open(path, sharing=False) as ds:
         return any(ds.read_masks(1, window=window).any() for _, window in ds.block_windows(1))
+
+
+def _alpha_bands(ds: rasterio.io.DatasetReader) -> set[int]:
+    return {i + 1 for i, c in enumerate(ds.colorinterp) if c == ColorInterp.alpha}
 
 
 # ---- writing ---------------------------------------------------------------------------

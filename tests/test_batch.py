@@ -383,3 +383,80 @@ def test_the_batch_workflows_run_and_resume(tmp_path, monkeypatch):
     for name in ("scene_0.mask.tif", "scene_2.gpkg", "scene_1.prob.tif"):
         assert (tmp_path / "batch-output" / name).read_bytes() == \
             (tmp_path / "by-script" / name).read_bytes()
+
+
+def crack_a_middle_block(src: Path, dst: Path) -> Path:
+    """``src`` rewritten as DEFLATE tiles of 64 px with one middle tile's bytes garbled: it
+    opens and its last block reads (so it passes the checks up front), and the tile task
+    that reads the middle fails."""
+    import rasterio
+
+    with rasterio.open(src) as ds:
+        profile = {**ds.profile, "compress": "deflate", "tiled": True,
+                   "blockxsize": 64, "blockysize": 64}
+        data = ds.read()
+    with rasterio.open(dst, "w", **profile) as out:
+        out.write(data)
+    with rasterio.open(dst) as ds:
+        offset = int(ds.get_tag_item("BLOCK_OFFSET_2_2", "TIFF", bidx=1))
+    with open(dst, "r+b") as f:
+        f.seek(offset)
+        f.write(b"\xff" * 64)
+    return dst
+
+
+def test_an_error_inside_one_tile_fails_that_scene_only_and_resume_finishes(
+        scenes, reference, reference_dir, tmp_path):
+    import rasterio
+
+    import geoseg
+    from geoseg.errors import RasterReadError
+
+    (tmp_path / "in").mkdir()
+    cracked = crack_a_middle_block(scenes / "scene_2.tif", tmp_path / "in" / "cracked.tif")
+    with pytest.raises(RasterReadError, match="cannot be read") as info:
+        geoseg.predict(cracked, tmp_path / "api" / "mask.tif")
+    assert str(info.value).startswith(f"{cracked}: ") and not (tmp_path / "api").exists()
+
+    listing = tmp_path / "scenes.txt"
+    listing.write_text(f"{scenes / 'scene_0.tif'}\n{cracked}\n{scenes / 'scene_1.tif'}\n")
+    out = tmp_path / "out"
+    result = invoke("run", listing, "-o", out, "--probabilities", "--no-progress")
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"failed  cracked: {cracked}: cannot be read" in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: 1 of 3 scenes failed")
+    assert not list(out.glob("cracked*")) and not list(out.glob(".*"))  # no partial output
+    events = [(e["event"], e.get("scene")) for e in journal_events(out)]
+    assert events[0][0] == "run" and sorted(e for e in events[1:] if e[0] != "start") == [
+        ("done", "scene_0"), ("done", "scene_1"), ("failed", "cracked")]
+    for name in ("scene_0", "scene_1"):
+        assert (out / f"{name}.mask.tif").read_bytes() == reference[f"{name}.mask.tif"]
+
+    cracked.write_bytes((scenes / "scene_2.tif").read_bytes())  # mended
+    result = invoke("run", listing, "-o", out, "--probabilities", "--no-progress", "--resume")
+    assert result.exit_code == 0, result.output
+    assert "skipped scene_0" in result.output and "done    cracked" in result.output
+    with rasterio.open(out / "cracked.mask.tif") as got, \
+            rasterio.open(reference_dir / "scene_2.mask.tif") as want:
+        assert (got.read() == want.read()).all()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_predict_stopped_while_writing_leaves_the_earlier_outputs(scenes, tmp_path, sig):
+    out = tmp_path / "out"
+    out.mkdir()
+    earlier = {"mask.tif": b"earlier mask", "mask.qml": b"<qgis/>", "prob.tif": b"earlier"}
+    for name, data in earlier.items():
+        (out / name).write_bytes(data)
+    run = geoseg("predict", scenes / "scene_0.tif", "-o", out / "mask.tif", "--probabilities",
+                 out / "prob.tif", "--overwrite", "--no-progress")
+    deadline = time.monotonic() + 120
+    while run.poll() is None and time.monotonic() < deadline:
+        if list(out.glob(".mask.tif.*.scratch.tif")):  # blocks are being written
+            break
+        time.sleep(0.01)
+    run.send_signal(sig)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert err.strip().splitlines() == ["Error: interrupted"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier  # no temp file either
