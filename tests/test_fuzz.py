@@ -61,7 +61,7 @@ def rasters(draw):
 
 
 # GEOSEG_FUZZ_EXAMPLES=1000 for a longer hunt than make test's.
-@settings(max_examples=int(os.environ.get("GEOSEG_FUZZ_EXAMPLES", 40)), deadline=None,
+@settings(max_examples=int(os.environ.get("GEOSEG_FUZZ_EXAMPLES", 100)), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=rasters())
 def test_random_rasters_keep_shape_georeferencing_nodata_and_the_round_trip(case, tmp_path_factory):
