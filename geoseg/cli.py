@@ -605,11 +605,28 @@ def main() -> None:
 
     # A batch system stops jobs with SIGTERM: unwind like Ctrl-C, so no temp file stays.
     signal.signal(signal.SIGTERM, _interrupt)
+    sys.unraisablehook = _redeliver_interrupts(sys.unraisablehook)
     cli(prog_name="geoseg")
 
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
+
+
+def _redeliver_interrupts(hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """An interrupt that lands in a ``__del__`` is swallowed there (Python prints "Exception
+    ignored in …" and a traceback): send it again instead, to be raised in ordinary code."""
+    import signal
+
+    signal.signal(signal.SIGALRM, _interrupt)
+
+    def handle(unraisable: Any) -> None:
+        if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+            signal.setitimer(signal.ITIMER_REAL, 0.01)  # after this hook has returned
+        else:
+            hook(unraisable)
+
+    return handle
 
 
 if __name__ == "__main__":

@@ -86,12 +86,13 @@ class ModelSpec:
                 found.append(f"class {c.name!r} color must be three values 0-255")
         if any(c <= 0 for c in self.decoder_channels):
             found.append("decoder_channels must be positive")
-        if not 1 <= self.encoder_depth <= 8:
+        if not 1 <= self.encoder_depth <= 8:  # and so size_multiple is small
             found.append("encoder_depth must be 1 to 8")
-        elif len(self.decoder_channels) != self.encoder_depth:
-            found.append("decoder_channels must have encoder_depth entries")
-        elif self.tile_size <= 0 or self.tile_size % self.size_multiple:
-            found.append(f"tile_size must be a positive multiple of {self.size_multiple}")
+        else:
+            if len(self.decoder_channels) != self.encoder_depth:
+                found.append("decoder_channels must have encoder_depth entries")
+            if self.tile_size <= 0 or self.tile_size % self.size_multiple:
+                found.append(f"tile_size must be a positive multiple of {self.size_multiple}")
         if self.resolution is not None and not (math.isfinite(self.resolution)
                                                 and self.resolution > 0):
             found.append("resolution must be positive and finite")

@@ -179,3 +179,27 @@ def test_run_predicts_and_vectorizes_each_scene_with_a_summary(tmp_path):
     result = run("run", tmp_path / "a" / "scene_1.tif", tmp_path / "a" / "scene_1.tif",
                  "-o", out)
     assert_one_line_error(result, "same name")
+
+
+def test_an_interrupt_that_lands_in_a_destructor_is_raised_not_lost():
+    """Python swallows an exception raised in __del__ (printing a traceback); the CLI
+    raises such an interrupt again in ordinary code, so Ctrl-C always ends a command."""
+    code = """if True:
+        import signal, sys, time
+        from geoseg import cli
+        sys.unraisablehook = cli._redeliver_interrupts(sys.unraisablehook)
+
+        class Closing:
+            def __del__(self):
+                signal.raise_signal(signal.SIGINT)  # Ctrl-C, just then
+                time.sleep(0.01)
+
+        try:
+            Closing()
+            time.sleep(2)
+            print("lost")
+        except KeyboardInterrupt:
+            print("raised")
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout == "raised\n" and "Traceback" not in done.stderr, done.stderr
