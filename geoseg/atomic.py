@@ -7,11 +7,13 @@ sees a half-written output, and an existing output is only replaced with ``overw
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from geoseg.errors import OutputError, OutputExistsError
 
@@ -77,16 +79,20 @@ def remove_empty_folders(folders: Iterable[Path]) -> None:
             folder.rmdir()
 
 
-@contextlib.contextmanager
-def outputs(paths: Iterable[str | os.PathLike[str] | None], *, overwrite: bool) -> Iterator[None]:
-    """:func:`check_outputs`, and if the work in the block fails, the output folders it
-    created go again (when still empty): a failed run leaves no trace."""
-    created = check_outputs(paths, overwrite=overwrite)
-    try:
-        yield
-    except BaseException:
-        remove_empty_folders(created)
-        raise
+def outputs(paths: Iterable[str | os.PathLike[str] | None], *,
+            overwrite: bool) -> contextlib.AbstractContextManager[None]:
+    """:func:`check_outputs` (now, at the call); if the work in the ``with`` block that
+    follows fails, the output folders it created go again (when still empty)."""
+    return _FoldersRemovedOnError(check_outputs(paths, overwrite=overwrite))
+
+
+class _FoldersRemovedOnError(contextlib.AbstractContextManager):  # type: ignore[type-arg]
+    def __init__(self, created: list[Path]) -> None:
+        self.created = created
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        if kind is not None:
+            remove_empty_folders(self.created)
 
 
 # ``.NAME.1a2b3c4d.tmp.SUFFIX`` (and GDAL/SQLite sidecars after it): see temp_sibling.
@@ -96,6 +102,8 @@ TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
 def temp_sibling(path: str | os.PathLike[str], suffix: str = "") -> Path:
     """A new, empty temp file in the same folder as ``path`` (so os.replace is atomic)."""
     p = Path(path)
+    # Again: another geoseg that failed may have removed a folder both of them created.
+    make_folders(p.parent, p)
     for _ in range(100):
         name = p.with_name(f".{p.name}.{secrets.token_hex(4)}.tmp{suffix or p.suffix}")
         try:
@@ -123,32 +131,87 @@ def remove_with_sidecars(path: str | os.PathLike[str]) -> None:
     remove_sidecars(path)
 
 
+class Files:
+    """The temp files of outputs being written; :func:`together` puts them in place."""
+
+    def __init__(self, overwrite: bool) -> None:
+        self.overwrite = overwrite
+        self.pending: list[tuple[Path, Path]] = []  # (target, its temp file)
+
+    def path(self, target: str | os.PathLike[str]) -> Path:
+        """A new temp file beside ``target``, to be written instead of it."""
+        t = check_output(target, overwrite=self.overwrite)
+        tmp = temp_sibling(t)
+        self.pending.append((t, tmp))
+        return tmp
+
+
+@contextlib.contextmanager
+def together(*, overwrite: bool) -> Iterator[Files]:
+    """Write several outputs as temp files (``files.path(target)``); when the block ends
+    well, all are checked and synced first, then replace their targets one after the other
+    with SIGINT and SIGTERM held back, so an interrupt leaves either all new files or none.
+    On any error every temp file vanishes."""
+    files = Files(overwrite)
+    try:
+        yield files
+        _put_in_place(files.pending, overwrite)
+    except BaseException as exc:  # an interrupt too: the temp files go
+        for _, tmp in files.pending:
+            remove_with_sidecars(tmp)
+        for target, tmp in files.pending:
+            if isinstance(exc, OutputError) and exc.path == str(tmp):
+                raise type(exc)(exc.message, target) from None  # the file the user named
+        raise
+    for _, tmp in files.pending:
+        remove_sidecars(tmp)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path``, on error it vanishes."""
-    target = check_output(path, overwrite=overwrite)
-    tmp = temp_sibling(target)
-    try:
-        yield tmp
-    except BaseException as exc:
-        remove_with_sidecars(tmp)
-        if isinstance(exc, OutputError) and exc.path == str(tmp):
-            raise type(exc)(exc.message, target) from None  # name the file the user asked for
-        raise
-    try:
+    with together(overwrite=overwrite) as files:
+        yield files.path(path)
+
+
+def _put_in_place(pending: list[tuple[Path, Path]], overwrite: bool) -> None:
+    for target, tmp in pending:
         if target.exists() and not overwrite:  # appeared while we worked
             raise OutputExistsError("exists already (use --overwrite to replace it)", target)
-        _fsync(tmp)
-        os.replace(tmp, target)
-        remove_sidecars(target, RASTER_SIDECARS)
-    except BaseException as exc:  # an interrupt too: the temp file goes
-        remove_with_sidecars(tmp)
-        if isinstance(exc, OutputError) or not isinstance(exc, OSError):
-            raise
-        raise OutputError(f"could not be written ({exc.strerror or exc})", target) from exc
-    remove_sidecars(tmp)
+        _fsync(tmp, target)
+    with _interrupts_held():
+        for target, tmp in pending:
+            try:
+                os.replace(tmp, target)
+            except OSError as exc:
+                raise OutputError(f"could not be written ({exc.strerror or exc})", target) from exc
+            remove_sidecars(target, RASTER_SIDECARS)
 
 
-def _fsync(path: Path) -> None:
-    with contextlib.suppress(OSError), open(path, "rb+") as f:
-        os.fsync(f.fileno())
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait (in the main thread) until the block is done."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _fsync(path: Path, target: Path) -> None:
+    """Flush ``path`` to disk: a write error the kernel kept for now (NFS, a quota) is an
+    OutputError about ``target``."""
+    try:
+        with open(path, "rb+") as f:
+            os.fsync(f.fileno())
+    except OSError as exc:
+        if exc.errno in (errno.EINVAL, errno.ENOTSUP):  # a file system without fsync
+            return
+        raise OutputError(f"could not be written ({exc.strerror or exc})", target) from None

@@ -73,13 +73,29 @@ def predict_scene(job: SceneJob) -> dict[str, Any]:
     started = time.perf_counter()
     s = job.scene
     try:
-        mask = predict(s.source, s.mask, job.model, probabilities_path=s.probabilities,
-                       quicklook=s.quicklook, overwrite=True, scheduler=job.scheduler,
-                       workers=job.workers, progress=job.progress, **job.predict_options)
+        with _warnings_in_entry():
+            mask = predict(s.source, s.mask, job.model, probabilities_path=s.probabilities,
+                           quicklook=s.quicklook, overwrite=True, scheduler=job.scheduler,
+                           workers=job.workers, progress=job.progress, **job.predict_options)
     except Exception as exc:
         return {"error": _one_line(exc)}
     return {"pixels": int(mask.shape[0] * mask.shape[1]),
             "seconds": time.perf_counter() - started}
+
+
+@contextlib.contextmanager
+def _warnings_in_entry() -> Iterator[None]:
+    """geoseg's own warnings about a scene go into its journal entry and its line of the
+    run's output, not to the warnings machinery of whichever process runs it. (Python's
+    warning filters are global: a scene on another thread of the same worker may warn
+    meanwhile, which the entry still records.)"""
+    import warnings
+
+    from geoseg.errors import GeoSegWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GeoSegWarning)
+        yield
 
 
 def vectorize_scene(job: SceneJob, predicted: dict[str, Any]) -> dict[str, Any]:
@@ -98,8 +114,9 @@ def vectorize_scene(job: SceneJob, predicted: dict[str, Any]) -> dict[str, Any]:
                              **job.vector_options)
         stamp = source_stamp(s.source)
         # The GeoPackage's date is its source's: a rerun gives the same bytes.
-        tally = write_gpkg(layers, s.gpkg, overwrite=True,
-                           timestamp=max((m for _, _, m in stamp), default=0) / 1e9)
+        with _warnings_in_entry():
+            tally = write_gpkg(layers, s.gpkg, overwrite=True,
+                               timestamp=max((m for _, _, m in stamp), default=0) / 1e9)
         outputs = fingerprint(s.files())
         empty = not tally.polygons.sum() and not has_data(s.mask)
     except Exception as exc:

@@ -98,7 +98,7 @@ def model_options(f: F) -> F:
 
 def trust_pickle_option(f: F) -> F:
     return click.option("--trust-pickle", is_flag=True,
-                        help="Load a torch pickle checkpoint (.pt, .pth, .ckpt) given as "
+                        help="Load a torch pickle checkpoint (.pt, .pth, .ckpt, .bin, .pkl) given as "
                              "--model, with its card MODEL.json beside it. Unpickling can "
                              "run code: only for files you trust.")(f)
 

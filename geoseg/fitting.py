@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from geoseg.atomic import atomic_path
 from geoseg.metrics import confusion_matrix, scores
 from geoseg.model import Model, ModelSpec, build_network
 
@@ -122,8 +123,7 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     schedule = one_cycle(optimiser, options.lr, total)
     ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
     state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "history": []}
-    checkpoint.mkdir(parents=True, exist_ok=True)
-    best_path = checkpoint / "best.safetensors"
+    best_path = checkpoint / "best.safetensors"  # the folder is made at the first save
     run = {"options": dataclasses.asdict(options),
            "spec": {k: v for k, v in spec.to_dict().items() if k != "metrics"}}
     if resume:
@@ -180,8 +180,9 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
                                  "val_miou": round(miou, 5)})
         if improved:
             state.update(best_miou=miou, best_epoch=epoch, best_scores=scores)
-            save_file({k: v.detach().cpu().contiguous() for k, v in network.state_dict().items()},
-                      str(best_path))
+            with atomic_path(best_path, overwrite=True) as tmp:  # makes the folder, too
+                save_file({k: v.detach().cpu().contiguous()
+                           for k, v in network.state_dict().items()}, str(tmp))
         state["epoch"] = epoch
         _save_checkpoint(checkpoint, state, network, optimiser, schedule, rng)
         print(f"epoch {epoch}/{options.epochs}  loss {np.mean(losses):.4f}  "
@@ -212,7 +213,6 @@ def _save_checkpoint(folder: Path, state: dict, network, optimiser, schedule,  #
 
     import torch
 
-    from geoseg.atomic import atomic_path
 
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / "state.pt", overwrite=True) as tmp:

@@ -187,19 +187,16 @@ def _write_results(result: Evaluation, prediction: Any, labels: str | os.PathLik
     from geoseg import atomic
 
     # Every file is finished as a temp file first; they replace their targets together.
-    with contextlib.ExitStack() as files:
+    with atomic.together(overwrite=overwrite) as files:
         if report:
-            tmp = files.enter_context(atomic.atomic_path(report, overwrite=overwrite))
-            tmp.write_text(json.dumps(json_safe(result.to_dict()), indent=2) + "\n")
+            files.path(report).write_text(json.dumps(json_safe(result.to_dict()), indent=2) + "\n")
         if confusion_png or compare_png:
             from geoseg import plots
 
             if confusion_png:
-                tmp = files.enter_context(atomic.atomic_path(confusion_png, overwrite=overwrite))
-                plots.confusion_png(result, tmp)
+                plots.confusion_png(result, files.path(confusion_png))
             if compare_png:
-                tmp = files.enter_context(atomic.atomic_path(compare_png, overwrite=overwrite))
-                plots.compare_png(prediction, labels, tmp, image=image,
+                plots.compare_png(prediction, labels, files.path(compare_png), image=image,
                                   class_field=class_field, background=background)
 
 

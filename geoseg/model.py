@@ -84,15 +84,18 @@ class ModelSpec:
         for c in self.classes:
             if len(c.color) != 3 or any(not 0 <= v <= 255 for v in c.color):
                 found.append(f"class {c.name!r} color must be three values 0-255")
-        if any(c <= 0 for c in self.decoder_channels):
-            found.append("decoder_channels must be positive")
+        if any(not 0 < c <= 4096 for c in self.decoder_channels):
+            found.append("decoder_channels must be 1 to 4096")
+        if n > 1024:
+            found.append(f"{n} input bands; at most 1024")
         if not 1 <= self.encoder_depth <= 8:  # and so size_multiple is small
             found.append("encoder_depth must be 1 to 8")
         else:
             if len(self.decoder_channels) != self.encoder_depth:
                 found.append("decoder_channels must have encoder_depth entries")
-            if self.tile_size <= 0 or self.tile_size % self.size_multiple:
-                found.append(f"tile_size must be a positive multiple of {self.size_multiple}")
+            if not 0 < self.tile_size <= 8192 or self.tile_size % self.size_multiple:
+                found.append(f"tile_size must be a multiple of {self.size_multiple} "
+                             f"up to 8192")
         if self.resolution is not None and not (math.isfinite(self.resolution)
                                                 and self.resolution > 0):
             found.append("resolution must be positive and finite")
@@ -286,6 +289,8 @@ def read_spec(path: str | os.PathLike[str]) -> ModelSpec:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelError(f"model card is not valid JSON ({exc})", card) from None
+    except RecursionError:
+        raise ModelError("model card is nested too deeply", card) from None
     try:
         return ModelSpec.from_dict(data)
     except ModelError as exc:
@@ -300,9 +305,9 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     p = Path(text)
     if is_pickle(p):
         raise ModelError("is a pickle checkpoint, which can run code when loaded: use "
-                         "safetensors weights with a JSON model card (if you trust this file: "
-                         "--trust-pickle, or convert it once with "
-                         "geoseg.load_model(path, trust_pickle=True).save(new_path))", p)
+                         "safetensors weights with a JSON model card (if you trust this file, "
+                         "convert it once with geoseg.load_model(path, trust_pickle=True)"
+                         ".save(new_path); predict and evaluate also take --trust-pickle)", p)
     card, weights = card_and_weights(p)
     if not card.exists() and not weights.exists():
         raise ModelError(f"no such model (bundled models: {', '.join(BUNDLED)})", p)
@@ -332,10 +337,37 @@ def load_model(name_or_path: str | os.PathLike[str] | Model = "default", *,
     if not weights.exists():
         raise ModelError("weights file not found", weights)
     try:
+        check_shapes(spec, _stored_shapes(weights), weights)
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"not a readable safetensors file ({exc})", weights) from None
     return model_from_state(spec, state, weights, path=card)
+
+
+def _stored_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """The tensor shapes in a safetensors file's header (no tensor is read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights), "pt") as f:
+        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+
+
+def check_shapes(spec: ModelSpec, shapes: dict[str, tuple[int, ...]],
+                 where: str | os.PathLike[str]) -> None:
+    """Weights must have exactly the tensors the card's network has, checked on torch's
+    meta device (nothing allocated: a card cannot make geoseg build a huge network for
+    weights that do not fit it)."""
+    import torch
+
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_network(spec).state_dict().items()}
+    if shapes == expected:
+        return
+    missing, extra = sorted(set(expected) - set(shapes)), sorted(set(shapes) - set(expected))
+    wrong = [k for k in expected if k in shapes and shapes[k] != expected[k]]
+    what = (f"{wrong[0]} is {list(shapes[wrong[0]])}, the card makes it {list(expected[wrong[0]])}"
+            if wrong else f"missing {missing[0]}" if missing else f"unexpected {extra[0]}")
+    raise ModelError(f"weights do not match the model card ({what})", where)
 
 
 def load_pickle(path: str | os.PathLike[str], card: str | os.PathLike[str] | None = None) -> Model:

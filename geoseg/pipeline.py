@@ -9,7 +9,6 @@ tile size × batch size × workers, never by the raster, on every scheduler.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -347,8 +346,12 @@ def write_outputs(source: raster.Source, spec: ModelSpec, mask: da.Array, probs:
     from geoseg.cluster import compute
 
     pixels = source.width * source.height  # a scratch file holds a byte per pixel and band
-    raster.check_free_space(dst.parent, pixels * (1 + len(spec.classes) * bool(probabilities_path)),
-                            dst)
+    needs = {dst.parent: (pixels, dst)}
+    if probabilities_path:
+        folder = Path(probabilities_path).parent
+        before = needs.get(folder, (0, probabilities_path))[0]
+        needs[folder] = (before + pixels * len(spec.classes), probabilities_path)
+    raster.check_free_space(needs)
     scratch_mask = atomic.temp_sibling(dst, ".scratch.tif")
     scratch_probs = (atomic.temp_sibling(probabilities_path, ".scratch.tif")
                      if probabilities_path else None)
@@ -371,18 +374,16 @@ def write_outputs(source: raster.Source, spec: ModelSpec, mask: da.Array, probs:
             with raster.write_errors(probabilities_path):
                 _describe_probabilities(scratch_probs, spec)
         # All outputs are finished as temp files first and replaced together at the end.
-        with contextlib.ExitStack() as outputs:
-            tmp_mask = outputs.enter_context(atomic.atomic_path(dst, overwrite=overwrite))
+        with atomic.together(overwrite=overwrite) as outputs:
+            tmp_mask = outputs.path(dst)
             raster.write_cog(scratch_mask, tmp_mask)
-            tmp_qml = outputs.enter_context(atomic.atomic_path(qml_path(dst), overwrite=overwrite))
-            tmp_qml.write_text(styles.paletted_qml(spec.class_names, spec.colors))
+            outputs.path(qml_path(dst)).write_text(styles.paletted_qml(spec.class_names,
+                                                                       spec.colors))
             if scratch_probs is not None and probabilities_path is not None:
-                tmp = outputs.enter_context(atomic.atomic_path(probabilities_path,
-                                                               overwrite=overwrite))
-                raster.write_cog(scratch_probs, tmp, overview_resampling="average")
+                raster.write_cog(scratch_probs, outputs.path(probabilities_path),
+                                 overview_resampling="average")
             if quicklook:
-                tmp = outputs.enter_context(atomic.atomic_path(quicklook, overwrite=overwrite))
-                write_quicklook(tmp_mask, tmp)
+                write_quicklook(tmp_mask, outputs.path(quicklook))
     finally:
         for p in (scratch_mask, scratch_probs):
             if p is not None:

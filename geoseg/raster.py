@@ -62,9 +62,15 @@ def gdal_env(remote: bool = False) -> dict[str, Any]:
     return env
 
 
+# GDAL's file systems that read over a network (a local /vsizip/ or /vsigzip/ does not).
+NETWORK_VSI = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift",
+               "/vsiwebhdfs", "/vsihdfs")
+
+
 def is_remote(path: str) -> bool:
-    """Whether GDAL reads ``path`` over a network (/vsicurl/, /vsis3/, https://…)."""
-    return "://" in path or (path.startswith("/vsi") and not path.startswith("/vsimem/"))
+    """Whether GDAL reads ``path`` over a network (/vsicurl/, /vsis3/, https://…, also
+    inside a chain such as /vsizip//vsicurl/…)."""
+    return "://" in path or any(prefix in path for prefix in NETWORK_VSI)
 
 
 @dataclass(frozen=True)
@@ -487,14 +493,30 @@ def _write_failure(path: str) -> str:
     return "a block read back differs from the one written"
 
 
-def check_free_space(folder: str | os.PathLike[str], needed: int, name: str | os.PathLike[str]) -> None:
-    """Fail before any work when ``folder`` has less than ``needed`` bytes free."""
+def check_free_space(needs: dict[Path, tuple[int, str | os.PathLike[str]]]) -> None:
+    """Fail before any work when a folder has less room than its scratch files need:
+    ``{folder: (bytes, the output named in the error)}``; folders on one file system
+    share its room."""
     import shutil
 
-    free = shutil.disk_usage(folder).free
-    if free < needed:
-        raise OutputError(f"could not be written (needs at least {needed / 2**20:.0f} MB free "
-                          f"for its scratch file, {free / 2**20:.0f} MB are)", name)
+    by_device: dict[int, tuple[int, Path, str | os.PathLike[str]]] = {}
+    for folder, (size, name) in needs.items():
+        device = os.stat(folder).st_dev
+        total = by_device.get(device, (0, folder, name))[0] + size
+        by_device[device] = (total, folder, name)
+    for total, folder, name in by_device.values():
+        free = shutil.disk_usage(folder).free
+        if free < total:
+            raise OutputError(f"could not be written (its scratch files need "
+                              f"{_bytes(total)} free, {_bytes(free)} are)", name)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    raise AssertionError  # not reached
 
 
 def write_cog(scratch: Path, dst: Path, *, overview_resampling: str = "nearest",

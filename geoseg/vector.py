@@ -807,9 +807,9 @@ def qml_path(gpkg: str | os.PathLike[str]) -> Path:
 
 def check_outputs(mask: Any, dst: str | os.PathLike[str] | None, *,
                   overwrite: bool) -> contextlib.AbstractContextManager[None]:
-    """Check the GeoPackage and its style file before any work (see :func:`atomic.outputs`:
-    the work goes in its block). ``scene.mask.gpkg`` beside ``scene.mask.tif`` would share
-    one ``scene.mask.qml``: refused."""
+    """Check the GeoPackage and its style file before any work; the work goes in the
+    ``with`` block of the result (see :func:`atomic.outputs`). ``scene.mask.gpkg`` beside
+    ``scene.mask.tif`` would share one ``scene.mask.qml``: refused."""
     if dst is None:
         return contextlib.nullcontext()
     style = qml_path(dst)

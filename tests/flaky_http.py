@@ -1,5 +1,6 @@
-"""An HTTP file server whose every third request fails with 503 Service Unavailable: a
-transient error, as cloud storage gives them. It serves byte ranges, as GDAL reads.
+"""An HTTP file server where the first of every three requests for a URL fails with 503
+Service Unavailable: a transient error, as cloud storage gives them. It serves byte
+ranges, as GDAL reads.
 
 Run as ``python flaky_http.py FOLDER``; it prints its port. (A separate process: GDAL
 holds Python's GIL while it waits for a response, so a server thread would never answer.)
@@ -22,7 +23,7 @@ class Flaky(http.server.BaseHTTPRequestHandler):
         REQUESTS.append(self.path)
         if self.path == "/count":
             self.reply(200, str(len(REQUESTS)).encode(), body)
-        elif len(REQUESTS) % 3 == 1:
+        elif REQUESTS.count(self.path) % 3 == 1:
             self.reply(503, b"", body)
         elif not (ROOT / self.path.split("?")[0].lstrip("/")).is_file():
             self.reply(404, b"", body)

@@ -105,6 +105,12 @@ ERRORS = [
         "mosaic tile band count 3 differs from 4 of", named=1),
     Row("mosaic with mismatched CRS", lambda d: mosaic(d, crs="EPSG:32632"), InputError,
         "mosaic tile CRS EPSG:32632 differs from EPSG:32633 of", named=1),
+    Row("mosaic with mismatched data types",
+        lambda d: mosaic(d, data=image(dtype=np.float32)[:, :, 40:]), InputError,
+        "mosaic tile data type float32 differs from uint16 of", named=1),
+    Row("mosaic off the pixel grid",
+        lambda d: mosaic(d, transform=TRANSFORM @ Affine.translation(40.5, 0)), InputError,
+        "mosaic tile is not on the pixel grid of", named=1),
 ]
 
 
@@ -361,23 +367,27 @@ def test_existing_outputs_need_overwrite_and_stay_as_they_were(masks, tmp_path):
     assert_untouched(out)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """``(folder, preexec)``: a folder on a 200 kB tmpfs where root may mount one, else a
-    plain folder and a ``preexec_fn`` that stops files growing past 200 kB (RLIMIT_FSIZE),
+@pytest.fixture(params=["tmpfs", "file size limit"])
+def small_disk(tmp_path, request):
+    """``(folder, preexec)``: a folder on a 300 kB tmpfs (where root may mount one), or a
+    plain folder and a ``preexec_fn`` that stops files growing past 100 kB (RLIMIT_FSIZE),
     as a full disk would."""
     import resource
     import signal
 
     folder = tmp_path / "disk"
     folder.mkdir()
-    mounted = os.geteuid() == 0 and shutil.which("mount") and subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(folder)],
-        capture_output=True).returncode == 0
+    mounted = False
+    if request.param == "tmpfs":
+        mounted = os.geteuid() == 0 and shutil.which("mount") and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(folder)],
+            capture_output=True).returncode == 0
+        if not mounted:
+            pytest.skip("no tmpfs can be mounted here (the file size limit stands in)")
 
     def limit():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
 
     yield folder, None if mounted else limit
     if mounted:
@@ -390,22 +400,30 @@ def run_cli(args: list, preexec) -> subprocess.CompletedProcess:
 
 
 def test_a_disk_that_fills_while_writing_leaves_nothing(small_disk, tmp_path):
+    """The scratch files of a 200 × 200 scene (a byte per pixel for the mask, six for the
+    probabilities: 280 kB) fit on the 300 kB disk, so the checks up front pass; its COGs
+    do not fit beside them. A 600 × 600 scene is refused up front."""
     folder, preexec = small_disk
-    scene = write_raster(tmp_path / "scene.tif", image(height=600, width=600, seed=4))
+    scene = write_raster(tmp_path / "scene.tif", image(height=200, width=200, seed=4))
+    large = write_raster(tmp_path / "large.tif", image(height=600, width=600, seed=4))
     noise = np.random.default_rng(5).integers(0, 6, (600, 600), dtype=np.uint8)
     speckled = write_raster(tmp_path / "speckled.tif", noise, nodata=255)  # ~100 000 polygons
     (folder / "keep.txt").write_bytes(b"an earlier output")
-    for args, named in ((["predict", scene, "-o", folder / "mask.tif", "--probabilities",
-                          folder / "prob.tif"], "mask.tif"),
-                        (["predict", scene, "-o", folder / "mask.tif"], "mask.tif"),
-                        (["vectorize", speckled, "-o", folder / "speckled.gpkg"], "speckled.gpkg")):
+    rows = [(["predict", scene, "-o", folder / "mask.tif", "--probabilities",
+              folder / "prob.tif"], "prob.tif", "could not be written ("),
+            (["vectorize", speckled, "-o", folder / "speckled.gpkg"], "speckled.gpkg",
+             "could not be written (")]
+    if preexec is None:
+        rows.append((["predict", large, "-o", folder / "mask.tif"], "mask.tif",
+                     "could not be written (its scratch files need 360.0 kB free"))
+    for args, named, words in rows:
         done = run_cli(args, preexec)
         assert done.returncode == 1, done.stderr
         # libtiff (inside GDAL) prints a failed write straight to stderr; everything else
         # is geoseg's one line.
         lines = [line for line in done.stderr.splitlines() if not line.startswith("_tiff")]
         assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
-        assert lines[0].startswith(f"Error: {folder / named}: could not be written"), lines
+        assert lines[0].startswith(f"Error: {folder / named}: {words}"), lines
         assert [p.name for p in folder.iterdir()] == ["keep.txt"]
     assert (folder / "keep.txt").read_bytes() == b"an earlier output"
 
@@ -441,3 +459,20 @@ def test_a_block_lost_to_a_full_disk_is_an_error_not_a_hole(small_disk, tmp_path
                 r, c = divmod(k, 2)
                 writer[slice(r * 256, r * 256 + 256), slice(c * 256, c * 256 + 256)] = block
     assert str(info.value).startswith("mask.tif: ")
+
+
+def test_a_batch_records_an_all_nodata_scene_as_done_with_its_warning(masks, tmp_path):
+    import json
+
+    empty = write_raster(tmp_path / "empty.tif", np.zeros((4, 48, 48), np.uint16), nodata=0)
+    result = invoke("run", empty, masks / "image.tif", "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "done    empty (0.00 Mpx, " in result.output
+    assert "; warning: no valid pixels (all nodata): the mask is all nodata and the layer " \
+           "empty)" in result.output
+    assert "Warning:" not in result.output  # the scene's line says it, once
+    scenes = json.loads((tmp_path / "out" / "summary.json").read_text())["scenes"]
+    assert [s.get("warning", "")[:15] for s in scenes] == ["no valid pixels", ""]
+    with rasterio.open(tmp_path / "out" / "empty.mask.tif") as ds:
+        assert (ds.read(1) == 255).all()
+    assert len(gpd.read_file(tmp_path / "out" / "empty.gpkg", layer="empty")) == 0

@@ -442,19 +442,20 @@ def test_an_error_inside_one_tile_fails_that_scene_only_and_resume_finishes(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_predict_stopped_while_writing_leaves_the_earlier_outputs(scenes, tmp_path, sig):
+def test_predict_stopped_while_writing_leaves_the_earlier_outputs(tmp_path, sig):
+    write_sample_data(tmp_path, size=1280, seed=9)  # 9 tiles: seconds of writing blocks
     out = tmp_path / "out"
     out.mkdir()
     earlier = {"mask.tif": b"earlier mask", "mask.qml": b"<qgis/>", "prob.tif": b"earlier"}
     for name, data in earlier.items():
         (out / name).write_bytes(data)
-    run = geoseg("predict", scenes / "scene_0.tif", "-o", out / "mask.tif", "--probabilities",
+    run = geoseg("predict", tmp_path / "scene_9.tif", "-o", out / "mask.tif", "--probabilities",
                  out / "prob.tif", "--overwrite", "--no-progress")
-    deadline = time.monotonic() + 120
-    while run.poll() is None and time.monotonic() < deadline:
-        if list(out.glob(".mask.tif.*.scratch.tif")):  # blocks are being written
-            break
+    deadline, seen = time.monotonic() + 120, False
+    while run.poll() is None and time.monotonic() < deadline and not seen:
+        seen = bool(list(out.glob(".mask.tif.*.scratch.tif")))  # blocks are being written
         time.sleep(0.01)
+    assert seen and run.poll() is None, "the scratch files were never seen"
     run.send_signal(sig)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err

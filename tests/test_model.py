@@ -15,6 +15,7 @@ from geoseg.model import (
     ModelSpec,
     build_network,
     bundled_path,
+    check_shapes,
     load_model,
     read_spec,
 )
@@ -184,6 +185,8 @@ def test_any_card_either_loads_sound_or_raises_a_model_error(data):
         return
     assert spec.problems() == [] and len(spec.mean) == len(spec.bands)
     assert ModelSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ModelError):  # its network is built on the meta device: no memory
+        check_shapes(spec, {}, "weights")
 
 
 @settings(max_examples=200, deadline=None)
@@ -195,3 +198,19 @@ def test_any_card_file_content_gives_a_spec_or_a_model_error_naming_it(tmp_path_
         read_spec(path)
     except ModelError as exc:
         assert str(path) in str(exc)
+
+
+def test_hostile_cards_are_model_errors_not_crashes(tmp_path):
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    with pytest.raises(ModelError, match="nested too deeply"):
+        read_spec(tmp_path / "deep.json")
+    # A card that asks for an enormous network is refused by its checks, and one that is
+    # merely big is compared with the weights before anything is allocated.
+    with pytest.raises(ModelError, match="decoder_channels must be 1 to 4096"):
+        small_spec(decoder_channels=(2**31, 8, 8))
+    Model(build_network(small_spec()), small_spec()).save(tmp_path / "m")
+    card = json.loads((tmp_path / "m.json").read_text())
+    card["decoder_channels"] = [4096, 4096, 4096]
+    (tmp_path / "m.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"do not match the model card \(decoder"):
+        load_model(tmp_path / "m.json")
