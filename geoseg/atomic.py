@@ -139,7 +139,9 @@ class Files:
         self.pending: list[tuple[Path, Path]] = []  # (target, its temp file)
 
     def path(self, target: str | os.PathLike[str]) -> Path:
-        """A new temp file beside ``target``, to be written instead of it."""
+        """A new temp file beside ``target`` (its folder made if missing), to be written
+        instead of it."""
+        make_folders(Path(target).parent, target)
         t = check_output(target, overwrite=self.overwrite)
         tmp = temp_sibling(t)
         self.pending.append((t, tmp))

@@ -223,14 +223,20 @@ def test_a_failed_scene_is_reported_and_the_others_go_on(scenes, reference, refe
         assert (out / f"{name}.gpkg").read_bytes() == reference[f"{name}.gpkg"]
 
     # Fixed, the run resumes with the broken scene only.
-    bad.write_bytes((scenes / "scene_3.tif").read_bytes())
-    result = invoke("run", listing, "-o", out, "--probabilities", "--no-progress", "--resume")
-    assert result.exit_code == 0, result.output
-    assert "skipped scene_0" in result.output and "done    broken" in result.output
+    mend_and_resume(listing, out, bad, scenes / "scene_3.tif", reference_dir)
+
+
+def mend_and_resume(listing: Path, out: Path, bad: Path, good: Path, reference_dir: Path) -> None:
+    """Replace the failed scene ``bad`` by ``good``: --resume computes it alone, and its
+    mask is ``good``'s of the reference run."""
     import rasterio
 
-    with rasterio.open(out / "broken.mask.tif") as got, \
-            rasterio.open(reference_dir / "scene_3.mask.tif") as want:
+    bad.write_bytes(good.read_bytes())
+    result = invoke("run", listing, "-o", out, "--probabilities", "--no-progress", "--resume")
+    assert result.exit_code == 0, result.output
+    assert "skipped scene_0" in result.output and f"done    {bad.stem}" in result.output
+    with rasterio.open(out / f"{bad.stem}.mask.tif") as got, \
+            rasterio.open(reference_dir / f"{good.stem}.mask.tif") as want:
         assert (got.read() == want.read()).all()
 
 
@@ -407,7 +413,6 @@ def crack_a_middle_block(src: Path, dst: Path) -> Path:
 
 def test_an_error_inside_one_tile_fails_that_scene_only_and_resume_finishes(
         scenes, reference, reference_dir, tmp_path):
-    import rasterio
 
     import geoseg
     from geoseg.errors import RasterReadError
@@ -432,13 +437,7 @@ def test_an_error_inside_one_tile_fails_that_scene_only_and_resume_finishes(
     for name in ("scene_0", "scene_1"):
         assert (out / f"{name}.mask.tif").read_bytes() == reference[f"{name}.mask.tif"]
 
-    cracked.write_bytes((scenes / "scene_2.tif").read_bytes())  # mended
-    result = invoke("run", listing, "-o", out, "--probabilities", "--no-progress", "--resume")
-    assert result.exit_code == 0, result.output
-    assert "skipped scene_0" in result.output and "done    cracked" in result.output
-    with rasterio.open(out / "cracked.mask.tif") as got, \
-            rasterio.open(reference_dir / "scene_2.mask.tif") as want:
-        assert (got.read() == want.read()).all()
+    mend_and_resume(listing, out, cracked, scenes / "scene_2.tif", reference_dir)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
