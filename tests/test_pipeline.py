@@ -246,7 +246,7 @@ def test_writing_keeps_tile_results_alive_bounded_whatever_the_raster(make_scene
     # A few rows of one band (4 columns + its two side columns), however large the raster;
     # sweeping whole rows instead would keep 3+ rows of 17 or 34 tiles. (Rows r - 3 to
     # r + 1 can be alive while row r finishes beside row r + 1 starting, and a row whose
-    # last blend is done stays until dask lets go of it: 22 to 39 tiles over 20 runs of
+    # last blend is done stays until dask lets go of it: 18 to 39 tiles over 12 runs of
     # each size, 41 twice, so 8 rows are allowed; the 800 px raster's whole-row sweep
     # would keep 102 or more.)
     assert peak[0] <= (pipeline.LOOKAHEAD_ROWS + 6) * (4 + 2), peak[0]
