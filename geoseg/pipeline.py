@@ -366,7 +366,7 @@ def write_outputs(source: raster.Source, spec: ModelSpec, mask: da.Array, probs:
             targets.append(raster.WindowWriter(scratch_probs, probabilities_path))
         stored = da.store(arrays, targets, lock=False, compute=False)
         compute(stored, scheduler=scheduler, workers=workers, progress=progress)
-        if not raster.has_data(scratch_mask):
+        if not raster.has_data(scratch_mask, name=dst):
             warn("has no valid pixels (all nodata): the mask is all nodata", source.name)
         with raster.write_errors(dst):
             _describe_mask(scratch_mask, spec, source)

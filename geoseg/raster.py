@@ -409,10 +409,12 @@ def _valid_pixels(ds: rasterio.io.DatasetReader, bands: tuple[int, ...], window:
     return np.all(ds.read_masks(bands, window=window) > 0, axis=0)
 
 
-def has_data(path: str | os.PathLike[str]) -> bool:
+def has_data(path: str | os.PathLike[str], name: str | os.PathLike[str] | None = None) -> bool:
     """Whether the raster at ``path`` has any pixel that is not nodata (block by block; it
-    stops at the first block with data, so only an empty raster is read whole)."""
-    with rasterio.Env(**gdal_env(is_remote(os.fspath(path)))), _read_errors(os.fspath(path)), \
+    stops at the first block with data, so only an empty raster is read whole). Errors
+    name ``name`` (e.g. the output a scratch file is for), else ``path``."""
+    with rasterio.Env(**gdal_env(is_remote(os.fspath(path)))), \
+            _read_errors(os.fspath(name if name is not None else path)), \
             rasterio.open(path, sharing=False) as ds:
         return any(ds.read_masks(1, window=window).any() for _, window in ds.block_windows(1))
 
