@@ -337,19 +337,10 @@ def load_model(name_or_path: str | os.PathLike[str] | Model = "default", *,
     if not weights.exists():
         raise ModelError("weights file not found", weights)
     try:
-        check_shapes(spec, _stored_shapes(weights), weights)
         state = load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"not a readable safetensors file ({exc})", weights) from None
     return model_from_state(spec, state, weights, path=card)
-
-
-def _stored_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
-    """The tensor shapes in a safetensors file's header (no tensor is read)."""
-    from safetensors import safe_open
-
-    with safe_open(str(weights), "pt") as f:
-        return {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
 
 
 def check_shapes(spec: ModelSpec, shapes: dict[str, tuple[int, ...]],
@@ -414,14 +405,12 @@ def _state_dict_of(obj: Any, where: Path) -> dict[str, torch.Tensor]:
 
 def model_from_state(spec: ModelSpec, state: dict[str, torch.Tensor], where: str | os.PathLike[str],
                      *, path: Path | None = None) -> Model:
-    """Build the network for ``spec`` and load ``state`` into it, strictly (``where`` names
-    the weights in errors)."""
+    """Build the network for ``spec`` and load ``state`` into it, once its tensors are
+    known to fit the card exactly (:func:`check_shapes`; ``where`` names the weights in
+    errors)."""
+    check_shapes(spec, {k: tuple(v.shape) for k, v in state.items()}, where)
     network = build_network(spec)
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1:2] or [str(exc)]
-        raise ModelError(f"weights do not match the model card ({first[0].strip()})", where) from None
+    network.load_state_dict(state, strict=True)
     return Model(network=network.eval(), spec=spec, path=path)
 
 

@@ -158,7 +158,7 @@ def _gdal_message(exc: Exception, *, remote: bool = False) -> str:
     if "No such file" in text or "HTTP response code: 404" in text:
         return "no such file"
     if remote or "HTTP response code" in text:  # retried by GDAL already
-        retries = gdal_env().get("GDAL_HTTP_MAX_RETRY") or os.environ.get("GDAL_HTTP_MAX_RETRY")
+        retries = os.environ.get("GDAL_HTTP_MAX_RETRY", GDAL_DEFAULTS["GDAL_HTTP_MAX_RETRY"])
         return f"cannot be read over the network ({text}; GDAL_HTTP_MAX_RETRY={retries})"
     return f"cannot be read ({text})"
 
@@ -514,11 +514,13 @@ def check_free_space(needs: dict[Path, tuple[int, str | os.PathLike[str]]]) -> N
 
 
 def _bytes(n: float) -> str:
-    for unit in ("bytes", "kB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+    if n < 1000:
+        return f"{n:.0f} bytes"
+    for unit in ("kB", "MB"):
         n /= 1000
-    raise AssertionError  # not reached
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} GB"
 
 
 def write_cog(scratch: Path, dst: Path, *, overview_resampling: str = "nearest",
