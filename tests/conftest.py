@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
+from click.testing import CliRunner
 
+from geoseg.cli import cli
 from geoseg.synthetic import sample_scene
 
 UTM = "EPSG:32633"
@@ -57,3 +59,20 @@ def make_scene(tmp_path: Path) -> Callable[..., tuple[Path, np.ndarray]]:
         return path, labels
 
     return make
+
+
+def invoke(*args: object, catch_exceptions: bool = True):
+    """The real CLI (click's runner) on ``args`` (paths and numbers are made strings)."""
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=catch_exceptions)
+
+
+def assert_one_line_error(result, *words: str, named: object = None) -> None:
+    """Exit code 1 and one line ``Error: …`` holding every word (starting
+    ``Error: <named>: `` when ``named`` is given), and no traceback."""
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    assert "Traceback" not in result.output
+    assert named is None or lines[0].startswith(f"Error: {named}: "), lines[0]
+    for w in words:
+        assert w in lines[0], lines[0]

@@ -24,12 +24,10 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from click.testing import CliRunner
-from conftest import TRANSFORM, write_raster
+from conftest import TRANSFORM, assert_one_line_error, invoke, write_raster
 from shapely.geometry import box
 
 import geoseg
-from geoseg.cli import cli
 from geoseg.errors import (
     GeoSegError,
     GeoSegWarning,
@@ -125,19 +123,6 @@ def cli_args(options: dict) -> list[str]:
     return args
 
 
-def invoke(*args: object):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, named: Path | str | None, words: str) -> None:
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    prefix = f"Error: {named}: " if named is not None else "Error: "
-    assert lines[0].startswith(prefix) and words in lines[0], lines[0]
-    assert "Traceback" not in result.output
-
-
 def earlier_outputs(folder: Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, data in EARLIER.items():
@@ -161,7 +146,7 @@ def test_bad_input_is_one_clear_error_and_leaves_outputs_as_they_were(row, via, 
     if via == "cli":
         result = invoke("predict", *sources, "-o", out / "mask.tif", "--overwrite",
                         "--probabilities", out / "prob.tif", *cli_args(row.options))
-        assert_one_line_error(result, named, row.words)
+        assert_one_line_error(result, row.words, named=named)
     else:
         with pytest.raises(row.error) as info:
             geoseg.predict([str(s) for s in sources], out / "mask.tif", overwrite=True,
@@ -258,7 +243,7 @@ def test_a_bad_mask_is_one_clear_error_and_writes_no_geopackage(make, error, wor
     (out / "polygons.gpkg").write_bytes(b"an earlier good layer")
     if via == "cli":
         result = invoke("vectorize", src, "-o", out / "polygons.gpkg", "--overwrite")
-        assert_one_line_error(result, src, words)
+        assert_one_line_error(result, words, named=src)
     else:
         with pytest.raises(error, match=words) as info:
             geoseg.vectorize(src, out / "polygons.gpkg", overwrite=True)
@@ -303,9 +288,9 @@ def test_labels_that_do_not_overlap_the_image_are_refused(far_labels, masks, kin
     report, model = tmp_path / "out" / "report.json", tmp_path / "out" / "model"
     if via == "cli":
         assert_one_line_error(invoke("evaluate", masks / "good.tif", "--labels", labels,
-                                     "-o", report), labels, "labels do not overlap the image")
+                                     "-o", report), "labels do not overlap the image", named=labels)
         assert_one_line_error(invoke("train", image_path, "--labels", labels, "-o", model,
-                                     "--epochs", 1), labels, "labels do not overlap the image")
+                                     "--epochs", 1), "labels do not overlap the image", named=labels)
     else:
         with pytest.raises(InputError, match="do not overlap"):
             geoseg.evaluate(masks / "good.tif", labels, report=report)
@@ -358,7 +343,8 @@ def test_existing_outputs_need_overwrite_and_stay_as_they_were(masks, tmp_path):
                         (["vectorize", good, "-o", out / "polygons.gpkg"], out / "polygons.gpkg"),
                         (["evaluate", good, "--labels", good, "-o", out / "report.json"],
                          out / "report.json")):
-        assert_one_line_error(invoke(*args), named, "exists already (use --overwrite to replace it)")
+        assert_one_line_error(invoke(*args), "exists already (use --overwrite to replace it)",
+                              named=named)
     with pytest.raises(OutputExistsError):
         geoseg.predict(image_path, out / "mask.tif")
     assert (out / "polygons.gpkg").read_bytes() == b"layer"

@@ -12,9 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
+from conftest import invoke
 
-from geoseg.cli import cli
 from geoseg.errors import InputError
 from geoseg.journal import JOURNAL
 from geoseg.synthetic import write_sample_data
@@ -27,10 +26,6 @@ REPORTS = {JOURNAL, "summary.json"}  # what differs between runs by design (time
 def geoseg(*args: object) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "geoseg.cli", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def invoke(*args: object):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 def outputs(folder: Path) -> dict[str, bytes]:

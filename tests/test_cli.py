@@ -5,22 +5,11 @@ import sys
 import numpy as np
 import pytest
 import rasterio
-from click.testing import CliRunner
-
-from geoseg.cli import cli
+from conftest import assert_one_line_error, invoke
 
 
 def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_one_line_error(result, *words):
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    assert "Traceback" not in result.output
-    for w in words:
-        assert w in lines[0], lines[0]
+    return invoke(*args, catch_exceptions=False)
 
 
 def test_sample_data_then_predict_writes_outputs_and_reports_paths(tmp_path):

@@ -5,10 +5,9 @@ import json
 import numpy as np
 import pytest
 import rasterio
-from click.testing import CliRunner
+from conftest import invoke
 
 import geoseg
-from geoseg.cli import cli
 from geoseg.errors import InputError
 from tests.conftest import write_raster
 
@@ -16,7 +15,7 @@ FAST = ["--chip-size", "64", "--epochs", "2", "--steps-per-epoch", "15", "--batc
 
 
 def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+    return invoke(*args, catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
