@@ -10,13 +10,17 @@ from __future__ import annotations
 import os
 
 
-class GeoSegError(Exception):
-    """Root of all geoseg errors. ``path`` names the file the problem is about, if any."""
+class _AboutFile(Exception):
+    """A problem, and the file it is about (``path``, if any): reads ``<file>: <problem>``."""
 
     def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
         self.message = message
         self.path = None if path is None else os.fspath(path)
         super().__init__(f"{self.path}: {message}" if self.path else message)
+
+
+class GeoSegError(_AboutFile):
+    """Root of all geoseg errors. ``path`` names the file the problem is about, if any."""
 
 
 class InputError(GeoSegError, ValueError):
@@ -39,14 +43,9 @@ class OutputExistsError(OutputError, FileExistsError):
     """An output exists already and ``overwrite`` was not asked for."""
 
 
-class GeoSegWarning(UserWarning):
+class GeoSegWarning(_AboutFile, UserWarning):
     """Something valid but worth knowing (e.g. an all-nodata input); the CLI prints it as
     one line ``Warning: <file>: <problem>``."""
-
-    def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
-        self.message = message
-        self.path = None if path is None else os.fspath(path)
-        super().__init__(f"{self.path}: {message}" if self.path else message)
 
 
 def warn(message: str, path: str | os.PathLike[str] | None = None) -> None:
