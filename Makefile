@@ -40,6 +40,7 @@ bench: $(VENV)/.bench-stamp
 
 lint: install
 	$(BIN)/ruff check geoseg tests workflows benchmarks notebooks
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(DEMO_DATA) $(DEMO_OUT) .pytest_cache

@@ -51,20 +51,21 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     from dask.system import CPU_COUNT
 
     import geoseg
-    from geoseg import pipeline, raster, synthetic
+    from geoseg import sources, synthetic
     from geoseg.inference import cached_predictor, model_reference
+    from geoseg.prediction import prediction_options
 
     spec, handle = model_reference("default")
-    options = pipeline._options(spec, args.tile_size, args.overlap, args.batch_size,
-                                args.device, False, "threads", args.workers)
+    options = prediction_options(spec, args.tile_size, args.overlap, args.batch_size,
+                                 args.device, False, "threads", args.workers)
     predictor = cached_predictor(handle, options.device, False)
     pool = args.workers or CPU_COUNT  # the size of the pool dask's threads scheduler makes
     with tempfile.TemporaryDirectory() as tmp:
         scene = args.scene or synthetic.write_sample_data(tmp, size=args.size, seed=3,
                                                           nodata_corner=False)[0]
         warm, _ = synthetic.write_sample_data(Path(tmp, "warm"), size=512, seed=4)
-        source = raster.open_source(scene)
-        megapixels = source.width * source.height / 1e6
+        source = sources.open_source(scene)
+        megapixels = source.grid.pixels / 1e6
         batches = _batches(source, handle, len(spec.classes), options)
         mask = Path(tmp, "mask.tif")
 
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     target = 0.85 if options.device == "cpu" else 0.8
     result = {
         "benchmark": "efficiency", "date": time.strftime("%Y-%m-%d"), **_machine(options.device),
-        "scene": f"{source.width} × {source.height}", "megapixels": round(megapixels, 2),
+        "scene": f"{source.grid.width} × {source.grid.height}",
+        "megapixels": round(megapixels, 2),
         "tile_size": options.tile_size, "overlap": options.overlap,
         "batch_size": options.batch_size, "device": options.device,
         "pool_threads": pool, "torch_threads_per_task": options.threads,
@@ -169,11 +171,11 @@ def _sync(predictor: Any) -> None:
 def _stages(source: Any, predictor: Any, batches: list[list[Any]], options: Any, pool: int,
             mask: Path, tmp: Path) -> dict[str, float]:
     """Each stage of the pipeline alone, on the same tiles and the same pool of threads."""
-    from geoseg import pipeline, raster
+    from geoseg import cog, pipeline
     from geoseg.inference import torch_threads
     from geoseg.tiling import TileGrid
 
-    grid = TileGrid(source.height, source.width, options.tile_size, options.overlap)
+    grid = TileGrid(*source.grid.shape, options.tile_size, options.overlap)
 
     def read(batch: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         return pipeline.read_tiles(source, grid, batch)
@@ -201,12 +203,12 @@ def _stages(source: Any, predictor: Any, batches: list[list[Any]], options: Any,
         pipeline._argmax_block(pipeline._blend_block(grid, i, j, lookup, [(probs, valid)]))
 
     started = time.perf_counter()
-    raster.write_cog(mask, tmp / "again.tif")
-    cog = time.perf_counter() - started
+    cog.write_cog(mask, tmp / "again.tif")
+    cog_s = time.perf_counter() - started
     return {"read tiles": _in_pool(pool, lambda k: read(batches[k]), len(batches)),
             "model + normalize + softmax + copies": _in_pool(pool, infer, len(batches)),
             "blend + argmax": _in_pool(pool, blend, len(blocks)),
-            "COG with overviews (from the mask)": cog}
+            "COG with overviews (from the mask)": cog_s}
 
 
 def _machine(device: str) -> dict[str, object]:

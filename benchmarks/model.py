@@ -33,8 +33,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     import geoseg
     from geoseg import synthetic
-    from geoseg.inference import select_device
-    from geoseg.metrics import confusion_matrix, scores
+    from geoseg.devices import select_device
+    from geoseg.scores import confusion_matrix, scores
 
     device = select_device(args.device)
     model = geoseg.load_model("default")

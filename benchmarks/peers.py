@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
     import geoseg
     from geoseg import synthetic
-    from geoseg.inference import select_device
-    from geoseg.pipeline import _options
+    from geoseg.devices import select_device
+    from geoseg.prediction import prediction_options
 
     device = select_device(args.device)
     model = geoseg.load_model("default")
     tile = args.tile_size or model.spec.tile_size
-    options = _options(model.spec, tile, None, None, device, False)  # geoseg's defaults
+    options = prediction_options(model.spec, tile, None, None, device, False)  # its defaults
     overlap = options.overlap
     network = model.network.to(device).eval().to(memory_format=torch.channels_last)
     rows: list[dict[str, Any]] = []
@@ -233,7 +233,7 @@ def _edges(method: str, size: int, tile: int, overlap: int) -> tuple[list[int], 
 
 def _quality(mask: np.ndarray, truth: np.ndarray, whole: np.ndarray,
              edges: tuple[list[int], list[int]], spec: Any) -> dict[str, float]:
-    from geoseg.metrics import confusion_matrix, scores
+    from geoseg.scores import confusion_matrix, scores
 
     miou = scores(confusion_matrix(mask, truth, len(spec.classes)))["miou"]
     near = np.zeros(mask.shape, bool)  # within EDGE px of one of the method's tile edges

@@ -1,32 +1,46 @@
 """geoseg: tiled land-cover segmentation of large georeferenced rasters.
 
 The public API is loaded lazily so that ``import geoseg`` (and ``geoseg --help``) stays
-fast; torch is imported only when a model is needed.
+fast; torch is imported only when a model is needed. Type checkers see the real names
+(the imports under ``TYPE_CHECKING``).
 """
 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from geoseg.batch import run
+    from geoseg.evaluation import evaluate
+    from geoseg.model import Model, ModelSpec, load_model
+    from geoseg.prediction import predict
+    from geoseg.sources import open_source
+    from geoseg.synthetic import sample_scene, write_sample_data
+    from geoseg.tiling import TileGrid
+    from geoseg.training import train
+    from geoseg.vector import vectorize
+
 _API = {
-    "predict": "geoseg.pipeline",
+    "predict": "geoseg.prediction",
     "vectorize": "geoseg.vector",
     "run": "geoseg.batch",
-    "evaluate": "geoseg.metrics",
+    "evaluate": "geoseg.evaluation",
     "train": "geoseg.training",
     "load_model": "geoseg.model",
     "Model": "geoseg.model",
     "ModelSpec": "geoseg.model",
     "sample_scene": "geoseg.synthetic",
     "write_sample_data": "geoseg.synthetic",
-    "open_source": "geoseg.raster",
+    "open_source": "geoseg.sources",
     "TileGrid": "geoseg.tiling",
 }
 
-__all__ = ["__version__", *_API]
+__all__ = ["Model", "ModelSpec", "TileGrid", "__version__", "evaluate", "load_model",
+           "open_source", "predict", "run", "sample_scene", "train", "vectorize",
+           "write_sample_data"]
 
 
 def __getattr__(name: str) -> Any:

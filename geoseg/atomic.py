@@ -30,7 +30,7 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
     if p.is_dir():
         raise OutputError("is a directory, expected a file name", p)
     if p.exists() and not overwrite:
-        raise OutputExistsError("exists already (use --overwrite to replace it)", p)
+        raise OutputExistsError("exists already (use ${overwrite=True} to replace it)", p)
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
         raise OutputError("output folder does not exist", folder)
@@ -86,7 +86,7 @@ def outputs(paths: Iterable[str | os.PathLike[str] | None], *,
     return _FoldersRemovedOnError(check_outputs(paths, overwrite=overwrite))
 
 
-class _FoldersRemovedOnError(contextlib.AbstractContextManager):  # type: ignore[type-arg]
+class _FoldersRemovedOnError(contextlib.AbstractContextManager[None]):
     def __init__(self, created: list[Path]) -> None:
         self.created = created
 
@@ -179,7 +179,7 @@ def atomic_path(path: str | os.PathLike[str], *, overwrite: bool) -> Iterator[Pa
 def _put_in_place(pending: list[tuple[Path, Path]], overwrite: bool) -> None:
     for target, tmp in pending:
         if target.exists() and not overwrite:  # appeared while we worked
-            raise OutputExistsError("exists already (use --overwrite to replace it)", target)
+            raise OutputExistsError("exists already (use ${overwrite=True} to replace it)", target)
         _fsync(tmp, target)
     with _interrupts_held():
         for target, tmp in pending:

@@ -30,21 +30,23 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from geoseg import __version__, atomic
-from geoseg.errors import GeoSegError, InputError, OutputError
-from geoseg.journal import Journal, fingerprint, open_journal, source_stamp
+from geoseg.cluster import IN_PROCESS, check_scheduler, wait_for_workers
+from geoseg.errors import GeoSegError, GeoSegWarning, OutputError, Speaker, option_text
+from geoseg.journal import Journal, fingerprint, open_journal, sha256, source_stamp
 from geoseg.scenes import SceneOutputs, absolute, expand_sources, plan
 
 SUMMARY = "summary.json"
 IN_FLIGHT_PER_THREAD = 2  # scenes submitted per worker thread: enough to keep it busy
 WORKER_WAIT_S = 600  # how long a run waits for the first worker of a cluster to join
+ALL_NODATA = "no valid pixels (all nodata): the mask is all nodata and the layer empty"
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,63 @@ class SceneJob:
 # The two tasks of a scene return its error rather than raise it: one line of text travels
 # back from any worker intact, where a pickled exception may lose its type and message.
 
-ALL_NODATA = "no valid pixels (all nodata): the mask is all nodata and the layer empty"
+@dataclass(frozen=True)
+class Failed:
+    """A scene's error, as one line (options as ``${name}``: see :func:`option_text`)."""
+
+    error: str
 
 
-def predict_scene(job: SceneJob) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Predicted:
+    """A scene whose mask is written: its size and the time it took."""
+
+    pixels: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A scene whose outputs are all written, as the journal records it (with the size
+    and SHA-256 of every output, so that ``resume`` can check them)."""
+
+    scene: str
+    source_stamp: list[list[Any]]
+    outputs: dict[str, dict[str, Any]]
+    crs: str | None
+    pixels: int
+    seconds: float
+    classes: list[dict[str, Any]]
+    warning: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        """The journal's fields (``warning`` only when there is one)."""
+        fields = dataclasses.asdict(self)
+        if fields["warning"] is None:
+            del fields["warning"]
+        return fields
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Finished:
+        return cls(**{f.name: record[f.name] for f in dataclasses.fields(cls)
+                      if f.name in record})
+
+
+@dataclass(frozen=True)
+class SceneEntry:
+    """How a scene ended in this run: ``done``, ``skipped`` (an earlier run finished it)
+    or ``failed``."""
+
+    scene: str
+    source: str
+    status: Literal["done", "skipped", "failed"]
+    finished: Finished | None = None
+    error: str | None = None
+
+
+def predict_scene(job: SceneJob) -> Predicted | Failed:
     """Write the scene's mask (and probabilities, quicklook); returns its size and time."""
-    from geoseg.pipeline import predict
+    from geoseg.prediction import predict
 
     started = time.perf_counter()
     s = job.scene
@@ -78,9 +131,8 @@ def predict_scene(job: SceneJob) -> dict[str, Any]:
                            quicklook=s.quicklook, overwrite=True, scheduler=job.scheduler,
                            workers=job.workers, progress=job.progress, **job.predict_options)
     except Exception as exc:
-        return {"error": _one_line(exc)}
-    return {"pixels": int(mask.shape[0] * mask.shape[1]),
-            "seconds": time.perf_counter() - started}
+        return Failed(_one_line(exc))
+    return Predicted(int(mask.shape[0] * mask.shape[1]), time.perf_counter() - started)
 
 
 @contextlib.contextmanager
@@ -91,19 +143,17 @@ def _warnings_in_entry() -> Iterator[None]:
     meanwhile, which the entry still records.)"""
     import warnings
 
-    from geoseg.errors import GeoSegWarning
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", GeoSegWarning)
         yield
 
 
-def vectorize_scene(job: SceneJob, predicted: dict[str, Any]) -> dict[str, Any]:
+def vectorize_scene(job: SceneJob, predicted: Predicted | Failed) -> Finished | Failed:
     """Write the scene's GeoPackage; returns the scene's journal entry."""
-    from geoseg.raster import has_data
+    from geoseg.maskfile import has_data
     from geoseg.vector import iter_layers, write_gpkg
 
-    if "error" in predicted:
+    if isinstance(predicted, Failed):
         return predicted
     started = time.perf_counter()
     s = job.scene
@@ -120,12 +170,11 @@ def vectorize_scene(job: SceneJob, predicted: dict[str, Any]) -> dict[str, Any]:
         outputs = fingerprint(s.files())
         empty = not tally.polygons.sum() and not has_data(s.mask)
     except Exception as exc:
-        return {"error": _one_line(exc)}
-    return {"scene": s.name, "source_stamp": stamp, "outputs": outputs, "crs": tally.crs,
-            "pixels": predicted["pixels"],
-            "seconds": round(predicted["seconds"] + time.perf_counter() - started, 2),
-            "classes": class_areas(tally.class_names, tally.polygons, tally.area_m2),
-            **({"warning": ALL_NODATA} if empty else {})}
+        return Failed(_one_line(exc))
+    return Finished(s.name, stamp, outputs, tally.crs, predicted.pixels,
+                    round(predicted.seconds + time.perf_counter() - started, 2),
+                    class_areas(tally.class_names, tally.polygons, tally.area_m2),
+                    ALL_NODATA if empty else None)
 
 
 def run(
@@ -145,6 +194,7 @@ def run(
     threads_per_worker: int = 1,
     progress: bool = False,
     report: Callable[[str], None] | None = None,
+    speaker: Speaker = "python",
     **predict_options: Any,
 ) -> dict[str, Any]:
     """Predict and vectorize every scene of ``sources`` into ``out_dir``.
@@ -154,14 +204,16 @@ def run(
     device, bands, tta, allow_no_crs). With ``resume`` the scenes an earlier run into
     ``out_dir`` finished (and whose outputs are intact) are skipped. Returns the summary
     also written to ``out_dir/summary.json``, whose ``failed`` count says whether every
-    scene succeeded; ``report`` receives a line of text as each scene ends.
+    scene succeeded; ``report`` receives a line of text as each scene ends, naming options
+    as ``speaker`` does (see :func:`geoseg.errors.option_text`).
     """
-    from geoseg.cluster import check_scheduler
     from geoseg.inference import check_weights, model_reference
-    from geoseg.pipeline import IN_PROCESS
+
+    def say(line: str) -> None:
+        if report is not None:
+            report(option_text(line, speaker))
 
     check_scheduler(scheduler)
-    say = report or (lambda _: None)
     started = time.perf_counter()
     scenes = plan(expand_sources(sources), out_dir, probabilities=probabilities,
                   quicklook=quicklook)
@@ -179,7 +231,7 @@ def run(
     if out.exists() and not out.is_dir():
         raise OutputError("is a file, not a folder", out)
     created = atomic.make_folders(out, out)
-    entries: dict[str, dict[str, Any]] = {}
+    entries: dict[str, SceneEntry] = {}
     try:
         with open_journal(out, settings, resume=resume, overwrite=overwrite) as journal:
             todo = _still_to_do(scenes, journal, entries, say)
@@ -247,8 +299,8 @@ def _signals() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
-def _still_to_do(scenes: list[SceneOutputs], journal: Journal,
-                 entries: dict[str, dict[str, Any]], say: Callable[[str], None]) -> list[SceneOutputs]:
+def _still_to_do(scenes: list[SceneOutputs], journal: Journal, entries: dict[str, SceneEntry],
+                 say: Callable[[str], None]) -> list[SceneOutputs]:
     """The scenes to compute; those an earlier run finished intact go into ``entries``."""
     finished = journal.finished()
     todo = []
@@ -257,7 +309,8 @@ def _still_to_do(scenes: list[SceneOutputs], journal: Journal,
         if record is not None:
             why = journal.still_done(record, scene.source)
             if why is None:
-                entries[scene.name] = {**record, "status": "skipped"}
+                entries[scene.name] = SceneEntry(scene.name, record["source"], "skipped",
+                                                  Finished.from_record(record))
                 say(f"skipped {scene.name} (finished by an earlier run)")
                 continue
             say(f"redo    {scene.name} ({why})")
@@ -265,24 +318,25 @@ def _still_to_do(scenes: list[SceneOutputs], journal: Journal,
     return todo
 
 
-def _record(journal: Journal, job: SceneJob, result: Any) -> dict[str, Any]:
+def _record(journal: Journal, job: SceneJob, result: Finished | Failed | BaseException
+            ) -> SceneEntry:
     """Journal a scene's end; returns its entry for the summary. A failed scene's outputs
     are removed: what it wrote before failing is no finished scene."""
     scene = job.scene
-    error = _error_of(result)
-    if error is not None:
+    if not isinstance(result, Finished):
+        error = _error_of(result)
         _discard(scene)
-        journal.write("failed", scene=scene.name, source=scene.source, error=error)
-        return {"scene": scene.name, "source": scene.source, "status": "failed", "error": error}
-    entry = {**result, "source": scene.source, "source_path": os.path.abspath(scene.source)}
-    journal.write("done", **entry)
-    return {**entry, "status": "done"}
+        journal.write("failed", scene=scene.name, source=scene.source, error=option_text(error))
+        return SceneEntry(scene.name, scene.source, "failed", error=error)
+    journal.write("done", **result.record(), source=scene.source,
+                  source_path=os.path.abspath(scene.source))
+    return SceneEntry(scene.name, scene.source, "done", result)
 
 
-def _error_of(result: Any) -> str | None:
+def _error_of(result: Finished | Failed | BaseException) -> str:
     if isinstance(result, BaseException):
         return _one_line(result)
-    return result.get("error")
+    return result.error if isinstance(result, Failed) else ""
 
 
 def _discard(scene: SceneOutputs) -> None:
@@ -290,12 +344,12 @@ def _discard(scene: SceneOutputs) -> None:
         atomic.remove_with_sidecars(path)
 
 
-def _scene_line(entry: dict[str, Any]) -> str:
-    if entry["status"] == "failed":
-        return f"failed  {entry['scene']}: {entry['error']}"
-    warning = f"; warning: {entry['warning']}" if "warning" in entry else ""
-    return (f"done    {entry['scene']} ({entry['pixels'] / 1e6:.2f} Mpx, "
-            f"{entry['seconds']:.1f} s{warning})")
+def _scene_line(entry: SceneEntry) -> str:
+    if entry.finished is None:
+        return f"failed  {entry.scene}: {entry.error}"
+    done = entry.finished
+    warning = f"; warning: {done.warning}" if done.warning else ""
+    return f"done    {entry.scene} ({done.pixels / 1e6:.2f} Mpx, {done.seconds:.1f} s{warning})"
 
 
 def _progress(items: Iterator[Any], total: int, enabled: bool) -> Iterator[Any]:
@@ -312,8 +366,11 @@ def _progress(items: Iterator[Any], total: int, enabled: bool) -> Iterator[Any]:
             bar.update(1)
 
 
+Outcome = tuple[SceneJob, Finished | Failed | BaseException]
+
+
 def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_per_worker: int,
-             device: str, progress: bool, started: set[str]) -> Iterator[tuple[SceneJob, Any]]:
+             device: str, progress: bool, started: set[str]) -> Generator[Outcome, None, None]:
     """Run the jobs; yields ``(job, journal entry or error)`` as each ends. The names of the
     scenes begun so far are added to ``started``."""
     from geoseg.cluster import LOCAL_SCHEDULERS, client_for, model_resources, worker_threads
@@ -327,11 +384,7 @@ def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_
     # Workers may run in another directory: they get absolute paths.
     jobs = [dataclasses.replace(j, scene=absolute(j.scene)) for j in jobs]
     with client_for(scheduler, workers=workers, threads_per_worker=threads_per_worker) as client:
-        try:
-            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
-        except TimeoutError:
-            raise InputError(f"no Dask worker joined the scheduler {scheduler} within "
-                             f"{WORKER_WAIT_S // 60} minutes") from None
+        wait_for_workers(client, scheduler, WORKER_WAIT_S)
         # Too few scenes to fill the cluster: share out their tiles instead. Not on GPU
         # workers: there whole scenes keep one model task per GPU (tiles could not).
         if len(jobs) < worker_threads(client) and not model_resources(client, device):
@@ -341,16 +394,15 @@ def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_
 
 
 def _one_by_one(jobs: list[SceneJob], scheduler: str, workers: int | None, progress: bool,
-                started: set[str]) -> Iterator[tuple[SceneJob, Any]]:
+                started: set[str]) -> Iterator[Outcome]:
     for job in jobs:
-        job = SceneJob(job.scene, job.model, job.predict_options, job.vector_options,
-                       scheduler, workers, progress)
+        job = dataclasses.replace(job, scheduler=scheduler, workers=workers, progress=progress)
         started.add(job.scene.name)
         yield job, vectorize_scene(job, predict_scene(job))
 
 
 def _on_cluster(client: Any, jobs: list[SceneJob], device: str,
-                started: set[str]) -> Iterator[tuple[SceneJob, Any]]:
+                started: set[str]) -> Iterator[Outcome]:
     """Scenes as tasks on a distributed cluster: as many in flight as keep its worker
     threads busy (counted again as workers come and go), no more."""
     from distributed import as_completed
@@ -384,6 +436,7 @@ def _on_cluster(client: Any, jobs: list[SceneJob], device: str,
         top_up()
         for future in finished:
             job = running.pop(future)
+            result: Finished | Failed | BaseException
             try:
                 result = future.result()
             except Exception as exc:  # the scene's error, KilledWorker, or a cancelled task
@@ -413,12 +466,11 @@ def _remove_stale_temps(scenes: list[SceneOutputs]) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
-    text = str(exc) if isinstance(exc, GeoSegError) else f"{type(exc).__name__}: {exc}"
+    text = exc.template() if isinstance(exc, GeoSegError) else f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())
 
 
 def _model_digest(card: str) -> str:
-    from geoseg.journal import sha256
     from geoseg.model import card_and_weights
 
     return sha256(card_and_weights(card)[1])
@@ -436,39 +488,39 @@ def class_areas(names: Sequence[str], polygons: np.ndarray, area_m2: np.ndarray)
     return rows
 
 
-def _summary(model: str, settings: dict[str, Any], entries: list[dict[str, Any]], out: Path,
+def _summary(model: str, settings: dict[str, Any], entries: list[SceneEntry], out: Path,
              seconds: float) -> dict[str, Any]:
-    ok = [e for e in entries if e["status"] != "failed"]
-    names: list[str] = max(([c["class_name"] for c in e["classes"]] for e in ok),
+    ok = [e.finished for e in entries if e.finished is not None]
+    names: list[str] = max(([c["class_name"] for c in f.classes] for f in ok),
                            key=len, default=[])
     polygons, area = np.zeros(len(names), np.int64), np.zeros(len(names))
-    for e in ok:
-        for c in e["classes"]:
+    for f in ok:
+        for c in f.classes:
             polygons[c["class_id"]] += c["polygons"]
             area[c["class_id"]] += c["area_m2"]
     scenes = []
     for e in entries:
-        scene = {"name": e["scene"], "source": e["source"], "status": e["status"]}
-        if e["status"] == "failed":
-            scene["error"] = e["error"]
+        scene: dict[str, Any] = {"name": e.scene, "source": e.source, "status": e.status}
+        if e.finished is None:
+            scene["error"] = option_text(e.error or "")
         else:
-            if "warning" in e:
-                scene["warning"] = e["warning"]
+            f = e.finished
+            if f.warning:
+                scene["warning"] = f.warning
             scene.update(outputs={k: str(out / Path(v["path"]).name)
-                                  for k, v in e["outputs"].items()},
-                         crs=e["crs"], pixels=e["pixels"], seconds=e["seconds"],
-                         classes=e["classes"])
+                                  for k, v in f.outputs.items()},
+                         crs=f.crs, pixels=f.pixels, seconds=f.seconds, classes=f.classes)
         scenes.append(scene)
-    computed = [e for e in entries if e["status"] == "done"]
+    computed = [e.finished for e in entries if e.status == "done" and e.finished is not None]
     return {
         "geoseg": __version__, "model": model,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "options": settings,
         "totals": {"scenes": len(entries), "done": len(computed),
-                   "skipped": sum(e["status"] == "skipped" for e in entries),
+                   "skipped": sum(e.status == "skipped" for e in entries),
                    "failed": len(entries) - len(ok),
-                   "pixels": int(sum(e["pixels"] for e in ok)),
-                   "pixels_computed": int(sum(e["pixels"] for e in computed)),
+                   "pixels": int(sum(f.pixels for f in ok)),
+                   "pixels_computed": int(sum(f.pixels for f in computed)),
                    "seconds": round(seconds, 2),
                    "classes": class_areas(names, polygons, area)},
         "scenes": scenes,

@@ -11,23 +11,38 @@ one model task at a time per GPU: see :func:`model_resources`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from geoseg.errors import InputError
+from geoseg.errors import ClusterError, InputError
+
+log = logging.getLogger(__name__)
 
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+IN_PROCESS = ("threads", "sync")  # schedulers whose tasks run in the calling process
 SCHEDULERS: tuple[str, ...] = (*LOCAL_SCHEDULERS, "local")
 ADDRESS_SCHEMES = ("tcp://", "tls://", "ucx://", "inproc://")
 
 
 def check_scheduler(name: str) -> str:
-    # A scheduler's address: tcp:// (or tls://, ucx://; inproc:// within this process).
+    """A scheduler's name, or the address of a running one: tcp:// (or tls://, ucx://;
+    inproc:// within this process)."""
     if name in SCHEDULERS or name.startswith(ADDRESS_SCHEMES):
         return name
     raise InputError(f"unknown scheduler {name!r} (use {', '.join(SCHEDULERS)} or tcp://host:port)")
+
+
+def wait_for_workers(client: Any, scheduler: str, timeout_s: int) -> None:
+    """Wait until the cluster of ``scheduler`` has a worker: none within ``timeout_s`` is
+    a ClusterError."""
+    try:
+        client.wait_for_workers(1, timeout=timeout_s)
+    except TimeoutError:
+        raise ClusterError(f"no Dask worker joined the scheduler {scheduler} within "
+                           f"{timeout_s // 60} minutes") from None
 
 
 def compute(*collections: Any, scheduler: str = "threads", workers: int | None = None,
@@ -45,7 +60,7 @@ def compute(*collections: Any, scheduler: str = "threads", workers: int | None =
             from distributed import progress as dist_progress
 
             dist_progress(futures)
-            print(file=sys.stderr)
+            sys.stderr.write("\n")  # the bar's line ends
         return tuple(client.gather(futures))
 
 
@@ -96,12 +111,16 @@ def session(scheduler: str = "threads", workers: int | None = None, *, total: in
 
 def _local_get(scheduler: str) -> Callable[..., Any]:
     if scheduler == "threads":
-        from dask.threaded import get
-    elif scheduler == "processes":
-        from dask.multiprocessing import get
-    else:
-        from dask.local import get_sync as get
-    return get
+        from dask.threaded import get as threaded
+
+        return threaded
+    if scheduler == "processes":
+        from dask.multiprocessing import get as processes
+
+        return processes
+    from dask.local import get_sync
+
+    return get_sync
 
 
 @contextlib.contextmanager
@@ -135,12 +154,12 @@ def client_for(scheduler: str, *, workers: int | None = None,
         if scheduler == "local":
             cluster = stack.enter_context(_local_cluster(workers, threads_per_worker))
             client = stack.enter_context(Client(cluster, set_as_default=False))
-            print(f"Dask dashboard: {client.dashboard_link}", file=sys.stderr)
+            log.info("Dask dashboard: %s", client.dashboard_link)
         else:
             try:
                 client = Client(scheduler, timeout="10s", set_as_default=False)
             except OSError as exc:
-                raise InputError(f"cannot reach Dask scheduler {scheduler} ({exc})") from None
+                raise ClusterError(f"cannot reach Dask scheduler {scheduler} ({exc})") from None
             stack.enter_context(client)
         client.register_plugin(GeosegWorker())
         yield client

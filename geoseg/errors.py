@@ -1,13 +1,42 @@
-"""The one exception hierarchy of geoseg.
+"""The one exception hierarchy of geoseg, and its warnings.
 
 Every error that reaches a user is a :class:`GeoSegError`; the CLI prints it as one line
 (``Error: <file>: <problem>``) and exits 1. Subclasses also inherit the matching builtin so
-that ``except ValueError`` / ``except OSError`` callers keep working.
+that ``except ValueError`` / ``except OSError`` callers keep working. Whose problem it is
+shows in the class: the input (:class:`InputError`, :class:`RasterReadError`,
+:class:`ModelError`), the output (:class:`OutputError`), or the machine and cluster the
+work runs on (:class:`EnvError`: :class:`ClusterError`, :class:`DeviceError`).
+
+A message names an option as ``${name}`` or ``${name=value}`` (``${min_area}``,
+``${overwrite=True}``): in Python it reads as the parameter (``min_area``,
+``overwrite=True``), on the command line as the flag (``--min-area``, ``--overwrite``):
+see :func:`option_text`.
 """
 
 from __future__ import annotations
 
 import os
+import re
+from typing import Literal
+
+Speaker = Literal["python", "cli"]
+_OPTION = re.compile(r"\$\{([a-z_]+)(=[^}]*)?\}")
+
+
+def option_text(message: str, speaker: Speaker = "python") -> str:
+    """``message`` with its option references as ``speaker`` says them: ``${name}`` is
+    ``name`` in Python and ``--name`` on the command line; ``${name=value}`` is
+    ``name=value`` in Python and ``--name value`` on the command line (``--name`` alone
+    for ``True``: a flag)."""
+
+    def say(match: re.Match[str]) -> str:
+        name, value = match[1], (match[2] or "")[1:]
+        if speaker == "python":
+            return f"{name}={value}" if match[2] else name
+        flag = "--" + name.replace("_", "-")
+        return flag if value in ("", "True") else f"{flag} {value}"
+
+    return _OPTION.sub(say, message)
 
 
 class _AboutFile(Exception):
@@ -16,7 +45,16 @@ class _AboutFile(Exception):
     def __init__(self, message: str, path: str | os.PathLike[str] | None = None) -> None:
         self.message = message
         self.path = None if path is None else os.fspath(path)
-        super().__init__(f"{self.path}: {message}" if self.path else message)
+        super().__init__(self.text("python"))
+
+    def text(self, speaker: Speaker = "python") -> str:
+        """The one line ``<file>: <problem>``, options named as ``speaker`` says them."""
+        return option_text(self.template(), speaker)
+
+    def template(self) -> str:
+        """The one line with its option references as they are (see :func:`option_text`),
+        for text that is said later, by whoever shows it."""
+        return f"{self.path}: {self.message}" if self.path else self.message
 
 
 class GeoSegError(_AboutFile):
@@ -41,6 +79,22 @@ class OutputError(GeoSegError, OSError):
 
 class OutputExistsError(OutputError, FileExistsError):
     """An output exists already and ``overwrite`` was not asked for."""
+
+
+class EnvError(GeoSegError, RuntimeError):
+    """The machine or cluster cannot do what was asked, whatever the inputs."""
+
+
+class ClusterError(EnvError):
+    """A Dask scheduler that cannot be reached, or a cluster without workers."""
+
+
+class DeviceError(EnvError):
+    """A device that was asked for and is not there (no CUDA GPU)."""
+
+
+class BatchError(GeoSegError):
+    """Some scenes of a batch run failed; each one's own error is in the run's summary."""
 
 
 class GeoSegWarning(_AboutFile, UserWarning):

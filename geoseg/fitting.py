@@ -1,53 +1,37 @@
 """The core training loop: chips in, a trained :class:`~geoseg.model.Model` out.
 
-Loss is cross-entropy + soft Dice (pixels labelled 255 are ignored), optimiser AdamW with a
-one-cycle schedule; chips are augmented with flips, 90° rotations and per-band
-brightness/contrast jitter. Seeded: the same chips, seed and thread count give the same
-weights.
+Loss is cross-entropy + soft Dice (unlabelled pixels, 255, are not trained on), optimiser
+AdamW with a one-cycle schedule; chips come augmented (:mod:`geoseg.chips`). Seeded: the
+same chips, seed and thread count give the same weights. Each epoch's scores go to the
+``geoseg.fitting`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from geoseg.atomic import atomic_path
-from geoseg.metrics import confusion_matrix, scores
+from geoseg.devices import Device, select_device
+from geoseg.errors import InputError, ModelError
+from geoseg.maskfile import NODATA
 from geoseg.model import Model, ModelSpec, build_network
+from geoseg.scores import json_safe
 
-IGNORE = 255
-
-
-def augment(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, jitter: float
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """A random 90° rotation and flip of a chip, and per-band brightness/contrast jitter."""
-    turns = int(rng.integers(4))
-    x, y = np.rot90(x, turns, axes=(1, 2)), np.rot90(y, turns)
-    if rng.random() < 0.5:
-        x, y = x[:, :, ::-1], y[:, ::-1]
-    gain = 1 + rng.uniform(-jitter, jitter, size=(x.shape[0], 1, 1))
-    mean = x.mean(axis=(1, 2), keepdims=True)
-    contrast = 1 + rng.uniform(-jitter, jitter, size=(x.shape[0], 1, 1))
-    return ((x - mean) * contrast + mean) * gain, y
-
-
-def band_statistics(images: Sequence[np.ndarray],
-                    labels: Sequence[np.ndarray]) -> tuple[list[float], list[float]]:
-    """Per-band mean and standard deviation over labelled (non-ignored) pixels."""
-    values = [img[:, lab != IGNORE].astype(np.float64) for img, lab in zip(images, labels, strict=True)]
-    stacked = np.concatenate(values, axis=1)
-    return stacked.mean(axis=1).tolist(), np.maximum(stacked.std(axis=1), 1e-6).tolist()
+log = logging.getLogger(__name__)
 
 
 def dice_loss(logits, target, n_classes: int):  # type: ignore[no-untyped-def]
     """Soft multi-class Dice loss over labelled pixels."""
     import torch
 
-    valid = (target != IGNORE).unsqueeze(1)
+    valid = (target != NODATA).unsqueeze(1)
     probs = torch.softmax(logits, dim=1) * valid
     onehot = torch.nn.functional.one_hot(target.clamp(max=n_classes - 1), n_classes)
     onehot = onehot.permute(0, 3, 1, 2).float() * valid
@@ -69,14 +53,6 @@ def one_cycle(optimiser, lr: float, total: int):  # type: ignore[no-untyped-def]
                                                pct_start=max(0.1, 2 / total))
 
 
-def evaluate_arrays(predicted: Sequence[np.ndarray], reference: Sequence[np.ndarray],
-                    class_names: Sequence[str]) -> dict[str, object]:
-    """Scores of predicted vs reference label arrays (255 in either is ignored)."""
-    n = len(class_names)
-    cm = sum(confusion_matrix(p, r, n) for p, r in zip(predicted, reference, strict=True))
-    return scores(np.asarray(cm), class_names)
-
-
 # ---- epochs, validation, checkpoints ---------------------------------------------------
 
 @dataclass(frozen=True)
@@ -89,7 +65,7 @@ class FitOptions:
     lr: float = 3e-3
     patience: int = 5
     seed: int = 0
-    device: str = "auto"
+    device: Device = "auto"
 
 
 def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]],
@@ -109,9 +85,6 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     import torch
     from safetensors.torch import load_file, save_file
 
-    from geoseg.errors import InputError, ModelError
-    from geoseg.inference import select_device
-
     dev = torch.device(select_device(options.device))
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
@@ -121,8 +94,8 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     optimiser = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=1e-4)
     total = options.epochs * options.steps_per_epoch
     schedule = one_cycle(optimiser, options.lr, total)
-    ce = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
-    state = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "history": []}
+    ce = torch.nn.CrossEntropyLoss(ignore_index=NODATA)
+    state: dict[str, Any] = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "history": []}
     best_path = checkpoint / "best.safetensors"  # the folder is made at the first save
     run = {"options": dataclasses.asdict(options),
            "spec": {k: v for k, v in spec.to_dict().items() if k != "metrics"}}
@@ -144,14 +117,14 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     state.update(run)
     for epoch in range(state["epoch"] + 1, options.epochs + 1):
         network.train()
-        losses = []
-        steps = range(options.steps_per_epoch)
+        losses: list[float] = []
+        bar = None
         if progress:
             from tqdm import tqdm
 
-            steps = tqdm(steps, desc=f"epoch {epoch}/{options.epochs}", file=sys.stderr,
-                         leave=False)
-        for _ in steps:
+            bar = tqdm(total=options.steps_per_epoch, desc=f"epoch {epoch}/{options.epochs}",
+                       file=sys.stderr, leave=False)
+        for _ in range(options.steps_per_epoch):
             x, y = sampler(rng, options.batch_size)
             # Pixels without data (NaN) become 0 once normalized, as in prediction.
             xt = torch.nan_to_num((torch.from_numpy(x).to(dev) - mean) / std, nan=0.0)
@@ -162,14 +135,17 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
             loss = ce(logits, yt) + dice_loss(logits, yt, len(spec.classes))
             if not torch.isfinite(loss):
                 raise ModelError(f"training diverged at epoch {epoch} (the loss is not "
-                                 f"finite); try a lower --lr")
+                                 f"finite); try a lower ${{lr}}")
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
-            if progress:
-                steps.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")  # type: ignore[union-attr]
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        if bar is not None:
+            bar.close()
         network.eval()
         scores = validate(Model(network=network, spec=spec))
         miou = float(scores["miou"])  # type: ignore[arg-type]
@@ -185,11 +161,10 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
                            for k, v in network.state_dict().items()}, str(tmp))
         state["epoch"] = epoch
         _save_checkpoint(checkpoint, state, network, optimiser, schedule, rng)
-        print(f"epoch {epoch}/{options.epochs}  loss {np.mean(losses):.4f}  "
-              f"val mIoU {miou:.4f}" + ("  (best)" if improved else ""), file=sys.stderr,
-              flush=True)
+        log.info("epoch %d/%d  loss %.4f  val mIoU %.4f%s", epoch, options.epochs,
+                 np.mean(losses), miou, "  (best)" if improved else "")
         if epoch - state["best_epoch"] >= options.patience:
-            print(f"no better for {options.patience} epochs: stopping", file=sys.stderr)
+            log.info("no better for %d epochs: stopping", options.patience)
             break
     best = build_network(spec)
     best.load_state_dict(load_file(str(best_path)))
@@ -201,8 +176,6 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
 
 def _with_metrics(spec: ModelSpec, metrics: dict[str, object]) -> ModelSpec:
     import dataclasses
-
-    from geoseg.metrics import json_safe
 
     return dataclasses.replace(spec, metrics=json_safe({**spec.metrics, **metrics}))
 
@@ -229,8 +202,6 @@ def _load_checkpoint(folder: Path, network, optimiser, schedule,  # type: ignore
     import json
 
     import torch
-
-    from geoseg.errors import InputError
 
     if not (folder / "state.json").exists() or not (folder / "state.pt").exists():
         raise InputError("has no checkpoint to resume from", folder)

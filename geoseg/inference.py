@@ -1,4 +1,4 @@
-"""Run a model on batches of tiles: device choice, normalization, AMP, test-time augmentation.
+"""Run a model on batches of tiles: normalization, AMP, test-time augmentation, threads.
 
 Workers never receive a network through the task graph; they receive a small
 :class:`ModelHandle` and load (once per process) the model it names.
@@ -12,11 +12,12 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg.errors import InputError, ModelError
+from geoseg.devices import select_device
+from geoseg.errors import ModelError
 from geoseg.model import (
     Model,
     ModelSpec,
@@ -30,22 +31,6 @@ from geoseg.model import (
 
 if TYPE_CHECKING:
     import torch
-
-Device = Literal["auto", "cpu", "cuda"]
-DEVICES: tuple[str, ...] = get_args(Device)
-
-
-def select_device(device: str = "auto") -> str:
-    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; ``cuda:N`` is accepted."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but no CUDA GPU is available")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise InputError(f"unknown device {device!r} (use auto, cpu or cuda)")
-    return device
 
 
 @dataclass(frozen=True)

@@ -133,14 +133,14 @@ def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, r
         records = _parse(text)
         if records and not resume and not overwrite:
             raise OutputExistsError("exists already: this folder holds an earlier run "
-                                    "(use --resume to finish it, --overwrite to redo it)", path)
+                                    "(use ${resume=True} to finish it, ${overwrite=True} to redo it)", path)
         earlier = _settings(records) if resume else None
         if earlier is not None and earlier != settings:
             if not overwrite:
                 changed = sorted(k for k in {*earlier, *settings}
                                  if earlier.get(k) != settings.get(k))
                 raise InputError(f"was started with other settings ({', '.join(changed)} "
-                                 f"differ); resume with the same options, or use --overwrite",
+                                 f"differ); resume with the same options, or use ${{overwrite=True}}",
                                  path)
             resume = False  # other settings and --overwrite: start again
         journal = Journal(path, handle, records if resume else [],

@@ -307,7 +307,7 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
         raise ModelError("is a pickle checkpoint, which can run code when loaded: use "
                          "safetensors weights with a JSON model card (if you trust this file, "
                          "convert it once with geoseg.load_model(path, trust_pickle=True)"
-                         ".save(new_path); predict and evaluate also take --trust-pickle)", p)
+                         ".save(new_path); predict and evaluate also take ${trust_pickle=True})", p)
     card, weights = card_and_weights(p)
     if not card.exists() and not weights.exists():
         raise ModelError(f"no such model (bundled models: {', '.join(BUNDLED)})", p)

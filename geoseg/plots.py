@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from geoseg import raster
+from geoseg import maskfile
 
 if TYPE_CHECKING:
-    from geoseg.metrics import Evaluation
+    from geoseg.evaluation import Evaluation
 
 PANEL = 512  # longest side of each panel of the comparison, pixels
 CELL = 44
@@ -65,24 +65,18 @@ def compare_png(prediction: str | os.PathLike[str], labels: str | os.PathLike[st
     """Image (if given), prediction and reference side by side, in the class colours."""
     import rasterio
     from PIL import Image, ImageDraw, ImageFont
-    from rasterio.enums import Resampling
 
-    from geoseg.datasets import Grid, Labels
+    from geoseg.grid import Grid
+    from geoseg.labels import open_labels
 
     with rasterio.open(prediction) as ds:
-        scale = max(ds.width / PANEL, ds.height / PANEL, 1.0)
-        shape = (max(1, round(ds.height / scale)), max(1, round(ds.width / scale)))
-        predicted = ds.read(1, out_shape=shape, resampling=Resampling.nearest)
-        names, table = raster.class_table(ds)
-        coarse = Grid(ds.crs, ds.transform * ds.transform.scale(ds.width / shape[1],
-                                                                ds.height / shape[0]),
-                      shape[1], shape[0])
-    reference = Labels(labels, coarse, names, class_field=class_field,
-                       background=background).read(0, 0, shape[0], shape[1])
-    lut = np.zeros((256, 3), np.uint8)
-    lut[:] = 255  # nodata and unlabelled: white
-    for value, rgb in table.items():
-        lut[value] = rgb
+        predicted = maskfile.read_preview(ds, PANEL)
+        shape = predicted.shape
+        classes = maskfile.read_class_table(ds)
+        coarse = Grid.of(ds).decimated(*shape)
+    reference = open_labels(labels, coarse, classes.names, class_field=class_field,
+                            background=background).read(0, 0, shape[0], shape[1])
+    lut = maskfile.palette(classes.colors, fill=(255, 255, 255))  # nodata, unlabelled: white
     panels = [("prediction", lut[predicted]), ("reference", lut[reference])]
     if image is not None:
         panels.insert(0, ("image", _image_rgb(image, shape)))

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from geoseg.errors import InputError
+from geoseg.gdal import is_gdal_path
+from geoseg.styles import style_path
 
 LIST_SUFFIXES = (".txt", ".lst")
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc", ".hdf", ".ecw", ".sid")
@@ -32,11 +34,8 @@ class SceneOutputs:
 
     def files(self) -> dict[str, Path]:
         """Every output file by kind (styles included)."""
-        from geoseg.pipeline import qml_path as mask_qml
-        from geoseg.vector import qml_path as gpkg_qml
-
-        files = {"mask": self.mask, "mask_style": mask_qml(self.mask), "gpkg": self.gpkg,
-                 "gpkg_style": gpkg_qml(self.gpkg), "probabilities": self.probabilities,
+        files = {"mask": self.mask, "mask_style": style_path(self.mask), "gpkg": self.gpkg,
+                 "gpkg_style": style_path(self.gpkg), "probabilities": self.probabilities,
                  "quicklook": self.quicklook}
         return {k: p for k, p in files.items() if p is not None}
 
@@ -67,7 +66,7 @@ def expand_sources(items: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 def _expand_one(text: str) -> list[str]:
     # The '?' of a signed URL is no wildcard.
-    if not is_remote(text) and glob.has_magic(text) and not Path(text).exists():
+    if not is_gdal_path(text) and glob.has_magic(text) and not Path(text).exists():
         matches = sorted(glob.glob(text, recursive=True))
         if not matches:
             raise InputError("matches no file", text)
@@ -79,7 +78,7 @@ def scene_name(source: str | os.PathLike[str]) -> str:
     """``data/scene_7.tif`` → ``scene_7``, ``ortho.2024-05.tif`` → ``ortho.2024-05``; a
     folder of tiles is named after the folder."""
     text = os.fspath(source)
-    if is_remote(text):
+    if is_gdal_path(text):
         text = text.split("?")[0]  # a signed URL's query is not part of the name
     p = Path(text)
     if p.is_dir():
@@ -87,17 +86,12 @@ def scene_name(source: str | os.PathLike[str]) -> str:
     return p.stem if p.suffix.lower() in RASTER_SUFFIXES else p.name
 
 
-def is_remote(text: str) -> bool:
-    """A URL or a GDAL virtual file system path (/vsicurl/, /vsis3/ ...), not a local file."""
-    return "://" in text or text.startswith("/vsi")
-
-
 def absolute(scene: SceneOutputs) -> SceneOutputs:
     """The scene with absolute paths, for workers that run in another directory."""
     def whole(p: Path | None) -> Path | None:
         return None if p is None else Path(os.path.abspath(p))
 
-    source = scene.source if is_remote(scene.source) else os.path.abspath(scene.source)
+    source = scene.source if is_gdal_path(scene.source) else os.path.abspath(scene.source)
     return SceneOutputs(scene.name, source, Path(os.path.abspath(scene.mask)),
                         Path(os.path.abspath(scene.gpkg)), whole(scene.probabilities),
                         whole(scene.quicklook))

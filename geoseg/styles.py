@@ -1,20 +1,18 @@
-"""How class masks look: GDAL color tables and QGIS ``.qml`` styles from a model's classes."""
+"""How classes look in QGIS: ``.qml`` styles for masks (paletted) and polygons
+(categorized), the style file QGIS reads beside a layer, and the style a GeoPackage holds
+inside (``layer_styles``)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from xml.sax.saxutils import quoteattr
 
-NODATA_CLASS = 255
-NODATA_COLOR = (0, 0, 0, 0)
 
-
-def colormap(colors: Sequence[tuple[int, int, int]]) -> dict[int, tuple[int, int, int, int]]:
-    """GDAL color table: class ``i`` → its RGBA color; nodata (255) transparent."""
-    table = {i: (*c, 255) for i, c in enumerate(colors)}
-    table[NODATA_CLASS] = NODATA_COLOR
-    return table
+def style_path(layer: str | os.PathLike[str]) -> Path:
+    """Where QGIS looks for a layer's style: its file name with ``.qml``."""
+    return Path(layer).with_suffix(".qml")
 
 
 def _hex(color: Sequence[int]) -> str:

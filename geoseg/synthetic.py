@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 from affine import Affine
 
+from geoseg.maskfile import NODATA, colormap
+
 CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("water", (31, 120, 180)),
     ("forest", (27, 100, 45)),
@@ -33,7 +35,6 @@ CLASSES: tuple[tuple[str, tuple[int, int, int]], ...] = (
 BANDS = ("blue", "green", "red", "nir")
 WATER, FOREST, GRASS, BARE, BUILT, ROAD = range(6)
 NODATA_IMAGE = 0
-NODATA_LABEL = 255
 
 # Mean reflectance × 10000 per class and band (blue, green, red, nir).
 SPECTRA = np.array([
@@ -125,7 +126,7 @@ class Scene:
         if self.nodata_corner:
             corner = (yy[1:-1, 1:-1] + (self.size - xx[1:-1, 1:-1])) < self.size * 0.18
             image[:, corner] = NODATA_IMAGE
-            labels[corner] = NODATA_LABEL
+            labels[corner] = NODATA
         return image, labels
 
     def _land_cover(self, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
@@ -320,7 +321,6 @@ def write_sample_data(folder: str | os.PathLike[str], *, size: int = 2048, seed:
     """
     import rasterio
 
-    from geoseg import styles
     from geoseg.atomic import atomic_path
     from geoseg.errors import InputError
 
@@ -337,7 +337,7 @@ def write_sample_data(folder: str | os.PathLike[str], *, size: int = 2048, seed:
             atomic_path(label_path, overwrite=overwrite) as tmp_lab, \
             rasterio.open(tmp_img, "w", count=4, dtype="uint16", nodata=NODATA_IMAGE,
                           predictor=2, **common) as img, \
-            rasterio.open(tmp_lab, "w", count=1, dtype="uint8", nodata=NODATA_LABEL,
+            rasterio.open(tmp_lab, "w", count=1, dtype="uint8", nodata=NODATA,
                           **common) as lab:
         for row in range(0, size, strip):
             h = min(strip, size - row)
@@ -346,6 +346,6 @@ def write_sample_data(folder: str | os.PathLike[str], *, size: int = 2048, seed:
             img.write(image, window=window)
             lab.write(labels, 1, window=window)
         img.descriptions = BANDS
-        lab.write_colormap(1, styles.colormap([c for _, c in CLASSES]))
+        lab.write_colormap(1, colormap([c for _, c in CLASSES]))
         lab.update_tags(CLASS_NAMES=json.dumps([n for n, _ in CLASSES]))
     return image_path, label_path

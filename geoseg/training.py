@@ -1,8 +1,8 @@
 """``geoseg train``: a model for the user's own imagery from their labels.
 
-Images and labels (class rasters or polygons, see :mod:`geoseg.datasets`) are cut into
+Images and labels (class rasters or polygons, see :mod:`geoseg.labels`) are cut into
 blocks; some blocks are kept apart for validation (spatially separate areas), the others
-give random augmented training chips read from disk. Normalization statistics come from
+give random augmented training chips read from disk (:mod:`geoseg.chips`). Normalization statistics come from
 the training blocks and go into the model card with the bands, classes and colours, tile
 size, resolution and the validation scores. The loop (:func:`geoseg.fitting.fit`)
 validates after every epoch, keeps the best weights, stops early, and checkpoints so a
@@ -18,12 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from geoseg import atomic, raster, styles
-from geoseg.datasets import IGNORE, Pair, RasterChips, is_vector, open_pairs, split_blocks
+from geoseg import atomic, styles
+from geoseg.chips import Pair, RasterChips, Window, band_statistics, open_pairs, split_blocks
+from geoseg.devices import Device
 from geoseg.errors import InputError
-from geoseg.fitting import FitOptions, band_statistics, fit
-from geoseg.metrics import confusion_matrix, scores
+from geoseg.fitting import FitOptions, fit
+from geoseg.labels import is_vector
+from geoseg.maskfile import NODATA, read_class_table
 from geoseg.model import ClassInfo, Model, ModelSpec
+from geoseg.scores import confusion_matrix, scores
+from geoseg.sources import Source, open_source, read_window
 
 DECODER = (256, 128, 64, 32, 16)
 STAT_CHIPS = 32  # chips sampled for the normalization statistics
@@ -49,7 +53,7 @@ def train(
     lr: float = 3e-3,
     patience: int = 5,
     seed: int = 0,
-    device: str = "auto",
+    device: Device = "auto",
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
@@ -67,7 +71,7 @@ def train(
     with atomic.outputs(targets, overwrite=overwrite):
         if not 0 <= val_fraction < 1:
             raise InputError(f"the validation fraction must be in [0, 1), not {val_fraction}")
-        names, colors = class_table(labels, class_field, classes)
+        names, colors = label_classes(labels, class_field, classes)
         pairs = open_pairs(images, labels, names, class_field=class_field, background=background,
                            bands=bands)
         rng = np.random.default_rng(seed)
@@ -88,7 +92,7 @@ def train(
             classes=tuple(ClassInfo(n, c) for n, c in zip(names, colors, strict=True)),
             encoder=encoder, encoder_depth=encoder_depth,
             decoder_channels=DECODER[-encoder_depth:], tile_size=max(chip_size, 512),
-            resolution=_resolution(first), description=(
+            resolution=first.grid.resolution_m(), description=(
                 f"Trained by geoseg on {len(pairs)} image(s): "
                 + ", ".join(Path(p.image.name).name for p in pairs)))
         options = FitOptions(epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -104,7 +108,7 @@ def train(
     return model
 
 
-def class_table(labels: Sequence[str | os.PathLike[str]], class_field: str | None,
+def label_classes(labels: Sequence[str | os.PathLike[str]], class_field: str | None,
                 classes: Sequence[str] | None) -> tuple[list[str], list[tuple[int, int, int]]]:
     """Class names and their colours. Names: ``classes``, else the first label raster's
     ``CLASS_NAMES``, else the polygons' class column, else class_0..class_N of the
@@ -115,11 +119,11 @@ def class_table(labels: Sequence[str | os.PathLike[str]], class_field: str | Non
     for path in labels:
         if is_vector(path):
             continue
-        with raster.open_source(path, allow_no_crs=True).open() as ds:  # one-line errors
-            names_here, table = raster.class_table(ds)
-        named.update({n: table[i] for i, n in enumerate(names_here)
-                      if i in table and n not in named})
-        stored = stored or list(names_here)
+        with open_source(path, allow_no_crs=True).open() as ds:  # one-line errors
+            table = read_class_table(ds)
+        named.update({n: table.colors[i] for i, n in enumerate(table.names)
+                      if i in table.colors and n not in named})
+        stored = stored or list(table.names)
     names = list(classes or stored)
     if not names:
         vectors = [p for p in labels if is_vector(p)]
@@ -141,7 +145,7 @@ def _raster_max(path: str | os.PathLike[str]) -> int:
             data = ds.read(1, window=window, masked=True)
             if data.count():
                 top = max(top, int(data.max()))
-    if top >= IGNORE:
+    if top >= NODATA:
         raise InputError(f"has class value {top}; labels hold 0..254", path)
     return top
 
@@ -169,24 +173,16 @@ def _vector_class_names(labels: Sequence[str | os.PathLike[str]], class_field: s
     return sorted(str(v) for v in values)
 
 
-def _band_names(source: Any) -> tuple[str, ...]:
+def _band_names(source: Source) -> tuple[str, ...]:
     with source.open() as ds:
         described = [ds.descriptions[b - 1] for b in source.bands]
     return tuple(d or f"band_{b}" for d, b in zip(described, source.bands, strict=True))
 
 
-def _resolution(source: Any) -> float | None:
-    if source.crs is None or source.crs.is_geographic:
-        return None
-    return abs(source.transform.a) * source.crs.linear_units_factor[1]
-
-
 def validation_scores(model: Model, pairs: Sequence[Pair],
-                      blocks: Sequence[Sequence[tuple[int, int, int, int]]]) -> dict[str, object]:
+                      blocks: Sequence[Sequence[Window]]) -> dict[str, object]:
     """Scores of the network on the validation blocks (one forward pass per block)."""
     import torch
-
-    from geoseg import raster
 
     spec = model.spec
     multiple = spec.size_multiple
@@ -198,9 +194,9 @@ def validation_scores(model: Model, pairs: Sequence[Pair],
         for row, col, h, w in windows:
             ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
             with pair.image.open() as ds:
-                x, valid = raster.read_window(ds, pair.image, row, col, ph, pw)
+                x, valid = read_window(ds, pair.image, row, col, ph, pw)
             reference = pair.labels.read(row, col, h, w)
-            reference[~valid[:h, :w]] = IGNORE
+            reference[~valid[:h, :w]] = NODATA
             normalized = (torch.from_numpy(x[None]).to(device) - mean) / std
             normalized[:, :, ~torch.from_numpy(valid)] = 0.0  # no data, as in prediction
             with torch.no_grad():

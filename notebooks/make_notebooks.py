@@ -105,12 +105,15 @@ TRAINING = [
 model that `geoseg.predict` loads by its path. Here both come from
 `geoseg.write_sample_data`; a few quick epochs keep it short, so expect a rough model. For
 a real one, train for 15-20 epochs of 100 steps (`workflows/train_default_model.py`)."""),
-    ("code", """from pathlib import Path
+    ("code", """import logging
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 
 import geoseg
 
+logging.basicConfig(format="%(message)s")
+logging.getLogger("geoseg").setLevel(logging.INFO)  # geoseg reports each epoch
 train_image, train_labels = geoseg.write_sample_data("data", size=512, seed=1, overwrite=True)
 test_image, test_labels = geoseg.write_sample_data("data", size=512, seed=2, overwrite=True)"""),
     ("code", """model = geoseg.train([train_image], [train_labels], "my-model", chip_size=64, epochs=3,

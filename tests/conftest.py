@@ -1,17 +1,26 @@
-"""Fixtures that write small, real rasters into tmp_path."""
+"""What the tests share: small real rasters written into tmp_path, the bundled model, the
+real CLI (in process and as a subprocess), and the fault helpers. Tests import the plain
+helpers with ``from conftest import …``; fixtures come by name."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 
 from geoseg.cli import cli
+from geoseg.maskfile import NODATA, colormap
 from geoseg.synthetic import sample_scene
 
 UTM = "EPSG:32633"
@@ -35,14 +44,26 @@ def write_raster(path: Path, data: np.ndarray, *, crs: str | None = UTM,
     return path
 
 
+def write_classes(path: Path, data: Any, names: Sequence[str],
+                  colors: Sequence[tuple[int, int, int]] | None = None, **kwargs: Any) -> Path:
+    """A class raster (uint8, nodata 255) naming its classes as a geoseg mask does, with a
+    colour table when ``colors`` are given."""
+    write_raster(path, np.asarray(data, np.uint8), nodata=NODATA, **kwargs)
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(CLASS_NAMES=json.dumps(list(names)))
+        if colors is not None:
+            ds.write_colormap(1, colormap(colors))
+    return path
+
+
 @pytest.fixture
 def make_raster(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_raster(name, data=..., crs=..., transform=..., nodata=...)``."""
 
-    def make(name: str = "image.tif", data: np.ndarray | None = None, **kwargs: object) -> Path:
+    def make(name: str = "image.tif", data: np.ndarray | None = None, **kwargs: Any) -> Path:
         if data is None:
             data = np.random.default_rng(0).integers(1, 4000, (4, 64, 80), dtype=np.uint16)
-        return write_raster(tmp_path / name, data, **kwargs)  # type: ignore[arg-type]
+        return write_raster(tmp_path / name, data, **kwargs)
 
     return make
 
@@ -61,12 +82,84 @@ def make_scene(tmp_path: Path) -> Callable[..., tuple[Path, np.ndarray]]:
     return make
 
 
-def invoke(*args: object, catch_exceptions: bool = True):
+@pytest.fixture(scope="session")
+def default_model() -> Any:
+    """The bundled model, loaded once for the whole session (tests only read it)."""
+    import geoseg
+
+    return geoseg.load_model("default")
+
+
+def invoke(*args: object, catch_exceptions: bool = True) -> Result:
     """The real CLI (click's runner) on ``args`` (paths and numbers are made strings)."""
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=catch_exceptions)
 
 
-def assert_one_line_error(result, *words: str, named: object = None) -> None:
+def run_cli(*args: object) -> Result:
+    """:func:`invoke`, letting an unexpected exception through to the test."""
+    return invoke(*args, catch_exceptions=False)
+
+
+def geoseg_process(*args: object, preexec: Callable[[], None] | None = None,
+                   **popen: Any) -> subprocess.Popen[str]:
+    """``geoseg ARGS`` in a process of its own (``python -m geoseg.cli``), with pipes."""
+    return subprocess.Popen([sys.executable, "-m", "geoseg.cli", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=preexec, **popen)
+
+
+def geoseg_done(*args: object, preexec: Callable[[], None] | None = None
+                ) -> subprocess.CompletedProcess[str]:
+    """``geoseg ARGS`` in a process of its own, run to its end."""
+    process = geoseg_process(*args, preexec=preexec)
+    out, err = process.communicate(timeout=600)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
+def geoseg_paused(pause_at: str, *args: object, timeout_s: float = 300) -> subprocess.Popen[str]:
+    """``geoseg ARGS`` in a process of its own, returned once it has made the call
+    ``pause_at`` (``MODULE:FUNCTION:N``, see tests/faults.py), where it now waits for a
+    signal. Fails, with the process's output, if it ends without getting there."""
+    import os
+    import select
+
+    read, write = os.pipe()
+    process = subprocess.Popen(
+        [sys.executable, str(Path(__file__).with_name("faults.py")), "--pause-at", pause_at,
+         "--notify", str(write), "--", *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, pass_fds=(write,))
+    os.close(write)  # the process holds the only writer now: its end is our end of file
+    try:
+        ready, _, _ = select.select([read], [], [], timeout_s)
+        said = os.read(read, 64) if ready else b""
+    finally:
+        os.close(read)
+    if said != b"paused\n":
+        process.kill()
+        out, err = process.communicate()
+        raise AssertionError(f"geoseg never reached {pause_at}:\n{out}\n{err}")
+    return process
+
+
+def own_lines(stderr: str) -> list[str]:
+    """geoseg's lines of a process's stderr: libtiff (inside GDAL) prints a failed write
+    straight to the file descriptor, from whichever thread meets it, before or after
+    geoseg's own line."""
+    return [line for line in stderr.splitlines() if line and not line.startswith("_tiff")]
+
+
+def file_size_limit(max_bytes: int) -> Callable[[], None]:
+    """A ``preexec_fn`` after which no file of the process grows past ``max_bytes``, as
+    on a nearly full disk (writes fail with EFBIG instead of killing it)."""
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+    return limit
+
+
+def assert_one_line_error(result: Any, *words: str, named: object = None) -> None:
     """Exit code 1 and one line ``Error: …`` holding every word (starting
     ``Error: <named>: `` when ``named`` is given), and no traceback."""
     assert result.exit_code == 1, result.output

@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,15 @@ import numpy as np
 import pytest
 import rasterio
 from affine import Affine
-from conftest import TRANSFORM, assert_one_line_error, invoke, write_raster
+from conftest import (
+    TRANSFORM,
+    assert_one_line_error,
+    file_size_limit,
+    geoseg_done,
+    invoke,
+    own_lines,
+    write_raster,
+)
 from shapely.geometry import box
 
 import geoseg
@@ -35,6 +42,7 @@ from geoseg.errors import (
     OutputError,
     OutputExistsError,
     RasterReadError,
+    option_text,
 )
 
 EARLIER = {"mask.tif": b"an earlier good mask", "mask.qml": b"<qgis/>"}
@@ -61,7 +69,8 @@ def mosaic(d: Path, **second) -> list[Path]:
 class Row:
     """``make`` writes the input(s) into a folder; ``named`` is the file the error names
     (an index into the inputs, or None for an option error); ``options`` go to both the
-    API and the CLI."""
+    API and the CLI; ``words`` name options as ``${name}``, said as each of them says it
+    (``--allow-no-crs`` on the command line, ``allow_no_crs=True`` in Python)."""
 
     id: str
     make: Callable[[Path], list[Path]]
@@ -83,12 +92,13 @@ ERRORS = [
     Row("complex64", lambda d: [write_raster(d / "sar.tif", image(dtype=np.complex64))],
         InputError, "data type complex64 is not supported"),
     Row("1 band for a 4-band model", lambda d: [write_raster(d / "pan.tif", image(bands=1))],
-        InputError, "has 1 band but the model needs 4 (blue, green, red, nir); choose them with --bands"),
+        InputError, "has 1 band but the model needs 4 (blue, green, red, nir); choose them with "
+                    "${bands}"),
     Row("--bands naming a band that is not there",
         lambda d: [write_raster(d / "pan.tif", image(bands=1))], InputError,
         "band 2 does not exist (the raster has 1 bands)", options={"bands": (1, 2, 1, 1)}),
     Row("no CRS", lambda d: [write_raster(d / "plain.tif", image(), crs=None)], InputError,
-        "has no CRS (use --allow-no-crs"),
+        "has no CRS (use ${allow_no_crs=True}"),
     Row("rotated geotransform",
         lambda d: [write_raster(d / "rot.tif", image(), transform=TRANSFORM @ Affine.rotation(10))],
         InputError, "rotated or sheared geotransform is not supported"),
@@ -143,15 +153,16 @@ def test_bad_input_is_one_clear_error_and_leaves_outputs_as_they_were(row, via, 
     sources = row.make(inputs)
     named = None if row.named is None else sources[row.named]
     out = earlier_outputs(tmp_path / "out")
+    words = option_text(row.words, "cli" if via == "cli" else "python")
     if via == "cli":
         result = invoke("predict", *sources, "-o", out / "mask.tif", "--overwrite",
                         "--probabilities", out / "prob.tif", *cli_args(row.options))
-        assert_one_line_error(result, row.words, named=named)
+        assert_one_line_error(result, words, named=named)
     else:
         with pytest.raises(row.error) as info:
             geoseg.predict([str(s) for s in sources], out / "mask.tif", overwrite=True,
                            probabilities_path=out / "prob.tif", **row.options)
-        assert row.words in str(info.value)
+        assert words in str(info.value)
         assert named is None or str(info.value).startswith(f"{named}: ")
     assert_untouched(out)
 
@@ -358,9 +369,6 @@ def small_disk(tmp_path, request):
     """``(folder, preexec)``: a folder on a 300 kB tmpfs (where root may mount one), or a
     plain folder and a ``preexec_fn`` that stops files growing past 100 kB (RLIMIT_FSIZE),
     as a full disk would."""
-    import resource
-    import signal
-
     folder = tmp_path / "disk"
     folder.mkdir()
     mounted = False
@@ -371,20 +379,12 @@ def small_disk(tmp_path, request):
         if not mounted:
             pytest.skip("no tmpfs can be mounted here (the file size limit stands in)")
 
-    def limit():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
-
-    yield folder, None if mounted else limit
+    yield folder, None if mounted else file_size_limit(100_000)
     if mounted:
         subprocess.run(["umount", str(folder)], check=True)
 
 
-def run_cli(args: list, preexec) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "geoseg.cli", *map(str, args)],
-                          capture_output=True, text=True, preexec_fn=preexec)
-
-
+@pytest.mark.slow
 def test_a_disk_that_fills_while_writing_leaves_nothing(small_disk, tmp_path):
     """The scratch files of a 200 × 200 scene (a byte per pixel for the mask, six for the
     probabilities: 280 kB) fit on the 300 kB disk, so the checks up front pass; its COGs
@@ -404,11 +404,9 @@ def test_a_disk_that_fills_while_writing_leaves_nothing(small_disk, tmp_path):
         rows.append((["predict", large, "-o", folder / "mask.tif"], ("mask.tif",),
                      "could not be written (its scratch files need 360.0 kB free"))
     for args, names, words in rows:
-        done = run_cli(args, preexec)
+        done = geoseg_done(*args, preexec=preexec)
         assert done.returncode == 1, done.stderr
-        # libtiff (inside GDAL) prints a failed write straight to stderr; everything else
-        # is geoseg's one line.
-        lines = [line for line in done.stderr.splitlines() if not line.startswith("_tiff")]
+        lines = own_lines(done.stderr)
         assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
         assert lines[0].startswith(tuple(f"Error: {folder / n}: {words}" for n in names)), lines
         assert [p.name for p in folder.iterdir()] == ["keep.txt"]
@@ -421,14 +419,14 @@ def test_a_block_lost_to_a_full_disk_is_an_error_not_a_hole(small_disk, tmp_path
     import resource
     import signal
 
-    from geoseg import raster
+    from geoseg import cog, sources
 
     folder, preexec = small_disk
-    source = raster.open_source(write_raster(tmp_path / "scene.tif", image(height=512, width=512)))
+    source = sources.open_source(write_raster(tmp_path / "scene.tif", image(height=512, width=512)))
     scratch = folder / "scratch.tif"
-    raster.create_scratch(scratch, source, count=1, dtype="uint8", nodata=255, name="mask.tif",
-                          blocksize=256)
-    writer = raster.WindowWriter(scratch, "mask.tif")
+    cog.create_scratch(scratch, source.grid, count=1, dtype="uint8", nodata=255, name="mask.tif",
+                       blocksize=256)
+    writer = cog.WindowWriter(scratch, "mask.tif")
     blocks = np.random.default_rng(0).integers(0, 6, (4, 256, 256), dtype=np.uint8)
     with contextlib.ExitStack() as full:
         if preexec is None:  # a real small disk: fill it up

@@ -8,25 +8,23 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import uuid
 from pathlib import Path
 
+import faults
 import pytest
-from conftest import invoke
+from conftest import geoseg_paused, geoseg_process, invoke
 
-from geoseg.errors import InputError
+from geoseg.errors import ClusterError, InputError
 from geoseg.journal import JOURNAL
 from geoseg.synthetic import write_sample_data
+
+pytestmark = pytest.mark.slow  # whole runs: clusters, processes, signals
 
 SCENES = 4
 SIZE = 384
 REPORTS = {JOURNAL, "summary.json"}  # what differs between runs by design (times, order)
-
-
-def geoseg(*args: object) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "geoseg.cli", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
+TESTS = Path(__file__).resolve().parent
 
 def outputs(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name not in REPORTS}
@@ -68,10 +66,12 @@ def reference(reference_dir) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def dask_cluster(tmp_path_factory):
-    """A dask-scheduler and two dask-worker processes (with nannies) on 127.0.0.1."""
+    """A dask-scheduler and two dask-worker processes (with nannies) on 127.0.0.1; the
+    workers can import tests/faults.py."""
     folder = tmp_path_factory.mktemp("cluster")
     info = folder / "scheduler.json"
-    env = {**os.environ, "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "error"}
+    path = os.pathsep.join(p for p in (str(TESTS), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "error", "PYTHONPATH": path}
     common = dict(env=env, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
                                "--port", "0", "--no-dashboard", "--scheduler-file", info],
@@ -82,11 +82,8 @@ def dask_cluster(tmp_path_factory):
              "--no-dashboard", "--host", "127.0.0.1"], **common))
     from distributed import Client
 
-    try:
-        deadline = time.monotonic() + 60
-        while not info.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        with Client(scheduler_file=str(info), timeout=30, set_as_default=False) as client:
+    try:  # the client waits for the scheduler's file, then for both workers to join
+        with Client(scheduler_file=str(info), timeout=60, set_as_default=False) as client:
             client.wait_for_workers(2, timeout=60)
             yield client.scheduler.address
             client.shutdown()  # scheduler and workers stop at once
@@ -135,24 +132,23 @@ def test_tcp_cluster_gives_the_bytes_of_the_threads_scheduler(scenes, reference,
 
 
 def test_a_worker_killed_mid_run_changes_no_byte(scenes, reference, dask_cluster, tmp_path):
-    from distributed import Client
+    """The kill lands while a scene's model task waits on a Dask event: mid-scene, with its
+    scratch files written, for certain."""
+    from distributed import Client, Event, Queue
 
-    run = geoseg("run", scenes / "*.tif", "-o", tmp_path, "--probabilities", "--no-progress",
-                 "--scheduler", dask_cluster)
-    killed = None
+    cue = f"geoseg-test-{uuid.uuid4().hex}"
     with Client(dask_cluster, timeout=30, set_as_default=False) as client:
-        deadline = time.monotonic() + 120
-        while killed is None and run.poll() is None and time.monotonic() < deadline:
-            busy = [w for w, keys in client.processing().items()
-                    if any(str(k).startswith("geoseg-predict") for k in keys)]
-            if busy:
-                time.sleep(0.5)  # well into the scene
-                pid = client.run(os.getpid, workers=busy[:1])[busy[0]]
-                os.kill(pid, signal.SIGKILL)
-                killed = pid
-            time.sleep(0.05)
-    out, err = run.communicate(timeout=300)
-    assert killed is not None, "no scene was seen running"
+        client.run(faults.pause_model_tasks, cue)
+        run = geoseg_process("run", scenes / "*.tif", "-o", tmp_path, "--probabilities",
+                             "--no-progress", "--scheduler", dask_cluster)
+        try:
+            pid = Queue(cue, client=client).get(timeout=300)  # a worker, paused mid-scene
+            assert list(tmp_path.glob(".*.scratch.tif")), "the scene has not begun writing"
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            Event(cue, client=client).set()
+        out, err = run.communicate(timeout=300)
+        client.run(faults.unpause_model_tasks)  # the worker that lived on
     assert run.returncode == 0, err
     assert "4 scenes: 4 done" in out
     assert_same_outputs(tmp_path, reference)
@@ -162,20 +158,17 @@ def test_a_worker_killed_mid_run_changes_no_byte(scenes, reference, dask_cluster
 def test_an_interrupted_run_leaves_whole_files_and_resumes(scenes, reference, tmp_path, sig):
     # An earlier output of the last scene: the interrupted run never reaches it, so it stays.
     (tmp_path / "scene_3.gpkg").write_bytes(b"earlier")
-    run = geoseg("run", scenes / "*.tif", "-o", tmp_path, "--probabilities", "--no-progress",
-                 "--overwrite")
-    journal, deadline = tmp_path / JOURNAL, time.monotonic() + 120
-    while run.poll() is None and time.monotonic() < deadline:
-        if journal.exists() and '"event":"done"' in journal.read_text():
-            break
-        time.sleep(0.02)
+    # Signalled as the second scene's mask becomes a COG (the first scene made 2 COGs).
+    run = geoseg_paused("geoseg.cog:write_cog:3", "run", scenes / "*.tif", "-o", tmp_path,
+                        "--probabilities", "--no-progress", "--overwrite")
+    assert list(tmp_path.glob(".scene_1.mask.tif.*")), "the second scene is not being written"
     run.send_signal(sig)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err
     assert err.strip().splitlines()[-1] == "Error: interrupted (run it again with --resume to finish)"
     assert "Traceback" not in err
     done = [e["scene"] for e in journal_events(tmp_path) if e["event"] == "done"]
-    assert 1 <= len(done) < SCENES
+    assert done == ["scene_0"]
     left = outputs(tmp_path)
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]  # no temp file
     assert left.pop("scene_3.gpkg") == b"earlier"
@@ -278,9 +271,11 @@ def test_resume_checks_outputs_settings_and_the_folder_lock(scenes, tmp_path):
 
 
 def test_a_run_that_cannot_start_leaves_nothing(scenes, tmp_path):
+    import geoseg
+
     out = tmp_path / "new"
-    result = invoke("run", scenes / "scene_0.tif", "-o", out, "--scheduler", "tcp://127.0.0.1:9")
-    assert result.exit_code == 1 and "cannot reach Dask scheduler" in result.output
+    with pytest.raises(ClusterError, match="cannot reach Dask scheduler"):  # not the input's
+        geoseg.run([scenes / "scene_0.tif"], out, scheduler="tcp://127.0.0.1:9")
     assert not out.exists()  # nor a journal that would refuse a plain rerun
 
 
@@ -309,38 +304,19 @@ def test_scenes_from_a_yaml_config_with_globs(scenes, tmp_path):
         plan(["a/x.tif", "a/x.mask.tif"], "o", probabilities=False, quicklook=False)
 
 
-EXECUTING: dict[str, int] = {"now": 0, "most": 0, "seen": 0}
-
-
-class CountModelTasks:
-    """A worker plugin: how many predict tasks execute at once (in-process workers only)."""
-
-    def transition(self, key, start, finish, **kwargs):
-        if not str(key).startswith("geoseg-predict"):
-            return
-        if finish == "executing":
-            EXECUTING["now"] += 1
-            EXECUTING["seen"] += 1
-            EXECUTING["most"] = max(EXECUTING["most"], EXECUTING["now"])
-        elif start == "executing":
-            EXECUTING["now"] -= 1
-
-
 def test_gpu_workers_get_one_model_task_at_a_time(scenes, reference, tmp_path):
     """A worker declaring GPU=1 runs one model task at a time even with two threads (the
     model runs on CPU here: the scheduling is what is tested)."""
     from distributed import Client, LocalCluster
-    from distributed.diagnostics.plugin import WorkerPlugin
 
     import geoseg
     from geoseg.cluster import model_resources
 
-    plugin = type("Count", (CountModelTasks, WorkerPlugin), {})()
     with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, resources={"GPU": 1},
                       dashboard_address=":0") as cluster, Client(cluster) as client:
         assert model_resources(client, "auto") == {"GPU": 1}
         assert model_resources(client, "cpu") is None
-        client.register_plugin(plugin)
+        client.register_plugin(faults.CountModelTasks())
         broken = tmp_path / "in" / "broken.tif"
         broken.parent.mkdir()
         broken.write_text("not a raster")
@@ -348,7 +324,8 @@ def test_gpu_workers_get_one_model_task_at_a_time(scenes, reference, tmp_path):
                              tmp_path / "out", probabilities=True,
                              scheduler=cluster.scheduler_address)
         assert summary["totals"]["done"] == 3
-    assert EXECUTING["seen"] == 4 and EXECUTING["most"] == 1
+        counts = client.run(lambda dask_worker: vars(dask_worker.plugins["count-model-tasks"]))
+    assert [(c["seen"], c["most"]) for c in counts.values()] == [(4, 1)]
     # A scene's error comes back from the worker as its one line, as on threads.
     failed = summary["scenes"][3]
     assert failed["status"] == "failed" and failed["error"].endswith(
@@ -437,19 +414,17 @@ def test_an_error_inside_one_tile_fails_that_scene_only_and_resume_finishes(
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_predict_stopped_while_writing_leaves_the_earlier_outputs(tmp_path, sig):
-    write_sample_data(tmp_path, size=1280, seed=9)  # 9 tiles: seconds of writing blocks
+    write_sample_data(tmp_path, size=600, seed=9)
     out = tmp_path / "out"
     out.mkdir()
     earlier = {"mask.tif": b"earlier mask", "mask.qml": b"<qgis/>", "prob.tif": b"earlier"}
     for name, data in earlier.items():
         (out / name).write_bytes(data)
-    run = geoseg("predict", tmp_path / "scene_9.tif", "-o", out / "mask.tif", "--probabilities",
-                 out / "prob.tif", "--overwrite", "--no-progress")
-    deadline, seen = time.monotonic() + 120, False
-    while run.poll() is None and time.monotonic() < deadline and not seen:
-        seen = bool(list(out.glob(".mask.tif.*.scratch.tif")))  # blocks are being written
-        time.sleep(0.01)
-    assert seen and run.poll() is None, "the scratch files were never seen"
+    # Signalled as the mask becomes a COG: its blocks and the probabilities' are written.
+    run = geoseg_paused("geoseg.cog:write_cog:1", "predict", tmp_path / "scene_9.tif",
+                        "-o", out / "mask.tif", "--probabilities", out / "prob.tif",
+                        "--overwrite", "--no-progress")
+    assert list(out.glob(".mask.tif.*.scratch.tif")) and list(out.glob(".prob.tif.*"))
     run.send_signal(sig)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err

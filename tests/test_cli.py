@@ -5,27 +5,23 @@ import sys
 import numpy as np
 import pytest
 import rasterio
-from conftest import assert_one_line_error, invoke
-
-
-def run(*args):
-    return invoke(*args, catch_exceptions=False)
+from conftest import assert_one_line_error, file_size_limit, geoseg_done, own_lines, run_cli
 
 
 def test_sample_data_then_predict_writes_outputs_and_reports_paths(tmp_path):
-    result = run("sample-data", tmp_path / "data", "--size", 300, "--seed", 5)
+    result = run_cli("sample-data", tmp_path / "data", "--size", 300, "--seed", 5)
     assert result.exit_code == 0, result.output
     scene = tmp_path / "data" / "scene_5.tif"
     assert f"scene: {scene}" in result.output
     dst = tmp_path / "mask.tif"
-    result = run("predict", scene, "-o", dst, "--tile-size", 128, "--quicklook", tmp_path / "q.png")
+    result = run_cli("predict", scene, "-o", dst, "--tile-size", 128, "--quicklook", tmp_path / "q.png")
     assert result.exit_code == 0, result.output
     assert f"mask: {dst}" in result.output and "q.png" in result.output
     with rasterio.open(dst) as ds, rasterio.open(scene) as src:
         assert ds.transform == src.transform and ds.crs == src.crs
     # Same command again: the output exists, so it refuses and keeps the file.
     before = dst.read_bytes()
-    result = run("predict", scene, "-o", dst)
+    result = run_cli("predict", scene, "-o", dst)
     assert_one_line_error(result, str(dst), "exists already", "--overwrite")
     assert dst.read_bytes() == before
 
@@ -40,42 +36,42 @@ def test_bad_inputs_give_one_line_errors_and_no_output(tmp_path, make, words):
     src = make(tmp_path)
     out = tmp_path / "out"
     out.mkdir()
-    result = run("predict", src, "-o", out / "mask.tif")
+    result = run_cli("predict", src, "-o", out / "mask.tif")
     assert_one_line_error(result, *words)
     assert list(out.iterdir()) == []
 
 
 def test_wrong_band_count_and_no_crs_are_one_line_errors(make_raster, tmp_path):
     three = make_raster("three.tif", data=np.ones((3, 40, 40), np.uint16))
-    assert_one_line_error(run("predict", three, "-o", tmp_path / "a.tif"),
+    assert_one_line_error(run_cli("predict", three, "-o", tmp_path / "a.tif"),
                           "three.tif", "3 bands but the model needs 4", "--bands")
     nocrs = make_raster("nocrs.tif", crs=None)
-    assert_one_line_error(run("predict", nocrs, "-o", tmp_path / "b.tif"),
+    assert_one_line_error(run_cli("predict", nocrs, "-o", tmp_path / "b.tif"),
                           "nocrs.tif", "no CRS", "--allow-no-crs")
-    assert run("predict", nocrs, "-o", tmp_path / "b.tif", "--allow-no-crs").exit_code == 0
+    assert run_cli("predict", nocrs, "-o", tmp_path / "b.tif", "--allow-no-crs").exit_code == 0
     assert not (tmp_path / "a.tif").exists()
 
 
 def test_bad_option_values_are_usage_errors(make_raster, tmp_path):
     path = make_raster()
-    assert run("predict", path, "-o", tmp_path / "m.tif", "--bands", "x,y").exit_code == 2
-    assert run("predict", path, "-o", tmp_path / "m.tif", "--scheduler", "gpu").exit_code == 2
-    assert_one_line_error(run("predict", path, "-o", tmp_path / "m.tif", "--tile-size", 100),
+    assert run_cli("predict", path, "-o", tmp_path / "m.tif", "--bands", "x,y").exit_code == 2
+    assert run_cli("predict", path, "-o", tmp_path / "m.tif", "--scheduler", "gpu").exit_code == 2
+    assert_one_line_error(run_cli("predict", path, "-o", tmp_path / "m.tif", "--tile-size", 100),
                           "multiple of 8")
 
 
 def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(Exception, match="no such file"):
-        run("--debug", "predict", tmp_path / "missing.tif", "-o", tmp_path / "m.tif")
+        run_cli("--debug", "predict", tmp_path / "missing.tif", "-o", tmp_path / "m.tif")
 
 
 def test_info_describes_rasters_and_models(make_raster):
-    result = run("info", make_raster(nodata=0), "--json")
+    result = run_cli("info", make_raster(nodata=0), "--json")
     data = json.loads(result.output)
     assert data["size"] == "80 x 64" and data["bands"] == 4 and data["crs"] == "EPSG:32633"
-    result = run("info", "default")
+    result = run_cli("info", "default")
     assert "grass_crop" in result.output and "heldout_miou" in result.output
-    assert "default" in run("models").output
+    assert "default" in run_cli("models").output
 
 
 def test_help_is_fast_and_does_not_import_torch():
@@ -85,60 +81,52 @@ def test_help_is_fast_and_does_not_import_torch():
     assert out.stdout.strip().endswith("False")
 
 
+@pytest.mark.slow
 def test_a_full_disk_is_a_one_line_error_and_leaves_nothing(tmp_path):
-    import resource
-    import signal
-
-    run("sample-data", tmp_path, "--size", 512, "--seed", 2)
+    run_cli("sample-data", tmp_path, "--size", 512, "--seed", 2)
     out = tmp_path / "out"
     out.mkdir()
-
-    def small_disk():  # files may not grow past 100 kB, like a nearly full disk
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
-
-    done = subprocess.run([sys.executable, "-m", "geoseg.cli", "predict",
-                           str(tmp_path / "scene_2.tif"), "-o", str(out / "mask.tif")],
-                          capture_output=True, text=True, preexec_fn=small_disk)
+    done = geoseg_done("predict", tmp_path / "scene_2.tif", "-o", out / "mask.tif",
+                       preexec=file_size_limit(100_000))  # as a nearly full disk
     assert done.returncode == 1
-    lines = done.stderr.strip().splitlines()
-    assert lines[-1].startswith(f"Error: {out / 'mask.tif'}: could not be written"), done.stderr
-    assert "Traceback" not in done.stderr
+    lines = own_lines(done.stderr)
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert lines[0].startswith(f"Error: {out / 'mask.tif'}: could not be written"), done.stderr
     assert list(out.iterdir()) == []
 
 
 def test_missing_output_folders_are_created(make_raster, tmp_path):
     dst = tmp_path / "new" / "deeper" / "mask.tif"
-    assert run("predict", make_raster(), "-o", dst).exit_code == 0
+    assert run_cli("predict", make_raster(), "-o", dst).exit_code == 0
     assert dst.exists() and dst.with_suffix(".qml").exists()
 
 
 def test_vectorize_writes_a_styled_geopackage_and_refuses_bad_masks(tmp_path):
-    result = run("sample-data", tmp_path, "--size", 200, "--seed", 3)
+    result = run_cli("sample-data", tmp_path, "--size", 200, "--seed", 3)
     labels = tmp_path / "labels_3.tif"
     dst = tmp_path / "out" / "labels.gpkg"
-    result = run("vectorize", labels, "-o", dst, "--min-area", 50, "--chunk-size", 64)
+    result = run_cli("vectorize", labels, "-o", dst, "--min-area", 50, "--chunk-size", 64)
     assert result.exit_code == 0, result.output
     assert f"polygons: {dst}" in result.output and "labels.qml" in result.output
     import geopandas as gpd
 
     gdf = gpd.read_file(dst, layer="labels")
     assert len(gdf) > 10 and gdf.area_m2.min() >= 50
-    assert_one_line_error(run("vectorize", labels, "-o", dst), str(dst), "exists already")
+    assert_one_line_error(run_cli("vectorize", labels, "-o", dst), str(dst), "exists already")
     scene = tmp_path / "scene_3.tif"
-    assert_one_line_error(run("vectorize", scene, "-o", tmp_path / "x.gpkg"), "scene_3.tif",
+    assert_one_line_error(run_cli("vectorize", scene, "-o", tmp_path / "x.gpkg"), "scene_3.tif",
                           "4 bands")
     assert not (tmp_path / "x.gpkg").exists()
-    assert_one_line_error(run("vectorize", labels, "-o", tmp_path / "y.gpkg", "--classes",
+    assert_one_line_error(run_cli("vectorize", labels, "-o", tmp_path / "y.gpkg", "--classes",
                               "lake"), "unknown class 'lake'")
-    assert run("vectorize", labels, "-o", tmp_path / "z.gpkg", "--simplify", -1).exit_code == 2
+    assert run_cli("vectorize", labels, "-o", tmp_path / "z.gpkg", "--simplify", -1).exit_code == 2
 
 
 def test_run_predicts_and_vectorizes_each_scene_with_a_summary(tmp_path):
-    run("sample-data", tmp_path / "a", "--size", 160, "--seed", 1)
-    run("sample-data", tmp_path / "b", "--size", 160, "--seed", 2, "--no-nodata")
+    run_cli("sample-data", tmp_path / "a", "--size", 160, "--seed", 1)
+    run_cli("sample-data", tmp_path / "b", "--size", 160, "--seed", 2, "--no-nodata")
     out = tmp_path / "out"
-    result = run("run", tmp_path / "a" / "scene_1.tif", tmp_path / "b" / "scene_2.tif",
+    result = run_cli("run", tmp_path / "a" / "scene_1.tif", tmp_path / "b" / "scene_2.tif",
                  "-o", out, "--tile-size", 64, "--probabilities")
     assert result.exit_code == 0, result.output
     assert "water" in result.output and "area (ha)" in result.output
@@ -161,11 +149,11 @@ def test_run_predicts_and_vectorizes_each_scene_with_a_summary(tmp_path):
         assert sum(by_class.values()) == pytest.approx(valid, abs=0.1)
     # Everything is checked up front: one existing output stops the run before any work.
     (out / "scene_2.gpkg").unlink()
-    result = run("run", tmp_path / "b" / "scene_2.tif", tmp_path / "a" / "scene_1.tif",
+    result = run_cli("run", tmp_path / "b" / "scene_2.tif", tmp_path / "a" / "scene_1.tif",
                  "-o", out)
     assert_one_line_error(result, "exists already")
     assert not (out / "scene_2.gpkg").exists()
-    result = run("run", tmp_path / "a" / "scene_1.tif", tmp_path / "a" / "scene_1.tif",
+    result = run_cli("run", tmp_path / "a" / "scene_1.tif", tmp_path / "a" / "scene_1.tif",
                  "-o", out)
     assert_one_line_error(result, "same name")
 
@@ -174,18 +162,17 @@ def test_an_interrupt_that_lands_in_a_destructor_is_raised_not_lost():
     """Python swallows an exception raised in __del__ (printing a traceback); the CLI
     raises such an interrupt again in ordinary code, so Ctrl-C always ends a command."""
     code = """if True:
-        import signal, sys, time
-        from geoseg import cli
-        sys.unraisablehook = cli._redeliver_interrupts(sys.unraisablehook)
+        import signal, sys
+        from geoseg.cli import app
+        sys.unraisablehook = app.redeliver_interrupts(sys.unraisablehook)
 
         class Closing:
             def __del__(self):
                 signal.raise_signal(signal.SIGINT)  # Ctrl-C, just then
-                time.sleep(0.01)
 
         try:
             Closing()
-            time.sleep(2)
+            signal.pause()  # until the interrupt comes again (or forever, if it is lost)
             print("lost")
         except KeyboardInterrupt:
             print("raised")

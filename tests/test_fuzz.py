@@ -8,6 +8,7 @@ import warnings
 
 import geopandas as gpd
 import numpy as np
+import pytest
 import rasterio
 from conftest import write_raster
 from hypothesis import HealthCheck, given, settings
@@ -64,6 +65,7 @@ def rasters(draw):
 @settings(max_examples=int(os.environ.get("GEOSEG_FUZZ_EXAMPLES", 100)), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(case=rasters())
+@pytest.mark.slow
 def test_random_rasters_keep_shape_georeferencing_nodata_and_the_round_trip(case, tmp_path_factory):
     data, nodata, hole, size, overlap = case
     folder = tmp_path_factory.mktemp("fuzz")

@@ -3,41 +3,41 @@ import pytest
 import torch
 
 import geoseg
-from geoseg.errors import InputError
-from geoseg.inference import ModelHandle, Predictor, select_device
-
-
-@pytest.fixture(scope="module")
-def model():
-    return geoseg.load_model("default")
+from geoseg.devices import select_device
+from geoseg.errors import DeviceError, EnvError, InputError
+from geoseg.inference import ModelHandle, Predictor
 
 
 def test_device_choice():
     assert select_device("cpu") == "cpu"
     assert select_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="no CUDA GPU"):
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        select_device("tpu")
+    if not torch.cuda.is_available():  # the machine's problem, not the input's
+        with pytest.raises(DeviceError, match="device=cuda asked for, but no CUDA GPU") as info:
             select_device("cuda")
+        assert isinstance(info.value, EnvError) and not isinstance(info.value, InputError)
+        assert info.value.text("cli").startswith("--device cuda asked for")
 
 
 @pytest.mark.parametrize("tta", [False, True])
-def test_probabilities_are_normalized_per_pixel(model, tta):
-    predictor = Predictor(model, "cpu", tta=tta)
+def test_probabilities_are_normalized_per_pixel(default_model, tta):
+    predictor = Predictor(default_model, "cpu", tta=tta)
     tiles = np.random.default_rng(0).uniform(200, 4000, (2, 4, 64, 64)).astype(np.float32)
     probs = predictor.predict_proba(tiles)
-    assert probs.shape == (2, len(model.spec.classes), 64, 64)
+    assert probs.shape == (2, len(default_model.spec.classes), 64, 64)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
-def test_tta_is_flip_equivariant(model):
-    predictor = Predictor(model, "cpu", tta=True)
+def test_tta_is_flip_equivariant(default_model):
+    predictor = Predictor(default_model, "cpu", tta=True)
     x = np.random.default_rng(1).uniform(200, 4000, (1, 4, 64, 64)).astype(np.float32)
     flipped = predictor.predict_proba(x[..., ::-1])[..., ::-1]
     np.testing.assert_allclose(predictor.predict_proba(x), flipped, atol=1e-5)
 
 
-def test_invalid_pixels_are_fed_as_the_band_mean(model):
-    predictor = Predictor(model, "cpu")
+def test_invalid_pixels_are_fed_as_the_band_mean(default_model):
+    predictor = Predictor(default_model, "cpu")
     tiles = np.full((1, 4, 8, 8), 12345.0, np.float32)
     valid = np.zeros((1, 8, 8), bool)
     assert not predictor.normalize(tiles, valid).any()

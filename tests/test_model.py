@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import rasterio
 import torch
+from conftest import assert_one_line_error, invoke
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,26 +110,18 @@ def _default_card(path):
 
 
 def test_pickles_are_refused_without_trust_and_never_unpickled(tmp_path, make_raster):
-    from click.testing import CliRunner
-
-    from geoseg.cli import cli
-
     marker = tmp_path / "code-ran"
     torch.save({"state_dict": _RunsCode(marker)}, tmp_path / "evil.pt")
     _default_card(tmp_path / "evil.json")
-    with pytest.raises(ModelError, match=r"pickle checkpoint.*--trust-pickle"):
+    with pytest.raises(ModelError, match=r"pickle checkpoint.*also take trust_pickle=True\)"):
         load_model(tmp_path / "evil.pt")
-    result = CliRunner().invoke(cli, ["predict", str(make_raster()), "-o", str(tmp_path / "m.tif"),
-                                      "--model", str(tmp_path / "evil.pt")])
-    assert result.exit_code == 1 and result.output.startswith(f"Error: {tmp_path / 'evil.pt'}: ")
+    result = invoke("predict", make_raster(), "-o", tmp_path / "m.tif", "--model",
+                    tmp_path / "evil.pt")
+    assert_one_line_error(result, "also take --trust-pickle)", named=tmp_path / "evil.pt")
     assert not marker.exists() and not (tmp_path / "m.tif").exists()
 
 
 def test_a_trusted_lightning_style_checkpoint_loads_like_its_safetensors(tmp_path, make_raster):
-    from click.testing import CliRunner
-
-    from geoseg.cli import cli
-
     default = load_model("default")
     state = {"model." + k: v for k, v in default.network.state_dict().items()}
     torch.save({"epoch": 3, "state_dict": state}, tmp_path / "ck.ckpt")
@@ -138,7 +131,7 @@ def test_a_trusted_lightning_style_checkpoint_loads_like_its_safetensors(tmp_pat
     image = make_raster()
     for name, model in (("a.tif", ["--model", str(tmp_path / "ck.ckpt"), "--trust-pickle"]),
                         ("b.tif", [])):
-        result = CliRunner().invoke(cli, ["predict", str(image), "-o", str(tmp_path / name), *model])
+        result = invoke("predict", image, "-o", tmp_path / name, *model)
         assert result.exit_code == 0, result.output
     with rasterio.open(tmp_path / "a.tif") as a, rasterio.open(tmp_path / "b.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())

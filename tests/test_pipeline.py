@@ -1,212 +1,32 @@
-import json
+"""The Dask graph: tiled prediction in bands, lazy windows, and the tile results a sweep
+keeps alive, bounded by the graph's construction (not by when a scheduler lets go)."""
+
+import threading
 
 import numpy as np
 import pytest
-import rasterio
-from conftest import write_raster
-from PIL import Image
-from rio_cogeo.cogeo import cog_validate
+from affine import Affine
 
 import geoseg
-from geoseg import pipeline, raster
-from geoseg.errors import InputError, OutputError, OutputExistsError
-from geoseg.inference import Predictor
-from geoseg.metrics import confusion_matrix, scores
+from geoseg import pipeline
+from geoseg.grid import Grid
+from geoseg.inference import ModelHandle
+from geoseg.sources import Source
+from geoseg.tiling import TileGrid
 
 
-@pytest.fixture(scope="module")
-def model():
-    return geoseg.load_model("default")
-
-
-def whole_image_prediction(path, model):
-    """One forward pass over the whole image (reflect-padded to the encoder's stride)."""
-    with rasterio.open(path) as ds:
-        data = ds.read().astype(np.float32)
-        valid = ds.dataset_mask() > 0
-    predictor = Predictor(model, "cpu")
-    m = model.spec.size_multiple
-    h, w = data.shape[1:]
-    pad = ((0, -h % m), (0, -w % m))
-    x = np.pad(data, ((0, 0), *pad), mode="reflect")[None]
-    ok = np.pad(valid, pad, mode="reflect")[None]
-    classes = predictor.predict_proba(x, ok)[0, :, :h, :w].argmax(axis=0).astype(np.uint8)
-    classes[~valid] = 255
-    return classes
-
-
-def test_tiled_prediction_matches_one_whole_image_pass_without_seams(make_scene, model):
-    path, _ = make_scene(1000, 1300)
-    tiled = geoseg.predict(path, model=model, tile_size=256).values
-    whole = whole_image_prediction(path, model)
-    assert tiled.shape == whole.shape == (1000, 1300)
-    agree = (tiled == whole).mean()
-    assert agree >= 0.999, agree
-    # No seams: disagreement on tile-border rows/columns is not above the rest.
-    grid = geoseg.TileGrid(1000, 1300, 256, 32)
-    borders = np.zeros(tiled.shape, bool)
-    for k in range(1, grid.shape[0]):
-        start = k * grid.stride - grid.margin
-        borders[start - 2:start + grid.overlap + 2] = True
-    for k in range(1, grid.shape[1]):
-        start = k * grid.stride - grid.margin
-        borders[:, start - 2:start + grid.overlap + 2] = True
-    assert (tiled != whole)[borders].mean() <= 0.002
-
-
-def test_mask_keeps_georeferencing_nodata_and_is_a_valid_cog(make_scene, model, tmp_path):
-    path, _ = make_scene(1040, 1100)
-    dst = tmp_path / "out" / "mask.tif"
-    dst.parent.mkdir()
-    lazy = geoseg.predict(path, dst, model=model, probabilities_path=tmp_path / "out" / "p.tif",
-                          quicklook=tmp_path / "out" / "q.png")
-    valid, errors, warnings = cog_validate(str(dst), strict=True)
-    assert valid, (errors, warnings)
-    with rasterio.open(path) as src, rasterio.open(dst) as out:
-        assert (out.crs, out.transform, out.width, out.height) == (
-            src.crs, src.transform, src.width, src.height)
-        assert out.dtypes[0] == "uint8" and out.nodata == 255
-        mask = out.read(1)
-        source_nodata = src.dataset_mask() == 0
-        assert source_nodata.any()
-        np.testing.assert_array_equal(mask == 255, source_nodata)
-        assert mask[~source_nodata].max() < len(model.spec.classes)
-        assert out.colormap(1)[0][:3] == model.spec.classes[0].color
-        assert json.loads(out.tags()["CLASS_NAMES"]) == model.spec.class_names
-        assert out.overviews(1)
-    np.testing.assert_array_equal(lazy.values, mask)
-    assert lazy.rio.crs == src.crs and lazy.rio.transform() == src.transform
-    qml = (tmp_path / "out" / "mask.qml").read_text()
-    assert all(f'label="{n}"' in qml for n in model.spec.class_names)
-    with rasterio.open(tmp_path / "out" / "p.tif") as p:
-        probs = p.read()
-        assert p.count == len(model.spec.classes) and p.scales[0] == pytest.approx(1 / 254)
-        assert (probs[:, source_nodata] == 255).all()
-        sums = probs[:, ~source_nodata].astype(int).sum(axis=0)
-        assert np.abs(sums - 254).max() <= len(model.spec.classes)
-        same = probs[:, ~source_nodata].argmax(axis=0) == mask[~source_nodata]
-        assert same.mean() > 0.99  # only near-ties may differ after rounding to 1/254
-    with Image.open(tmp_path / "out" / "q.png") as q:
-        assert q.mode == "RGBA" and max(q.size) <= 1024
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "mask.qml", "mask.tif", "p.tif", "q.png"]
-
-
-def test_lazy_result_is_dask_backed_and_georeferenced(make_scene, model):
-    path, _ = make_scene(200, 300)
-    mask = geoseg.predict(path, model=model, tile_size=128)
-    assert mask.chunks is not None and mask.dtype == np.uint8
-    with rasterio.open(path) as src:
-        assert mask.rio.crs == src.crs and mask.rio.transform() == src.transform
-    assert mask.shape == (200, 300)
-
-
-def test_default_model_is_accurate_on_a_held_out_scene(make_scene, model):
-    path, labels = make_scene(768, 768, seed=4321)
-    mask = geoseg.predict(path, model=model).values
-    result = scores(confusion_matrix(mask, labels, len(model.spec.classes)))
-    assert result["miou"] >= 0.90, result
-
-
-@pytest.mark.parametrize("scheduler", ["processes", "local"])
-def test_schedulers_give_identical_masks(make_scene, model, tmp_path, scheduler):
-    path, _ = make_scene(300, 260)
-    reference = tmp_path / "threads.tif"
-    geoseg.predict(path, reference, model="default", tile_size=128, scheduler="threads")
-    other = tmp_path / f"{scheduler}.tif"
-    geoseg.predict(path, other, model="default", tile_size=128, scheduler=scheduler, workers=2)
-    with rasterio.open(reference) as a, rasterio.open(other) as b:
-        np.testing.assert_array_equal(a.read(), b.read())
-
-
-def test_mosaic_tiles_predict_like_the_single_file(make_scene, model, tmp_path):
-    path, _ = make_scene(256, 256)
-    with rasterio.open(path) as ds:
-        data, transform = ds.read(), ds.transform
-    from affine import Affine
-
-    parts = []
-    for k, (r, c) in enumerate([(0, 0), (0, 128), (128, 0), (128, 128)]):
-        part = data[:, r:r + 128, c:c + 128]
-        parts.append(write_raster(tmp_path / f"t{k}.tif", part, nodata=0,
-                                  transform=transform @ Affine.translation(c, r)))
-    whole = geoseg.predict(path, model=model, tile_size=128).values
-    mosaic = geoseg.predict(parts, model=model, tile_size=128).values
-    np.testing.assert_array_equal(whole, mosaic)
-
-
-def test_tiny_image_smaller_than_one_tile(make_raster, model):
-    data = np.random.default_rng(3).integers(200, 3000, (4, 20, 30), dtype=np.uint16)
-    mask = geoseg.predict(make_raster(data=data), model=model).values
-    assert mask.shape == (20, 30) and mask.max() < len(model.spec.classes)
-
-
-def test_wrong_band_count_is_refused_and_bands_option_fixes_it(make_raster, model, tmp_path):
-    data = np.random.default_rng(3).integers(200, 3000, (6, 40, 40), dtype=np.uint16)
-    path = make_raster(data=data)
-    with pytest.raises(InputError, match="6 bands but the model needs 4"):
-        geoseg.predict(path, tmp_path / "m.tif", model=model)
-    assert not (tmp_path / "m.tif").exists()
-    assert geoseg.predict(path, model=model, bands=[3, 2, 1, 4]).shape == (40, 40)
-
-
-def test_existing_output_is_kept_without_overwrite(make_scene, model, tmp_path):
-    path, _ = make_scene(64, 64)
-    dst = tmp_path / "mask.tif"
-    dst.write_text("keep me")
-    with pytest.raises(OutputExistsError):
-        geoseg.predict(path, dst, model=model)
-    assert dst.read_text() == "keep me"
-    geoseg.predict(path, dst, model=model, overwrite=True)
-    with rasterio.open(dst) as ds:
-        assert ds.read(1).shape == (64, 64)
-
-
-def test_a_failure_while_writing_leaves_no_output(make_scene, model, tmp_path, monkeypatch):
-    path, _ = make_scene(64, 64)
-    out = tmp_path / "out"
-    out.mkdir()
-
-    def disk_full(scratch, dst, **kwargs):
-        dst.write_bytes(b"II*\x00 half a file")
-        raise OutputError("could not be written (No space left on device)", dst)
-
-    monkeypatch.setattr(raster, "write_cog", disk_full)
-    with pytest.raises(OutputError, match="No space left"):
-        geoseg.predict(path, out / "mask.tif", model=model, probabilities_path=out / "p.tif")
-    assert list(out.iterdir()) == []
-
-
-def test_probabilities_without_mask_path_is_refused(make_scene, model):
-    path, _ = make_scene(32, 32)
-    with pytest.raises(InputError, match="need a mask path"):
-        pipeline.predict(path, None, model=model, quicklook="q.png")
-
-
-def test_an_existing_scheduler_address_gives_the_same_mask(make_scene, tmp_path):
-    from distributed import LocalCluster
-
-    path, _ = make_scene(200, 180)
-    reference = geoseg.predict(path, model="default", tile_size=128).values
-    with LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster:
-        assert cluster.scheduler_address.startswith("tcp://")
-        out = geoseg.predict(path, tmp_path / "m.tif", model="default", tile_size=128,
-                             scheduler=cluster.scheduler_address)
-        np.testing.assert_array_equal(out.values, reference)
-
-
-def test_sweep_in_bands_gives_the_same_mask(make_scene, model, monkeypatch, tmp_path):
+def test_sweep_in_bands_gives_the_same_mask(make_scene, default_model, monkeypatch, tmp_path):
     path, _ = make_scene(300, 500)
-    lazy = geoseg.predict(path, model=model, tile_size=64).values
+    lazy = geoseg.predict(path, model=default_model, tile_size=64).values
     monkeypatch.setattr(pipeline, "BAND_PIXELS", 0)
     monkeypatch.setattr(pipeline, "BAND_MIN_TILES", 3)  # 11 tile columns -> 4 bands
-    banded = geoseg.predict(path, tmp_path / "m.tif", model=model, tile_size=64).values
+    banded = geoseg.predict(path, tmp_path / "m.tif", model=default_model, tile_size=64).values
     np.testing.assert_array_equal(banded, lazy)
 
 
-def test_a_window_of_the_lazy_mask_computes_only_nearby_tiles(make_scene, model):
+def test_a_window_of_the_lazy_mask_computes_only_nearby_tiles(make_scene, default_model):
     path, _ = make_scene(600, 600)
-    mask = geoseg.predict(path, model=model, tile_size=64)
+    mask = geoseg.predict(path, model=default_model, tile_size=64)
     from dask.core import flatten
     from dask.optimization import cull
 
@@ -216,68 +36,103 @@ def test_a_window_of_the_lazy_mask_computes_only_nearby_tiles(make_scene, model)
     assert len(infer) <= 4, len(infer)  # the 2 x 2 tiles around the corner, of 121
 
 
-@pytest.mark.parametrize("size", [400, 800])
-def test_writing_keeps_tile_results_alive_bounded_whatever_the_raster(make_scene, model,
-                                                                      monkeypatch, size):
-    import threading
-    import weakref
+def sweep_graph(size: int, tile: int, overlap: int, batch: int) -> tuple[dict, int]:
+    """The writing graph of a ``size²`` raster (built, never run) and its window."""
+    grid = Grid(None, Affine.identity(), size, size)
+    source = Source("scene", "scene.tif", None, grid, (1, 2, 3, 4), "uint16", None)
+    options = pipeline.PredictOptions(tile, overlap, batch)
+    probs = pipeline.probabilities(source, ModelHandle("m"), 3, options, sweep=True)
+    window = pipeline.tile_results_bound(TileGrid(size, size, tile, overlap), batch)
+    return dict(probs.__dask_graph__()), window
 
-    live, peak, lock = [0], [0], threading.Lock()
-    infer = pipeline._infer_batch
 
-    def counting(*args, **kwargs):
-        probs, valid = infer(*args, **kwargs)
-        with lock:
-            live[0] += 1
-            peak[0] = max(peak[0], live[0])
+@pytest.mark.parametrize(("size", "tile", "overlap", "batch", "band"), [
+    (400, 32, 8, 1, 4), (800, 32, 8, 1, 4), (400, 32, 8, 2, 4), (400, 32, 8, 3, 5),
+    (300, 32, 8, 1, 100), (200, 64, 16, 4, 2), (64, 32, 0, 1, 8)])
+def test_a_batch_starts_only_once_the_window_before_it_is_used_up(monkeypatch, size, tile,
+                                                                   overlap, batch, band):
+    """In the graph itself, whatever runs it: every batch of tiles depends on every block
+    that uses any batch a window or more before it (in sweep order). So once the latest
+    batch to start is batch k, batches up to k - window are no longer needed (a scheduler
+    drops a result once all its dependents are done), and at most a window of batches is
+    alive, however large the raster."""
+    from graphlib import TopologicalSorter
 
-        def release():
-            with lock:
-                live[0] -= 1
+    from dask.core import get_dependencies
 
-        weakref.finalize(probs, release)
-        return probs, valid
+    monkeypatch.setattr(pipeline, "BAND_PIXELS", 0)
+    monkeypatch.setattr(pipeline, "BAND_MIN_TILES", band)
+    dsk, window = sweep_graph(size, tile, overlap, batch)
+    deps = {key: get_dependencies(dsk, key) for key in dsk}
+    bit = {key: 1 << n for n, key in enumerate(dsk)}
+    ancestors: dict = {}
+    for key in TopologicalSorter(deps).static_order():
+        ancestors[key] = 0
+        for d in deps[key]:
+            ancestors[key] |= ancestors[d] | bit[d]
+    infers = sorted((k for k in dsk if "infer" in str(k[0])), key=lambda k: k[1:])
+    order = sorted(infers, key=lambda k: (k[1], k[2], k[3]))  # band, row, batch: the sweep
+    users = {k: 0 for k in infers}
+    for key, ds in deps.items():
+        if "blend" in str(key[0]):
+            for d in ds:
+                if d in users:
+                    users[d] |= bit[key]
+    for n, batch_key in enumerate(order):
+        for earlier in order[:max(n - window + 1, 0)]:
+            assert users[earlier] & ~ancestors[batch_key] == 0, (batch_key, earlier)
 
-    monkeypatch.setattr(pipeline, "_infer_batch", counting)
+
+class Tagged(tuple):
+    """A tile result that says which batch it is (the threaded scheduler passes it as is)."""
+
+    serial: int
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("size", "batch"), [(400, 1), (800, 1), (400, 2)])
+def test_writing_keeps_at_most_a_window_of_tile_results_alive(make_scene, default_model,
+                                                              monkeypatch, size, batch):
+    """A real sweep on the threaded scheduler, its events logged in the order they happen:
+    at no point are more batches computed and still awaited by a block than the window."""
     monkeypatch.setattr(pipeline, "BAND_PIXELS", 0)
     monkeypatch.setattr(pipeline, "BAND_MIN_TILES", 4)  # bands of 4 tile columns
+    events, lock = [], threading.Lock()
+    infer, blend = pipeline._infer_batch, pipeline._blend_block
+
+    def logged_infer(*args, **kwargs):
+        result = Tagged(infer(*args, **kwargs))
+        with lock:
+            result.serial = len([e for e in events if e[0] == "made"])
+            events.append(("made", result.serial))
+        return result
+
+    def logged_blend(grid, i, j, lookup, batches):
+        block = blend(grid, i, j, lookup, batches)
+        with lock:
+            events.append(("used", (i, j), [b.serial for b in batches]))
+        return block
+
+    monkeypatch.setattr(pipeline, "_infer_batch", logged_infer)
+    monkeypatch.setattr(pipeline, "_blend_block", logged_blend)
     path, _ = make_scene(size, size, nodata_corner=False)
-    geoseg.predict(path, path.with_name("mask.tif"), model=model, tile_size=32, overlap=8)
-    # A few rows of one band (4 columns + its two side columns), however large the raster;
-    # sweeping whole rows instead would keep 3+ rows of 17 or 34 tiles. (Rows r - 3 to
-    # r + 1 can be alive while row r finishes beside row r + 1 starting, and a row whose
-    # last blend is done stays until dask lets go of it: 18 to 39 tiles over 12 runs of
-    # each size, 41 twice, so 8 rows are allowed; the 800 px raster's whole-row sweep
-    # would keep 102 or more.)
-    assert peak[0] <= (pipeline.LOOKAHEAD_ROWS + 6) * (4 + 2), peak[0]
-
-
-def test_an_in_memory_model_is_used_as_it_is_not_reloaded_from_its_file(make_scene):
-    import torch
-
-    path, _ = make_scene(64, 64, nodata_corner=False)
-    changed = geoseg.load_model("default")
-    with torch.no_grad():
-        head = changed.network.segmentation_head[0]
-        head.weight.zero_()
-        head.bias.copy_(torch.arange(len(changed.spec.classes), dtype=head.bias.dtype))
-    mask = geoseg.predict(path, model=changed).values
-    assert (mask == len(changed.spec.classes) - 1).all()  # the biggest bias wins everywhere
-
-
-def test_prediction_leaves_torch_threads_as_they_were(make_scene, tmp_path):
-    """Tasks give torch one thread each (the pool shares the cores) but put the count
-    back: torch keeps it per thread and as the default for threads made later."""
-    import threading
-
-    import torch
-
-    path, _ = make_scene(300, 300)
-    before = torch.get_num_threads()
-    geoseg.predict(path, tmp_path / "m.tif", tile_size=128, workers=2)
-    geoseg.predict(path, tile_size=128).compute(scheduler="sync")  # tasks in this thread
-    seen = []
-    thread = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
-    thread.start()
-    thread.join()
-    assert torch.get_num_threads() == before and seen == [before]
+    geoseg.predict(path, path.with_name("mask.tif"), model=default_model, tile_size=32,
+                   overlap=8, batch_size=batch, workers=4)
+    blocks_of: dict[int, set] = {}
+    for event in events:
+        if event[0] == "used":
+            for serial in event[2]:
+                blocks_of.setdefault(serial, set()).add(event[1])
+    alive, most = {}, 0
+    for event in events:
+        if event[0] == "made":
+            alive[event[1]] = set(blocks_of[event[1]])
+        else:
+            for serial in event[2]:
+                alive[serial].discard(event[1])
+                if not alive[serial]:
+                    del alive[serial]
+        most = max(most, len(alive))
+    bound = pipeline.tile_results_bound(TileGrid(size, size, 32, 8), batch)
+    assert bound == pipeline.WINDOW_ROWS * -(-6 // batch)  # 4 block columns and 2 side tiles
+    assert 0 < most <= bound, (most, bound)

@@ -5,12 +5,13 @@ import pytest
 import shapely
 from rasterio import features
 
-from geoseg.polygonize import INVALID, polygonize
+from geoseg.maskfile import NODATA
+from geoseg.vector.polygonize import polygonize
 
 
 def gdal_polygons(classes: np.ndarray) -> list[str]:
     return sorted(f"{int(v)} {shapely.normalize(shapely.geometry.shape(g)).wkt}"
-                  for g, v in features.shapes(classes, mask=classes != INVALID, connectivity=4))
+                  for g, v in features.shapes(classes, mask=classes != NODATA, connectivity=4))
 
 
 def ours(classes: np.ndarray, **kwargs: bool) -> list[str]:
@@ -25,7 +26,7 @@ def test_random_rasters_match_gdal_polygon_for_polygon(seed):
     for _ in range(150):
         h, w = rng.integers(1, 9, 2)
         classes = rng.integers(0, 4, (h, w)).astype(np.uint8)
-        classes[rng.random((h, w)) < 0.2] = INVALID
+        classes[rng.random((h, w)) < 0.2] = NODATA
         assert ours(classes) == gdal_polygons(classes)
 
 
@@ -59,7 +60,7 @@ def test_nodes_put_vertices_where_the_neighbour_changes_and_keep_a_valid_coverag
 
 
 def test_frame_is_context_not_output_and_the_runs_along_the_border_are_reported():
-    framed = np.full((5, 6), INVALID, np.uint8)
+    framed = np.full((5, 6), NODATA, np.uint8)
     framed[1:-1, 1:-1] = [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 2, 2]]
     framed[0, 1:-1] = [0, 3, 3, 1]  # the neighbour above
     found = polygonize(framed, frame=True)
@@ -72,6 +73,6 @@ def test_frame_is_context_not_output_and_the_runs_along_the_border_are_reported(
 
 
 def test_empty_and_all_nodata_rasters_give_no_polygons():
-    assert len(polygonize(np.full((3, 3), INVALID, np.uint8)).geometry) == 0
+    assert len(polygonize(np.full((3, 3), NODATA, np.uint8)).geometry) == 0
     one = polygonize(np.zeros((3, 3), np.uint8))
     assert len(one.geometry) == 1 and one.geometry[0].area == 9

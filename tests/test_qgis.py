@@ -22,9 +22,9 @@ def qgis_available() -> bool:
         return False
 
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not qgis_available(),
-    reason="PyQGIS is not installed for /usr/bin/python3 (apt-get install -y python3-qgis)")
+    reason="PyQGIS is not installed for /usr/bin/python3 (apt-get install -y python3-qgis)")]
 
 
 def render(png, *layers, size=None):

@@ -36,9 +36,10 @@ def sentinel2_files() -> dict[str, str]:
     return found
 
 
-pytestmark = pytest.mark.skipif(not set(BANDS) <= set(sentinel2_files()),
-                                reason="xarray-spatial is not installed (make install adds it, "
-                                       "without its dependencies, for this data)")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not set(BANDS) <= set(sentinel2_files()),
+                                 reason="xarray-spatial is not installed (make install adds "
+                                        "it, without its dependencies, for this data)")]
 
 
 @pytest.fixture(scope="module")

@@ -1,24 +1,21 @@
 """Vectorizing masks: exact polygons across chunk borders, true areas, GeoPackage output."""
 
-import json
 import sqlite3
 
 import geopandas as gpd
 import numpy as np
 import pyogrio
 import pytest
-import rasterio
 import shapely
 from affine import Affine
+from conftest import TRANSFORM, UTM, write_classes, write_raster
 from pyproj import Geod
 from rasterio import features
 from scipy import ndimage
 
 import geoseg
-from geoseg import styles
 from geoseg.errors import GeoSegError, InputError, OutputExistsError
 from geoseg.vector import vectorize
-from tests.conftest import TRANSFORM, UTM, write_raster
 
 NAMES = ["water", "forest", "field", "town"]
 COLORS = [(30, 90, 200), (20, 110, 40), (220, 200, 90), (200, 40, 40)]
@@ -36,14 +33,6 @@ def blobs(height: int, width: int, seed: int = 0, n_classes: int = 4) -> np.ndar
     return mask
 
 
-def write_mask(path, mask, *, crs=UTM, transform=TRANSFORM, names=NAMES, colors=COLORS):
-    write_raster(path, mask, crs=crs, transform=transform, nodata=255)
-    with rasterio.open(path, "r+") as ds:
-        ds.write_colormap(1, styles.colormap(colors))
-        ds.update_tags(CLASS_NAMES=json.dumps(names))
-    return path
-
-
 def rasterize_back(gdf, shape, transform):
     return features.rasterize(zip(gdf.geometry, gdf.class_id, strict=True), out_shape=shape,
                               transform=transform, fill=255, dtype="uint8")
@@ -56,7 +45,7 @@ def components(mask):
 @pytest.mark.parametrize("chunk", [16, 37, 64, 4096])
 def test_polygons_rasterize_back_to_the_mask_whatever_the_chunk_size(tmp_path, chunk):
     mask = blobs(150, 170)
-    path = write_mask(tmp_path / "mask.tif", mask)
+    path = write_classes(tmp_path / "mask.tif", mask, NAMES, COLORS)
     gdf = vectorize(path, chunk_size=chunk)
     assert (rasterize_back(gdf, mask.shape, TRANSFORM) == mask).all()
     # One polygon per 4-connected region of one class, as GDAL draws it.
@@ -70,7 +59,7 @@ def test_polygons_rasterize_back_to_the_mask_whatever_the_chunk_size(tmp_path, c
 
 def test_no_polygon_shares_an_edge_with_one_of_its_own_class(tmp_path):
     mask = blobs(120, 140, seed=3)
-    gdf = vectorize(write_mask(tmp_path / "m.tif", mask), chunk_size=16)
+    gdf = vectorize(write_classes(tmp_path / "m.tif", mask, NAMES, COLORS), chunk_size=16)
     geoms = gdf.geometry.values
     a, b = shapely.STRtree(geoms).query(geoms, predicate="intersects")
     pairs = (a < b) & (gdf.class_id.values[a] == gdf.class_id.values[b])
@@ -80,7 +69,7 @@ def test_no_polygon_shares_an_edge_with_one_of_its_own_class(tmp_path):
 
 def test_attributes_and_projected_areas(tmp_path):
     mask = blobs(100, 120, seed=1)
-    gdf = vectorize(write_mask(tmp_path / "m.tif", mask), chunk_size=32)
+    gdf = vectorize(write_classes(tmp_path / "m.tif", mask, NAMES, COLORS), chunk_size=32)
     assert list(gdf.columns) == ["class_id", "class_name", "area_m2", "perimeter_m", "geometry"]
     assert gdf.crs == UTM
     assert (gdf.class_name == np.array(NAMES)[gdf.class_id]).all()
@@ -94,7 +83,8 @@ def test_attributes_and_projected_areas(tmp_path):
 def test_a_crs_in_feet_gives_square_metres(tmp_path):
     mask = blobs(40, 50, seed=2)
     feet = Affine(3.0, 0, 2_000_000, 0, -3.0, 500_000)
-    gdf = vectorize(write_mask(tmp_path / "m.tif", mask, crs="EPSG:2263", transform=feet))
+    gdf = vectorize(write_classes(tmp_path / "m.tif", mask, NAMES, COLORS, crs="EPSG:2263",
+                                  transform=feet))
     assert gdf.area_m2.sum() == pytest.approx((mask != 255).sum() * 9 * 0.3048006096**2,
                                               rel=1e-6)
 
@@ -102,7 +92,8 @@ def test_a_crs_in_feet_gives_square_metres(tmp_path):
 def test_geographic_areas_are_geodesic(tmp_path):
     mask = blobs(90, 120, seed=4)
     deg = Affine(0.001, 0, 10.0, 0, -0.001, 60.0)  # ~55 m x 111 m pixels at 60° N
-    gdf = vectorize(write_mask(tmp_path / "m.tif", mask, crs="EPSG:4326", transform=deg),
+    gdf = vectorize(write_classes(tmp_path / "m.tif", mask, NAMES, COLORS, crs="EPSG:4326",
+                                  transform=deg),
                     chunk_size=40)
     geod = Geod(ellps="WGS84")
     for k in range(4):
@@ -124,7 +115,7 @@ def test_confidence_is_the_mean_probability_of_the_predicted_class(tmp_path):
     probs = np.zeros((2, 20, 30), np.uint8)
     probs[0] = 200
     probs[1, 5:15, 5:20] = np.linspace(127, 254, 15).astype(np.uint8)
-    path = write_mask(tmp_path / "m.tif", mask)
+    path = write_classes(tmp_path / "m.tif", mask, NAMES, COLORS)
     prob_path = write_raster(tmp_path / "p.tif", probs, nodata=255)
     gdf = vectorize(path, probabilities=prob_path, chunk_size=16)
     by_class = gdf.set_index("class_id").confidence
@@ -134,7 +125,7 @@ def test_confidence_is_the_mean_probability_of_the_predicted_class(tmp_path):
 
 def test_min_area_merges_specks_into_their_neighbour_and_leaves_no_gap(tmp_path):
     mask = blobs(100, 100, seed=5)
-    path = write_mask(tmp_path / "m.tif", mask)
+    path = write_classes(tmp_path / "m.tif", mask, NAMES, COLORS)
     full = vectorize(path)
     pixel_area = abs(TRANSFORM.a * TRANSFORM.e)
     merged = vectorize(path, min_area=20 * pixel_area, chunk_size=32)
@@ -157,13 +148,13 @@ def test_min_area_drops_isolated_specks(tmp_path):
     mask = np.full((30, 30), 255, np.uint8)
     mask[2:4, 2:4] = 1  # 4 pixels, nodata all around
     mask[10:30, 10:30] = 0
-    gdf = vectorize(write_mask(tmp_path / "m.tif", mask), min_area=5 * 4.0)
+    gdf = vectorize(write_classes(tmp_path / "m.tif", mask, NAMES, COLORS), min_area=5 * 4.0)
     assert gdf.class_id.tolist() == [0]
 
 
 def test_simplify_keeps_neighbours_sharing_one_border(tmp_path):
     mask = blobs(120, 120, seed=6)
-    path = write_mask(tmp_path / "m.tif", mask)
+    path = write_classes(tmp_path / "m.tif", mask, NAMES, COLORS)
     full = vectorize(path, chunk_size=40)
     simple = vectorize(path, simplify=4.0, chunk_size=40)
     assert len(simple) == len(full)
@@ -176,7 +167,7 @@ def test_simplify_keeps_neighbours_sharing_one_border(tmp_path):
 
 
 def test_classes_keep_a_subset_by_name_or_id(tmp_path):
-    path = write_mask(tmp_path / "m.tif", blobs(60, 60))
+    path = write_classes(tmp_path / "m.tif", blobs(60, 60), NAMES, COLORS)
     assert set(vectorize(path, classes=["water", 3]).class_id) == {0, 3}
     with pytest.raises(InputError, match="unknown class 'lake'"):
         vectorize(path, classes=["lake"])
@@ -185,7 +176,7 @@ def test_classes_keep_a_subset_by_name_or_id(tmp_path):
 def test_geopackage_is_styled_indexed_and_in_the_mask_crs(tmp_path):
     mask = blobs(80, 90)
     dst = tmp_path / "out" / "landcover.gpkg"
-    gdf = vectorize(write_mask(tmp_path / "m.tif", mask), dst, chunk_size=32)
+    gdf = vectorize(write_classes(tmp_path / "m.tif", mask, NAMES, COLORS), dst, chunk_size=32)
     back = gpd.read_file(dst, layer="landcover")
     assert len(back) == len(gdf) and back.crs == UTM
     assert shapely.is_valid(back.geometry.values).all()
@@ -205,7 +196,7 @@ def test_geopackage_is_styled_indexed_and_in_the_mask_crs(tmp_path):
 
 
 def test_existing_output_is_kept_without_overwrite(tmp_path):
-    path = write_mask(tmp_path / "m.tif", blobs(40, 40))
+    path = write_classes(tmp_path / "m.tif", blobs(40, 40), NAMES, COLORS)
     dst = tmp_path / "out.gpkg"
     dst.write_text("precious")
     with pytest.raises(OutputExistsError):
@@ -229,7 +220,7 @@ def test_a_dataarray_from_predict_vectorizes_like_its_file(make_scene, tmp_path)
 
 @pytest.mark.parametrize("scheduler", ["processes", "sync"])
 def test_schedulers_give_the_same_polygons(tmp_path, scheduler):
-    path = write_mask(tmp_path / "m.tif", blobs(90, 90, seed=8))
+    path = write_classes(tmp_path / "m.tif", blobs(90, 90, seed=8), NAMES, COLORS)
     ref = vectorize(path, chunk_size=30)
     other = vectorize(path, chunk_size=30, scheduler=scheduler, workers=2)
     assert (shapely.to_wkb(ref.geometry.values) == shapely.to_wkb(other.geometry.values)).all()
@@ -250,7 +241,7 @@ def test_bad_masks_are_refused_with_the_file_named(tmp_path):
 
 
 def test_an_all_nodata_mask_gives_an_empty_styled_layer(tmp_path):
-    path = write_mask(tmp_path / "m.tif", np.full((40, 50), 255, np.uint8))
+    path = write_classes(tmp_path / "m.tif", np.full((40, 50), 255, np.uint8), NAMES, COLORS)
     dst = tmp_path / "empty.gpkg"
     gdf = vectorize(path, dst, min_area=10, simplify=1.0, chunk_size=16)
     assert len(gdf) == 0 and list(gdf.columns)[:4] == ["class_id", "class_name", "area_m2",
@@ -269,7 +260,7 @@ def test_tiny_chunks_join_every_region_whatever_its_shape(tmp_path, monkeypatch)
         h, w = rng.integers(2, 10, 2)
         mask = rng.integers(0, 3, (h, w)).astype(np.uint8)
         mask[rng.random((h, w)) < 0.1] = 255
-        path = write_mask(tmp_path / "m.tif", mask)
+        path = write_classes(tmp_path / "m.tif", mask, NAMES, COLORS)
         gdf = vectorize(path, chunk_size=int(rng.integers(2, 4)))
         assert len(gdf) == components(mask)
         assert (rasterize_back(gdf, mask.shape, TRANSFORM) == mask).all()
@@ -288,7 +279,7 @@ def test_min_area_joins_same_class_polygons_that_a_merged_speck_connects(tmp_pat
     mask[:, 2:9] = 1
     mask[:, 10:18] = 1
     mask[:10, 9], mask[12:, 9], mask[10:12, 9] = 3, 4, 2  # a 2-px speck of 2 between
-    gdf = vectorize(write_mask(tmp_path / "m.tif", mask), min_area=12)
+    gdf = vectorize(write_classes(tmp_path / "m.tif", mask, NAMES, COLORS), min_area=12)
     assert same_class_edges(gdf) == 0
     back = rasterize_back(gdf, mask.shape, TRANSFORM)
     assert back[10, 9] == 1 and (gdf.class_id == 1).sum() == 1
@@ -297,7 +288,7 @@ def test_min_area_joins_same_class_polygons_that_a_merged_speck_connects(tmp_pat
 @pytest.mark.parametrize("options", [{"min_area": 24 * 4.0}, {"simplify": 3.0},
                                      {"min_area": 40.0, "simplify": 2.0}])
 def test_min_area_and_simplify_do_not_depend_on_the_chunking(tmp_path, options):
-    path = write_mask(tmp_path / "m.tif", blobs(80, 90, seed=0))
+    path = write_classes(tmp_path / "m.tif", blobs(80, 90, seed=0), NAMES, COLORS)
     runs = [vectorize(path, chunk_size=c, **options) for c in (16, 37, 4096)]
     wkt = [sorted(shapely.to_wkt(shapely.normalize(r.geometry.values))) for r in runs]
     assert wkt[0] == wkt[1] == wkt[2]
@@ -310,7 +301,8 @@ def test_min_area_and_simplify_do_not_depend_on_the_chunking(tmp_path, options):
 
 def test_geographic_areas_stay_true_after_simplify(tmp_path):
     deg = Affine(0.001, 0, 10.0, 0, -0.001, 60.0)
-    path = write_mask(tmp_path / "m.tif", blobs(60, 70, seed=4), crs="EPSG:4326", transform=deg)
+    path = write_classes(tmp_path / "m.tif", blobs(60, 70, seed=4), NAMES, COLORS,
+                         crs="EPSG:4326", transform=deg)
     plain = vectorize(path)
     simple = vectorize(path, simplify=0.0015)
     geod = Geod(ellps="WGS84")
@@ -323,7 +315,7 @@ def test_geographic_areas_stay_true_after_simplify(tmp_path):
 
 
 def test_a_geopackage_style_may_not_replace_the_mask_style(tmp_path):
-    path = write_mask(tmp_path / "scene.mask.tif", blobs(30, 30))
+    path = write_classes(tmp_path / "scene.mask.tif", blobs(30, 30), NAMES, COLORS)
     (tmp_path / "scene.mask.qml").write_text("raster style")
     with pytest.raises(InputError, match="styles the mask"):
         vectorize(path, tmp_path / "scene.mask.gpkg", overwrite=True)
@@ -334,7 +326,7 @@ def test_dataarrays_use_their_coordinates_and_integer_values(tmp_path):
     import rioxarray
 
     mask = blobs(60, 80, seed=2)
-    path = write_mask(tmp_path / "m.tif", mask)
+    path = write_classes(tmp_path / "m.tif", mask, NAMES, COLORS)
     coarse = rioxarray.open_rasterio(path).squeeze("band", drop=True).coarsen(
         x=2, y=2, boundary="trim").max()
     gdf = vectorize(coarse)
@@ -359,7 +351,8 @@ def test_geographic_perimeters_follow_the_pixel_outlines_holes_included(tmp_path
     mask = np.zeros((30, 30), np.uint8)
     mask[10:20, 10:20] = 1  # a square hole in class 0
     deg = Affine(0.01, 0, 10.0, 0, -0.01, 45.0)
-    gdf = vectorize(write_mask(tmp_path / "m.tif", mask, crs="EPSG:4326", transform=deg))
+    gdf = vectorize(write_classes(tmp_path / "m.tif", mask, NAMES, COLORS, crs="EPSG:4326",
+                                  transform=deg))
     geod = Geod(ellps="WGS84")
     ring = shapely.segmentize(shapely.box(10.1, 44.8, 10.2, 44.9).exterior, 0.0005)
     hole_perimeter = geod.geometry_length(ring)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 import rasterio
 
 import geoseg
-from geoseg.fitting import evaluate_arrays
+from geoseg.scores import evaluate_arrays
 from geoseg.synthetic import write_sample_data
 
 HERE = Path(__file__).resolve().parent
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--evaluate-only", action="store_true",
                         help="score the model at --out on the held-out scenes; do not train")
     args = parser.parse_args()
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("geoseg").setLevel(logging.INFO)  # each epoch's scores, as it ends
     if args.evaluate_only:
         model = geoseg.load_model(args.out)
         result = held_out_scores(model, args.eval_seeds, args.eval_size)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import shapely
 
-INVALID = 255  # class value that is not vectorized (nodata)
+from geoseg.maskfile import NODATA  # the class value that is not vectorized
+
 # Directions in pixel space (y grows downwards): east, south, west, north.
 _DX = np.array([1, 0, -1, 0])
 _DY = np.array([0, 1, 0, -1])
@@ -59,7 +60,7 @@ class Polygons:
 
 
 def segments(classes: np.ndarray, *, nodes: bool = False, frame: bool = False) -> Segments:
-    """Boundary segments of a uint8 class raster (``INVALID`` = 255 is not vectorized).
+    """Boundary segments of a uint8 class raster (``NODATA`` = 255 is not vectorized).
 
     With ``nodes`` a segment also ends where the class across it changes, so that two
     neighbouring polygons share the same vertices along their common border (a "valid
@@ -74,15 +75,15 @@ def segments(classes: np.ndarray, *, nodes: bool = False, frame: bool = False) -
     if frame:
         framed = np.ascontiguousarray(classes, np.uint8)
         c = framed.copy()
-        c[[0, -1], :] = INVALID
-        c[:, [0, -1]] = INVALID
+        c[[0, -1], :] = NODATA
+        c[:, [0, -1]] = NODATA
     else:
         h, w = classes.shape
-        c = np.full((h + 2, w + 2), INVALID, np.uint8)
+        c = np.full((h + 2, w + 2), NODATA, np.uint8)
         c[1:-1, 1:-1] = classes
         framed = c
     rows, cols = c.shape
-    valid = c.ravel() != INVALID
+    valid = c.ravel() != NODATA
     # Pixel p (flat index into c) has an edge below it / right of it where the class changes.
     below = np.zeros(c.shape, bool)
     np.not_equal(c[:-1], c[1:], out=below[:-1])
@@ -110,8 +111,8 @@ def segments(classes: np.ndarray, *, nodes: bool = False, frame: bool = False) -
                 parts.append((q0, hi, q0, lo, d, cls) if d == 3 else (q0, lo, q0, hi, d, cls))
     cols6 = [np.concatenate([np.broadcast_to(np.asarray(p[k]), p[0].shape) for p in parts])
              for k in range(6)]
-    x0, y0, x1, y1, d, cls = (a.astype(np.int64) for a in cols6)
-    return Segments(x0, y0, x1, y1, d, cls.astype(np.int32))
+    x0, y0, x1, y1, direction, cls = (a.astype(np.int64) for a in cols6)
+    return Segments(x0, y0, x1, y1, direction, cls.astype(np.int32))
 
 
 def _runs(p: np.ndarray, changes: np.ndarray, valid: np.ndarray, c: np.ndarray,
@@ -247,7 +248,7 @@ def _ring_order(succ: np.ndarray, rep: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def polygonize(classes: np.ndarray, *, nodes: bool = False, frame: bool = False,
                place: Callable[[np.ndarray], np.ndarray] | None = None) -> Polygons:
-    """All 4-connected regions of equal class in ``classes`` (uint8; ``INVALID`` skipped).
+    """All 4-connected regions of equal class in ``classes`` (uint8; ``NODATA`` skipped).
 
     ``nodes`` and ``frame``: see :func:`segments`; with ``frame`` the coordinates start at
     the first pixel inside the frame. ``place`` maps pixel coordinates ``(n, 2)`` to the

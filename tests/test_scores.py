@@ -2,7 +2,7 @@ import math
 
 import numpy as np
 
-from geoseg.metrics import confusion_matrix, scores
+from geoseg.scores import confusion_matrix, scores
 
 
 def test_scores_match_a_hand_computed_case():

@@ -5,29 +5,21 @@ import json
 import numpy as np
 import pytest
 import rasterio
+from conftest import TRANSFORM, run_cli, write_classes
 from PIL import Image
 
 import geoseg
-from geoseg import styles
 from geoseg.errors import InputError
-from geoseg.metrics import evaluate
-from tests.conftest import TRANSFORM, write_raster
+from geoseg.evaluation import evaluate
 
 NAMES = ["water", "forest"]
-
-
-def write_classes(path, data, names=NAMES, **kwargs):
-    write_raster(path, np.asarray(data, np.uint8), nodata=255, **kwargs)
-    with rasterio.open(path, "r+") as ds:
-        ds.update_tags(CLASS_NAMES=json.dumps(names))
-        ds.write_colormap(1, styles.colormap([(0, 0, 255), (0, 128, 0)][:len(names)]))
-    return path
+COLORS = [(0, 0, 255), (0, 128, 0)]
 
 
 def test_metrics_match_hand_computed_values(tmp_path):
     # Reference rows vs predicted columns: [[1, 1], [1, 2]]; 255 is not scored.
-    pred = write_classes(tmp_path / "pred.tif", [[0, 0, 1, 1, 1, 255]])
-    ref = write_classes(tmp_path / "ref.tif", [[0, 1, 1, 1, 0, 1]])
+    pred = write_classes(tmp_path / "pred.tif", [[0, 0, 1, 1, 1, 255]], NAMES, COLORS)
+    ref = write_classes(tmp_path / "ref.tif", [[0, 1, 1, 1, 0, 1]], NAMES, COLORS)
     result = evaluate(pred, ref, report=tmp_path / "r.json")
     assert result.confusion.tolist() == [[1, 1], [1, 2]]
     m = result.metrics
@@ -43,15 +35,12 @@ def test_metrics_match_hand_computed_values(tmp_path):
 
 
 @pytest.fixture
-def scene_and_labels(make_scene, tmp_path):
+def scene_and_labels(make_scene, default_model, tmp_path):
     path, labels = make_scene(200, 240)
     with rasterio.open(path) as ds:
         transform, crs = ds.transform, ds.crs
-    names = geoseg.load_model("default").spec.class_names
-    label_path = tmp_path / "labels.tif"
-    write_raster(label_path, labels, transform=transform, crs=crs, nodata=255)
-    with rasterio.open(label_path, "r+") as ds:
-        ds.update_tags(CLASS_NAMES=json.dumps(names))
+    label_path = write_classes(tmp_path / "labels.tif", labels, default_model.spec.class_names,
+                               transform=transform, crs=crs)
     mask = tmp_path / "mask.tif"
     geoseg.predict(path, mask, tile_size=64)
     return path, label_path, mask
@@ -78,7 +67,7 @@ def test_polygons_without_a_class_field_are_foreground_against_background(tmp_pa
 
     mask = np.zeros((20, 20), np.uint8)
     mask[5:15, 5:15] = 1
-    pred = write_classes(tmp_path / "pred.tif", mask)
+    pred = write_classes(tmp_path / "pred.tif", mask, NAMES, COLORS)
     x0, y0 = TRANSFORM.c + 5 * 2, TRANSFORM.f - 15 * 2
     square = gpd.GeoDataFrame(geometry=[shapely.box(x0, y0, x0 + 20, y0 + 20)], crs="EPSG:32633")
     square.to_file(tmp_path / "square.gpkg")
@@ -104,16 +93,11 @@ def test_labels_that_do_not_fit_give_clear_errors(scene_and_labels, tmp_path):
 
 
 def test_cli_evaluates_an_image_with_the_model_and_draws_pictures(scene_and_labels, tmp_path):
-    from click.testing import CliRunner
-
-    from geoseg.cli import cli
-
     path, label_path, _ = scene_and_labels
     out = tmp_path / "eval"
-    result = CliRunner().invoke(cli, [
-        "evaluate", str(path), "--model", "default", "--labels", str(label_path),
-        "--tile-size", "64", "-o", str(out / "report.json"),
-        "--confusion-png", str(out / "cm.png"), "--compare-png", str(out / "cmp.png")])
+    result = run_cli("evaluate", path, "--model", "default", "--labels", label_path,
+                     "--tile-size", 64, "-o", out / "report.json",
+                     "--confusion-png", out / "cm.png", "--compare-png", out / "cmp.png")
     assert result.exit_code == 0, result.output
     assert "mIoU" in result.output and "forest" in result.output
     report = json.loads((out / "report.json").read_text())

@@ -4,16 +4,17 @@ import rasterio
 from affine import Affine
 from conftest import TRANSFORM, write_raster
 
-from geoseg import atomic, raster
-from geoseg.errors import InputError, OutputError, OutputExistsError, RasterReadError
+from geoseg import sources
+from geoseg.errors import InputError, RasterReadError
+from geoseg.gdal import gdal_env
 
 
 def test_open_source_reads_geometry_and_bands(make_raster):
     path = make_raster(nodata=0)
-    src = raster.open_source(path)
-    assert (src.width, src.height, src.bands, src.dtype) == (80, 64, (1, 2, 3, 4), "uint16")
-    assert src.transform == TRANSFORM and src.crs.to_epsg() == 32633 and src.nodata == 0
-    assert raster.open_source(path, bands=[3, 2, 1]).bands == (3, 2, 1)
+    src = sources.open_source(path)
+    assert (src.grid.width, src.grid.height, src.bands, src.dtype) == (80, 64, (1, 2, 3, 4), "uint16")
+    assert src.grid.transform == TRANSFORM and src.grid.crs.to_epsg() == 32633 and src.nodata == 0
+    assert sources.open_source(path, bands=[3, 2, 1]).bands == (3, 2, 1)
 
 
 @pytest.mark.parametrize(("setup", "error", "words"), [
@@ -26,32 +27,32 @@ def test_open_source_reads_geometry_and_bands(make_raster):
 def test_unreadable_inputs_name_the_file(tmp_path, setup, error, words):
     path = setup(tmp_path)
     with pytest.raises(error) as info:
-        raster.open_source(path)
+        sources.open_source(path)
     assert words in str(info.value) and str(path.name) in str(info.value)
 
 
 def test_no_crs_is_refused_unless_allowed(make_raster):
     path = make_raster(crs=None)
     with pytest.raises(InputError, match="no CRS"):
-        raster.open_source(path)
-    assert raster.open_source(path, allow_no_crs=True).crs is None
+        sources.open_source(path)
+    assert sources.open_source(path, allow_no_crs=True).grid.crs is None
 
 
 def test_rotated_transform_is_refused(make_raster):
     path = make_raster(transform=TRANSFORM @ Affine.rotation(10))
     with pytest.raises(InputError, match="rotated"):
-        raster.open_source(path)
+        sources.open_source(path)
 
 
 def test_complex_dtype_is_refused(make_raster):
     path = make_raster(data=np.ones((1, 32, 32), np.complex64))
     with pytest.raises(InputError, match="complex64"):
-        raster.open_source(path)
+        sources.open_source(path)
 
 
 def test_band_outside_raster_is_refused(make_raster):
     with pytest.raises(InputError, match="band 5 does not exist"):
-        raster.open_source(make_raster(), bands=[1, 5])
+        sources.open_source(make_raster(), bands=[1, 5])
 
 
 def test_truncated_geotiff_fails_up_front(tmp_path):
@@ -60,15 +61,15 @@ def test_truncated_geotiff_fails_up_front(tmp_path):
     blob = path.read_bytes()
     path.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(RasterReadError, match="truncated or corrupt"):
-        raster.open_source(path)
+        sources.open_source(path)
 
 
 def test_read_window_reflects_outside_and_marks_nodata(make_raster):
     data = np.arange(4 * 64 * 80, dtype=np.uint16).reshape(4, 64, 80) + 1
     data[:, 10, 10] = 0
-    src = raster.open_source(make_raster(data=data, nodata=0))
+    src = sources.open_source(make_raster(data=data, nodata=0))
     with src.open() as ds:
-        tile, valid = raster.read_window(ds, src, -4, -4, 32, 32)
+        tile, valid = sources.read_window(ds, src, -4, -4, 32, 32)
     assert tile.shape == (4, 32, 32) and tile.dtype == np.float32
     np.testing.assert_array_equal(tile[:, 4:, 4:], data[:, :28, :28])
     np.testing.assert_array_equal(tile[:, 3, 4:], data[:, 1, :28])  # reflected row
@@ -80,9 +81,9 @@ def test_nan_in_float_bands_is_nodata(make_raster):
     data = np.ones((4, 32, 32), np.float32)
     data[2, 5, 6] = np.nan
     data[0, 7, 8] = np.inf
-    src = raster.open_source(make_raster(data=data))
+    src = sources.open_source(make_raster(data=data))
     with src.open() as ds:
-        _, valid = raster.read_window(ds, src, 0, 0, 32, 32)
+        _, valid = sources.read_window(ds, src, 0, 0, 32, 32)
     assert not valid[5, 6] and not valid[7, 8] and valid.sum() == 32 * 32 - 2
 
 
@@ -103,15 +104,15 @@ def _split(tmp_path, data, gap=False):
 def test_mosaic_of_tiles_reads_like_the_whole(tmp_path):
     data = np.random.default_rng(2).integers(1, 5000, (4, 64, 96), dtype=np.uint16)
     paths = _split(tmp_path, data, gap=True)
-    src = raster.open_source(list(reversed(paths)))
-    assert (src.height, src.width) == (64, 96) and src.transform == TRANSFORM
+    src = sources.open_source(list(reversed(paths)))
+    assert src.grid.shape == (64, 96) and src.grid.transform == TRANSFORM
     with src.open() as ds:
-        tile, valid = raster.read_window(ds, src, 0, 0, 64, 96)
+        tile, valid = sources.read_window(ds, src, 0, 0, 64, 96)
     np.testing.assert_array_equal(tile[:, :32], data[:, :32])
     np.testing.assert_array_equal(tile[:, 32:, :48], data[:, 32:, :48])
     assert valid[:32].all() and valid[32:, :48].all() and not valid[32:, 48:].any()
     # A folder of tiles is the same mosaic.
-    assert raster.open_source(tmp_path).width == 96
+    assert sources.open_source(tmp_path).grid.width == 96
 
 
 def test_mosaic_with_mismatched_tiles_is_refused(tmp_path):
@@ -119,54 +120,26 @@ def test_mosaic_with_mismatched_tiles_is_refused(tmp_path):
     b = write_raster(tmp_path / "b.tif", np.ones((3, 16, 16), np.uint16),
                      transform=TRANSFORM @ Affine.translation(16, 0))
     with pytest.raises(InputError, match="band count"):
-        raster.open_source([a, b])
+        sources.open_source([a, b])
     c = write_raster(tmp_path / "c.tif", np.ones((4, 16, 16), np.uint16), crs="EPSG:32632",
                      transform=TRANSFORM @ Affine.translation(16, 0))
     with pytest.raises(InputError, match="CRS"):
-        raster.open_source([a, c])
+        sources.open_source([a, c])
     d = write_raster(tmp_path / "d.tif", np.ones((4, 16, 16), np.uint16),
                      transform=TRANSFORM @ Affine.translation(16.5, 0))
     with pytest.raises(InputError, match="pixel grid"):
-        raster.open_source([a, d])
-
-
-def test_window_writer_fills_a_scratch_file(make_raster, tmp_path):
-    src = raster.open_source(make_raster())
-    scratch = tmp_path / "scratch.tif"
-    raster.create_scratch(scratch, src, count=1, dtype="uint8", nodata=255, name="out.tif")
-    writer = raster.WindowWriter(scratch, "out.tif")
-    writer[slice(0, 64), slice(0, 40)] = np.full((64, 40), 3, np.uint8)
-    writer[slice(0, 64), slice(40, 80)] = np.full((64, 40), 7, np.uint8)
-    with rasterio.open(scratch) as ds:
-        out = ds.read(1)
-    assert (out[:, :40] == 3).all() and (out[:, 40:] == 7).all()
-
-
-def test_atomic_path_never_leaves_partial_files(tmp_path):
-    target = tmp_path / "out.tif"
-    target.write_text("precious")
-    with pytest.raises(OutputExistsError):
-        atomic.check_output(target, overwrite=False)
-    with pytest.raises(RuntimeError), atomic.atomic_path(target, overwrite=True) as tmp:
-        tmp.write_text("half")
-        raise RuntimeError("crash while writing")
-    assert target.read_text() == "precious"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
-    with atomic.atomic_path(target, overwrite=True) as tmp:
-        tmp.write_text("new")
-    assert target.read_text() == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif"]
+        sources.open_source([a, d])
 
 
 def test_vrt_file_input_reads_like_its_tiles(tmp_path):
     data = np.random.default_rng(4).integers(1, 5000, (4, 64, 96), dtype=np.uint16)
-    mosaic = raster.open_source(_split(tmp_path, data))
+    mosaic = sources.open_source(_split(tmp_path, data))
     vrt = tmp_path / "mosaic.vrt"
     vrt.write_text(mosaic.vrt_xml)
-    src = raster.open_source(vrt)
-    assert (src.width, src.height, src.transform) == (96, 64, TRANSFORM)
+    src = sources.open_source(vrt)
+    assert (src.grid.width, src.grid.height, src.grid.transform) == (96, 64, TRANSFORM)
     with src.open() as ds:
-        tile, valid = raster.read_window(ds, src, 0, 0, 64, 96)
+        tile, valid = sources.read_window(ds, src, 0, 0, 64, 96)
     np.testing.assert_array_equal(tile, data.astype(np.float32))
     assert valid.all()
 
@@ -181,40 +154,10 @@ def test_internal_mask_band_marks_nodata(tmp_path):
         mask = np.full((32, 32), 255, np.uint8)
         mask[:, :10] = 0
         ds.write_mask(mask)
-    src = raster.open_source(path)
+    src = sources.open_source(path)
     with src.open() as ds:
-        _, valid = raster.read_window(ds, src, 0, 0, 32, 32)
+        _, valid = sources.read_window(ds, src, 0, 0, 32, 32)
     assert not valid[:, :10].any() and valid[:, 10:].all()
-
-
-def test_outputs_get_ordinary_file_permissions(tmp_path):
-    import os
-
-    target = tmp_path / "shared.txt"
-    old = os.umask(0o022)
-    try:
-        with atomic.atomic_path(target, overwrite=False) as tmp:
-            tmp.write_text("for everyone to read")
-    finally:
-        os.umask(old)
-    assert target.stat().st_mode & 0o777 == 0o644
-
-
-def test_replacing_a_raster_drops_its_stale_sidecars(tmp_path):
-    target = tmp_path / "mask.tif"
-    target.write_text("old")
-    aux = tmp_path / "mask.tif.aux.xml"
-    aux.write_text("<PAMDataset>stale statistics of the old file</PAMDataset>")
-    with atomic.atomic_path(target, overwrite=True) as tmp:
-        tmp.write_text("new")
-    assert target.read_text() == "new" and not aux.exists()
-
-
-def test_a_late_block_after_a_failed_run_leaves_no_file(make_raster, tmp_path):
-    writer = raster.WindowWriter(tmp_path / "gone.scratch.tif", "out.tif")
-    with pytest.raises(OutputError, match=r"out\.tif"):
-        writer[slice(0, 4), slice(0, 4)] = np.zeros((4, 4), np.uint8)
-    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture
@@ -252,7 +195,7 @@ def test_network_reads_retry_transient_errors_as_gdal_options_say(make_raster, t
     monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "0")
     url = f"{base}/{image.name}?run=2"
     with pytest.raises(RasterReadError, match="cannot be read over the network") as info:
-        raster.open_source(url)
+        sources.open_source(url)
     assert str(info.value).startswith(url)
 
 
@@ -262,13 +205,13 @@ def test_the_block_cache_is_bounded_whatever_the_raster_and_the_environment_wins
 
     for name in ("GDAL_CACHEMAX", "GDAL_HTTP_MAX_RETRY"):
         monkeypatch.delenv(name, raising=False)
-    src = raster.open_source(make_raster())
+    src = sources.open_source(make_raster())
     with src.open():
         assert getenv()["GDAL_CACHEMAX"] == 128 and getenv()["GDAL_HTTP_MAX_RETRY"] == "4"
     monkeypatch.setenv("GDAL_CACHEMAX", "64")
     monkeypatch.setenv("GDAL_HTTP_MAX_RETRY", "9")
-    assert "GDAL_CACHEMAX" not in raster.gdal_env() and "GDAL_HTTP_MAX_RETRY" not in raster.gdal_env()
-    assert raster.gdal_env(remote=True)["GDAL_NUM_THREADS"] == "1"
+    assert "GDAL_CACHEMAX" not in gdal_env() and "GDAL_HTTP_MAX_RETRY" not in gdal_env()
+    assert gdal_env(remote=True)["GDAL_NUM_THREADS"] == "1"
 
 
 def test_an_alpha_band_read_as_data_is_no_mask(tmp_path):
@@ -280,7 +223,7 @@ def test_an_alpha_band_read_as_data_is_no_mask(tmp_path):
     with rasterio.open(path) as ds:
         assert ds.colorinterp[3] == rasterio.enums.ColorInterp.alpha
     for bands, valid_there in (((1, 2, 3, 4), True), ((1, 2, 3), False)):
-        src = raster.open_source(path, bands=list(bands))
+        src = sources.open_source(path, bands=list(bands))
         with src.open() as ds:
-            _, valid = raster.read_window(ds, src, 0, 0, 16, 16)
+            _, valid = sources.read_window(ds, src, 0, 0, 16, 16)
         assert valid[2, 3] == valid_there and valid.sum() == 16 * 16 - (not valid_there)

@@ -1,5 +1,5 @@
-"""Segmentation metrics from a confusion matrix (rows: reference, columns: prediction),
-and the evaluation of a predicted mask against reference labels, window by window."""
+"""``geoseg.evaluate``: a predicted mask (or an image and a model) scored against
+reference labels, window by window, with a report and pictures on request."""
 
 from __future__ import annotations
 
@@ -7,73 +7,23 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from geoseg import atomic, maskfile
 from geoseg.errors import InputError
+from geoseg.grid import Grid
+from geoseg.labels import open_labels
+from geoseg.scores import confusion_matrix, json_safe, scores
 
 if TYPE_CHECKING:
     import xarray as xr
 
     from geoseg.model import Model
-
-IGNORE = 255
-
-
-def confusion_matrix(predicted: np.ndarray, reference: np.ndarray, n_classes: int) -> np.ndarray:
-    """``n × n`` counts; pixels that are 255 (nodata / unlabelled) in either input are skipped."""
-    p = np.asarray(predicted).ravel().astype(np.int64)
-    r = np.asarray(reference).ravel().astype(np.int64)
-    keep = (p != IGNORE) & (r != IGNORE) & (p < n_classes) & (r < n_classes)
-    return np.bincount(r[keep] * n_classes + p[keep], minlength=n_classes**2).reshape(
-        n_classes, n_classes)
-
-
-def scores(cm: np.ndarray, class_names: Sequence[str] | None = None) -> dict[str, Any]:
-    """Per-class IoU, precision, recall, F1; overall accuracy and mIoU (over present classes).
-
-    A class absent from both reference and prediction has no IoU (NaN) and does not count
-    towards the mean.
-    """
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        iou = tp / (tp + fp + fn)
-        precision = tp / (tp + fp)
-        recall = tp / (tp + fn)
-        f1 = 2 * tp / (2 * tp + fp + fn)
-    names = list(class_names) if class_names else [str(i) for i in range(len(cm))]
-    total = cm.sum()
-    return {
-        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
-        "overall_accuracy": float(tp.sum() / total) if total else float("nan"),
-        "per_class": {
-            n: {"iou": float(iou[i]), "precision": float(precision[i]),
-                "recall": float(recall[i]), "f1": float(f1[i]), "pixels": int(cm[i].sum())}
-            for i, n in enumerate(names)
-        },
-        "confusion_matrix": cm.astype(np.int64).tolist(),
-    }
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN (a class in neither input) as None: strict JSON has no NaN."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
-# ---- evaluating a prediction against reference labels --------------------------------
 
 WINDOW = 1024  # pixels per side read at a time: memory does not grow with the raster
 
@@ -130,14 +80,12 @@ def evaluate(
 
     ``prediction`` is a class mask (a file from ``predict`` or a DataArray); with
     ``model`` it is an image instead, predicted once into a temporary mask. ``labels`` are
-    rendered onto the prediction's grid (see :class:`geoseg.datasets.Labels`); pixels
+    rendered onto the prediction's grid (see :func:`geoseg.labels.open_labels`); pixels
     that are nodata in the prediction or unlabelled in the reference are not scored.
     Writes, on request, a JSON ``report``, a ``confusion_png`` and a ``compare_png``
     (image, prediction and reference side by side; the image is ``prediction`` when a
     model runs on it, else ``image``).
     """
-    from geoseg import atomic
-
     if compare_png and model is None and not isinstance(prediction, (str, os.PathLike)):
         raise InputError("a comparison picture needs the prediction as a file", compare_png)
     with contextlib.ExitStack() as stack:
@@ -145,7 +93,7 @@ def evaluate(
                                            overwrite=overwrite))
         shown = None
         if model is not None:  # an image: predict it once, to a temporary mask
-            from geoseg.pipeline import predict
+            from geoseg.prediction import predict
 
             if not isinstance(prediction, (str, os.PathLike)):
                 raise InputError("with a model, give the image as a file", "prediction")
@@ -165,10 +113,8 @@ def evaluate(
 def _score(prediction: Any, labels: str | os.PathLike[str], class_field: str | None,
            background: int | str | None) -> Evaluation:
     """The confusion matrix, accumulated window by window."""
-    from geoseg.datasets import Labels
-
     mask, names, grid, shown = _open_prediction(prediction)
-    reference = Labels(labels, grid, names, class_field=class_field, background=background)
+    reference = open_labels(labels, grid, names, class_field=class_field, background=background)
     cm = np.zeros((len(names), len(names)), np.int64)
     for row in range(0, grid.height, WINDOW):
         for col in range(0, grid.width, WINDOW):
@@ -184,8 +130,6 @@ def _write_results(result: Evaluation, prediction: Any, labels: str | os.PathLik
                    report: Any, confusion_png: Any, compare_png: Any, image: Any,
                    class_field: str | None, background: int | str | None,
                    overwrite: bool) -> None:
-    from geoseg import atomic
-
     # Every file is finished as a temp file first; they replace their targets together.
     with atomic.together(overwrite=overwrite) as files:
         if report:
@@ -200,35 +144,37 @@ def _write_results(result: Evaluation, prediction: Any, labels: str | os.PathLik
                                   class_field=class_field, background=background)
 
 
-def _open_prediction(prediction: Any) -> tuple[Any, list[str], Any, str]:
+Reader = Callable[[int, int, int, int], np.ndarray]  # (row, col, height, width) -> classes
+
+
+def _open_prediction(prediction: Any) -> tuple[Reader, list[str], Grid, str]:
     """A window reader of the predicted classes, the class names, the grid, a name."""
-    from geoseg import raster
-    from geoseg.datasets import Grid
+    from geoseg.sources import open_source, read_clipped
 
     if isinstance(prediction, (str, os.PathLike)):
-        source = raster.open_source(prediction, allow_no_crs=True)
+        source = open_source(prediction, allow_no_crs=True)
         if len(source.bands) != 1:
             raise InputError(f"has {len(source.bands)} bands: give a class mask, or the "
-                             f"image with a model (--model)", source.name)
+                             f"image with a model (${{model}})", source.name)
         with source.open() as ds:
-            names = raster.class_table(ds)[0]
+            names = maskfile.read_class_table(ds).names
         if not names:
             raise InputError("has no class names (CLASS_NAMES); is it a geoseg mask?",
                              source.name)
 
         def read(row: int, col: int, h: int, w: int) -> np.ndarray:
             with source.open() as ds:
-                values, valid = raster.read_clipped(ds, source, row, col, h, w)
-            return np.where(valid, values[0], IGNORE).astype(np.uint8)
+                values, valid = read_clipped(ds, source, row, col, h, w)
+            return np.where(valid, values[0], maskfile.NODATA).astype(np.uint8)
 
-        return read, list(names), Grid.of(source), source.name
-    names = list(prediction.attrs.get("class_names") or [])
+        return read, list(names), source.grid, source.name
+    names = maskfile.array_classes(prediction).names
     if not names:
         raise InputError("the prediction array has no class_names attribute", "prediction")
 
     def read_array(row: int, col: int, h: int, w: int) -> np.ndarray:
         return np.asarray(prediction.data[row:row + h, col:col + w]).astype(np.uint8)
 
-    grid = Grid(prediction.rio.crs, prediction.rio.transform(recalc=True), prediction.shape[1],
-                prediction.shape[0])
+    grid = Grid(prediction.rio.crs, prediction.rio.transform(recalc=True), prediction.shape[0],
+                prediction.shape[1])
     return read_array, names, grid, str(prediction.name or "prediction")

@@ -1,0 +1,358 @@
+"""The ``geoseg`` commands: each parses its options, makes one API call and reports.
+
+Heavy imports (torch, dask) happen inside the commands so ``geoseg --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from geoseg.cli import options as opt
+from geoseg.cli.app import cli, say, say_on
+from geoseg.devices import Device
+from geoseg.errors import BatchError
+
+
+def _model(model: str | None, trust_pickle: bool) -> Any:
+    """``--model`` as the API takes it: a trusted pickle is loaded here, once, and travels
+    on as safetensors bytes (workers never unpickle)."""
+    from geoseg.model import is_pickle, load_model
+
+    if model is not None and trust_pickle and is_pickle(model):
+        return load_model(model, trust_pickle=True)
+    return model
+
+
+@cli.command()
+@click.argument("src", nargs=-1, required=True)
+@opt.output("The class mask to write (Cloud-Optimized GeoTIFF).", name="dst")
+@opt.prediction
+@click.option("--probabilities", type=click.Path(dir_okay=False), default=None,
+              help="Also write per-class probabilities (uint8, value / 254) to this COG.")
+@click.option("--quicklook", type=click.Path(dir_okay=False), default=None,
+              help="Also write a colored PNG preview of the mask.")
+@opt.trust_pickle
+@opt.job
+@click.pass_context
+def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
+            tile_size: int | None, overlap: int | None, batch_size: int | None, device: Device,
+            bands: tuple[int, ...] | None, tta: bool, probabilities: str | None,
+            quicklook: str | None, trust_pickle: bool, allow_no_crs: bool,
+            progress: bool | None, scheduler: str, workers: int | None,
+            overwrite: bool) -> None:
+    """Predict a land-cover mask for SRC (one raster, a VRT, or several GeoTIFF tiles of a
+    mosaic, or a folder of them) and write it as a Cloud-Optimized GeoTIFF.
+
+    \b
+    Example:
+      geoseg predict scene.tif -o scene.mask.tif --probabilities scene.prob.tif
+    """
+    from geoseg.prediction import predict as run_predict
+    from geoseg.styles import style_path
+
+    started = time.perf_counter()
+    mask = run_predict(
+        list(src), dst, _model(model, trust_pickle), tile_size=tile_size, overlap=overlap,
+        batch_size=batch_size,
+        device=device, bands=bands, tta=tta, probabilities_path=probabilities,
+        quicklook=quicklook, overwrite=overwrite, scheduler=scheduler, workers=workers,
+        allow_no_crs=allow_no_crs, progress=opt.show_progress(progress),
+    )
+    seconds = time.perf_counter() - started
+    height, width = mask.shape
+    say(ctx, f"mask: {dst} ({width} x {height} px, {width * height / 1e6 / seconds:.2f} Mpx/s, "
+             f"{seconds:.1f} s)")
+    say(ctx, f"style: {style_path(dst)}")
+    for label, path in (("probabilities", probabilities), ("quicklook", quicklook)):
+        if path:
+            say(ctx, f"{label}: {path}")
+
+
+@cli.command()
+@click.argument("mask")
+@opt.output("The GeoPackage to write (.gpkg).", name="dst")
+@click.option("--probabilities", type=click.Path(dir_okay=False), default=None,
+              help="The probabilities raster from predict: adds a confidence column.")
+@opt.vectorizing
+@click.option("--layer", default=None, help="Layer name [default: the output's file name].")
+@click.option("--chunk-size", type=click.IntRange(min=16), default=2048, show_default=True,
+              help="Pixels per chunk side (memory per worker grows with its square).")
+@opt.job
+@click.pass_context
+def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None,
+              min_area: float, simplify: float, classes: list[str] | None, layer: str | None,
+              chunk_size: int, allow_no_crs: bool, progress: bool | None, scheduler: str,
+              workers: int | None, overwrite: bool) -> None:
+    """Turn a class mask into polygons in a GeoPackage, styled for QGIS.
+
+    Every connected region of one class becomes one polygon (holes kept) with its
+    class_id, class_name, area_m2, perimeter_m and, with --probabilities, confidence.
+
+    \b
+    Example:
+      geoseg vectorize scene.mask.tif -o scene.gpkg --min-area 500
+    """
+    from geoseg import vector as vec
+    from geoseg.styles import style_path
+
+    started = time.perf_counter()
+    with vec.check_outputs(mask, dst, overwrite=overwrite):
+        batches = vec.iter_layers(
+            mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
+            classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,
+            scheduler=scheduler, workers=workers,
+            progress=opt.show_progress(progress))
+        tally = vec.write_gpkg(batches, dst, layer_name=layer, overwrite=overwrite)
+    seconds = time.perf_counter() - started
+    say(ctx, f"polygons: {dst} ({tally.polygons.sum()} polygons, {seconds:.1f} s)")
+    say(ctx, f"style: {style_path(dst)}")
+
+
+@cli.command()
+@click.argument("src", nargs=-1, required=True)
+@opt.output("Folder for the outputs (created if missing).", name="out_dir", folder=True)
+@opt.config("A YAML file of options (e.g. workflows/batch.yaml); `scenes:` lists the SRC. "
+            "Flags given here win.")
+@opt.prediction
+@click.option("--probabilities", is_flag=True,
+              help="Also write NAME.prob.tif, and give each polygon its confidence.")
+@click.option("--quicklook", is_flag=True, help="Also write NAME.png, a colored preview.")
+@opt.vectorizing
+@click.option("--resume/--no-resume", default=False,
+              help="Finish an earlier run into OUT_DIR: scenes it finished (outputs intact, "
+                   "source unchanged) are skipped, the rest computed. With --overwrite and "
+                   "other options than that run's, start again instead.")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Threads of each LocalCluster worker (--scheduler local).")
+@opt.job
+@click.pass_context
+def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
+        tile_size: int | None, overlap: int | None, batch_size: int | None, device: Device,
+        bands: tuple[int, ...] | None, tta: bool, probabilities: bool, quicklook: bool,
+        min_area: float, simplify: float, classes: list[str] | None, resume: bool,
+        threads_per_worker: int, allow_no_crs: bool, progress: bool | None, scheduler: str,
+        workers: int | None, overwrite: bool) -> None:
+    """Predict and vectorize each scene SRC into OUT_DIR: NAME.mask.tif, NAME.gpkg
+    (QGIS-styled, with .qml files) and summary.json with the area of every class.
+
+    A scene is a GeoTIFF, a VRT or a folder of mosaic tiles; SRC may also be a quoted glob
+    ('tiles/*.tif') or a text file listing scenes, one per line. On a Dask cluster
+    (--scheduler local or tcp://HOST:PORT) scenes run in parallel on its workers. A
+    journal in OUT_DIR records each finished scene: --resume skips them. A scene that
+    fails is reported and the others go on; the exit code is 1 if any failed.
+
+    \b
+    Examples:
+      geoseg run data/scene_0.tif data/tiles/ -o out/ --min-area 200
+      geoseg run 'archive/**/*.tif' -o out/ --scheduler local --workers 4 --resume
+      geoseg run --config workflows/batch.yaml
+    """
+    from geoseg.batch import SUMMARY, format_summary
+    from geoseg.batch import run as run_scenes
+
+    summary = run_scenes(
+        list(src), out_dir, model, probabilities=probabilities, quicklook=quicklook,
+        min_area=min_area, simplify=simplify, classes=classes, overwrite=overwrite,
+        resume=resume, scheduler=scheduler, workers=workers,
+        threads_per_worker=threads_per_worker,
+        progress=opt.show_progress(progress), report=lambda text: say_on(ctx, text),
+        speaker="cli", tile_size=tile_size, overlap=overlap,
+        batch_size=batch_size, device=device, bands=bands, tta=tta, allow_no_crs=allow_no_crs)
+    say_on(ctx, format_summary(summary))
+    kinds = ["NAME.mask.tif", "NAME.gpkg"] + ["NAME.prob.tif"] * probabilities + \
+        ["NAME.png"] * quicklook
+    say_on(ctx, f"outputs: {Path(out_dir)}/ ({', '.join(kinds)}, with .qml styles)")
+    say_on(ctx, f"summary: {Path(out_dir) / SUMMARY}")
+    failed = [s for s in summary["scenes"] if s["status"] == "failed"]
+    if failed:
+        first = f"{failed[0]['name']}: {failed[0]['error']}"
+        raise BatchError(f"{len(failed)} of {len(summary['scenes'])} scenes failed "
+                          f"(first: {first}); fix them and rerun with --resume")
+
+
+@cli.command()
+@click.argument("src")
+@click.option("--labels", required=True,
+              help="Reference labels: a class raster, or polygons (GeoPackage, GeoJSON, "
+                   "shapefile...) in any CRS.")
+@opt.class_field
+@opt.background("Score unlabelled pixels as this class (id or name) instead of skipping them.")
+@opt.model(None, "SRC is an image: predict it with this model first (bundled name or path).")
+@opt.tile_size("With --model: tile size in pixels [default: the model's].")
+@opt.bands("With --model: image bands in model order.")
+@opt.device("With --model: where the model runs.")
+@click.option("-o", "--output", "report", type=click.Path(dir_okay=False), default=None,
+              help="Write the scores as JSON.")
+@click.option("--confusion-png", type=click.Path(dir_okay=False), default=None,
+              help="Draw the confusion matrix to this PNG.")
+@click.option("--compare-png", type=click.Path(dir_okay=False), default=None,
+              help="Draw image | prediction | reference side by side to this PNG.")
+@click.option("--image", type=click.Path(dir_okay=False), default=None,
+              help="The image behind the mask, for the first panel of --compare-png.")
+@opt.trust_pickle
+@opt.overwrite
+@click.pass_context
+def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
+             background: str | None, model: str | None, tile_size: int | None,
+             bands: tuple[int, ...] | None, device: str, report: str | None,
+             confusion_png: str | None, compare_png: str | None, image: str | None,
+             trust_pickle: bool, overwrite: bool) -> None:
+    """Score a predicted mask SRC (or, with --model, the prediction for image SRC) against
+    reference labels: per-class IoU, F1, precision and recall, mIoU and overall accuracy.
+
+    \b
+    Examples:
+      geoseg evaluate scene.mask.tif --labels truth.gpkg --class-field class -o scores.json
+      geoseg evaluate scene.tif --model default --labels labels.tif --confusion-png cm.png
+    """
+    from geoseg.evaluation import evaluate as run_evaluation
+
+    options = ({"tile_size": tile_size, "bands": bands, "device": device}
+               if model is not None else {})
+    result = run_evaluation(src, labels, class_field=class_field, background=background,
+                            model=_model(model, trust_pickle), report=report, confusion_png=confusion_png,
+                            compare_png=compare_png, image=image, overwrite=overwrite,
+                            **options)
+    say(ctx, result.table())
+    for label, path in (("report", report), ("confusion matrix", confusion_png),
+                        ("comparison", compare_png)):
+        if path:
+            say(ctx, f"{label}: {path}")
+
+
+@cli.command()
+@click.argument("images", nargs=-1, required=True)
+@click.option("--labels", multiple=True, required=True,
+              help="Labels of each image, in the same order (repeat the option): a class "
+                   "raster or polygons in any CRS.")
+@opt.output("Folder for the model (model.json + model.safetensors) and checkpoints.",
+            name="out", folder=True)
+@opt.config()
+@opt.classes("Class names in id order [default: from the labels].")
+@opt.class_field
+@opt.background("Train unlabelled pixels as this class instead of ignoring them.")
+@opt.bands("Image bands to use, e.g. 3,2,1,4.")
+@click.option("--chip-size", "--tile-size", "chip_size", type=click.IntRange(min=16),
+              default=256, show_default=True,
+              help="Training chip size in pixels (validation blocks are twice that).")
+@click.option("--encoder", default="tu-mobilenetv3_small_100", show_default=True,
+              help="smp encoder name (weights start random: nothing is downloaded).")
+@click.option("--encoder-depth", type=click.IntRange(3, 5), default=3, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
+              show_default=True, help="Share of the image blocks kept for validation.")
+@click.option("--jitter", type=click.FloatRange(0, 0.5), default=0.1, show_default=True,
+              help="Per-band brightness/contrast augmentation; lower it when classes "
+                   "hinge on band ratios.")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--steps-per-epoch", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=3e-3,
+              show_default=True, help="Peak learning rate (AdamW, one-cycle schedule).")
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Stop after this many epochs without a better validation mIoU.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@opt.device()
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.")
+@opt.progress
+@opt.overwrite
+@click.pass_context
+def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], out: str,
+          classes: list[str] | None, class_field: str | None, background: str | None,
+          bands: tuple[int, ...] | None, chip_size: int, encoder: str, encoder_depth: int,
+          val_fraction: float, jitter: float, epochs: int, steps_per_epoch: int,
+          batch_size: int, lr: float,
+          patience: int, seed: int, device: Device, resume: bool, progress: bool | None,
+          overwrite: bool) -> None:
+    """Train a model on IMAGES and their labels; predict with it by `--model OUT`.
+
+    Training chips come from most of each image; spatially separate blocks are kept for
+    validation after every epoch. The best model is kept, training stops early when
+    validation stops improving, and every epoch is checkpointed (--resume).
+
+    \b
+    Examples:
+      geoseg train ortho.tif --labels fields.gpkg --class-field crop -o models/crops
+      geoseg predict ortho2.tif --model models/crops -o ortho2.mask.tif
+    """
+    from geoseg.training import train as run_training
+
+    model = run_training(
+        list(images), list(labels), out, classes=classes, class_field=class_field,
+        background=background, bands=bands, chip_size=chip_size, encoder=encoder,
+        encoder_depth=encoder_depth, val_fraction=val_fraction, jitter=jitter, epochs=epochs,
+        steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, patience=patience,
+        seed=seed, device=device, resume=resume, overwrite=overwrite,
+        progress=opt.show_progress(progress))
+    metrics = model.spec.metrics
+    say(ctx, f"model: {Path(out) / 'model.json'} (validation mIoU {metrics['val_miou']:.4f}, "
+              f"epoch {metrics['best_epoch']})")
+
+
+@cli.command("sample-data")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--size", type=click.IntRange(min=16), default=2048, show_default=True,
+              help="Scene width and height in pixels.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed of the scene.")
+@click.option("--nodata/--no-nodata", default=True, show_default=True,
+              help="Cut a nodata corner into the scene.")
+@opt.overwrite
+@click.pass_context
+def sample_data(ctx: click.Context, folder: str, size: int, seed: int, nodata: bool,
+                overwrite: bool) -> None:
+    """Write a synthetic 4-band scene (blue, green, red, NIR; uint16) and its exact labels.
+
+    \b
+    Example:
+      geoseg sample-data data/ --size 2048 --seed 7
+    """
+    from geoseg.synthetic import write_sample_data
+
+    image, labels = write_sample_data(folder, size=size, seed=seed, nodata_corner=nodata,
+                                      overwrite=overwrite)
+    say(ctx, f"scene: {image}")
+    say(ctx, f"labels: {labels}")
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def info(path: str, as_json: bool) -> None:
+    """Describe a raster (size, bands, CRS, nodata, classes) or a model (card).
+
+    \b
+    Examples:
+      geoseg info scene.tif
+      geoseg info default
+    """
+    from geoseg import model, sources
+
+    data = model.describe(path) if model.is_model_reference(path) else sources.describe(path)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    for key, value in data.items():
+        if isinstance(value, (list, tuple, dict)):
+            value = json.dumps(value, default=str)
+        click.echo(f"{key + ':':<18} {value}")
+
+
+@cli.command()
+def models() -> None:
+    """List the bundled models with their bands, classes and held-out scores."""
+    from geoseg.model import BUNDLED, bundled_path, read_spec
+
+    for name in BUNDLED:
+        spec = read_spec(bundled_path(name))
+        miou = spec.metrics.get("heldout_miou")
+        click.echo(f"{name}: {spec.architecture}/{spec.encoder}, tile {spec.tile_size} px, "
+                   f"resolution {spec.resolution} m"
+                   + (f", held-out mIoU {miou:.3f}" if miou is not None else ""))
+        click.echo(f"  bands:   {', '.join(spec.bands)}")
+        click.echo(f"  classes: {', '.join(spec.class_names)}")
+        if spec.description:
+            click.echo(f"  {spec.description}")

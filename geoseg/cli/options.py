@@ -1,0 +1,194 @@
+"""Every option of the ``geoseg`` commands, defined once, so that each has one name, one
+type and one check wherever it appears (as rasterio's ``rio/options.py`` does). Options
+whose meaning shifts a little between commands take their help text as an argument.
+
+Nothing heavy is imported here: ``geoseg --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from geoseg.devices import DEVICES
+from geoseg.errors import GeoSegError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# ---- callbacks -------------------------------------------------------------------------
+
+def _bands(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        bands = tuple(int(v) for v in value.replace(" ", "").split(","))
+    except ValueError:
+        raise click.BadParameter("use 1-based band numbers separated by commas, e.g. 3,2,1,4") from None
+    if not bands or min(bands) < 1:
+        raise click.BadParameter("band numbers start at 1")
+    return bands
+
+
+def _scheduler(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from geoseg.cluster import check_scheduler
+
+    try:
+        return check_scheduler(value)
+    except GeoSegError as exc:
+        raise click.BadParameter(exc.text("cli")) from None
+
+
+def _classes(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise click.BadParameter("name classes by id or name, separated by commas")
+    return names
+
+
+def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--config FILE.yaml``: option values from a YAML mapping (command-line flags win)."""
+    if value is None:
+        return None
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(value).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.BadParameter(f"{value}: {exc}") from None
+    if not isinstance(data, dict):
+        raise click.BadParameter(f"{value}: expected a mapping of option names to values")
+    # Keys are option names (``chip-size``, ``chip_size``, ``output``...) or parameter names.
+    known = {p.name: p.name for p in ctx.command.params if p.name}
+    if "src" in known:
+        known["scenes"] = "src"  # `geoseg run`: the scenes to process
+    for p in ctx.command.params:
+        for opt in p.opts:
+            if p.name:
+                known[opt.lstrip("-").replace("-", "_")] = p.name
+    options: dict[str, Any] = {}
+    unknown = []
+    for key, v in data.items():
+        name = known.get(str(key).replace("-", "_"))
+        if name is None:
+            unknown.append(str(key))
+        elif name == "src":
+            options[name] = [str(x) for x in (v if isinstance(v, list) else [v])]
+        elif isinstance(v, list) and name in ("classes", "bands"):
+            options[name] = ",".join(str(x) for x in v)  # the comma list the flag takes
+        else:
+            options[name] = v
+    if unknown:
+        raise click.BadParameter(f"{value}: unknown option(s) {', '.join(sorted(unknown))}")
+    ctx.default_map = {**(ctx.default_map or {}), **options}
+    return value
+
+
+def show_progress(flag: bool | None) -> bool:
+    """``--progress/--no-progress``, by default on when stderr is a terminal."""
+    import sys
+
+    return sys.stderr.isatty() if flag is None else flag
+
+
+# ---- options ---------------------------------------------------------------------------
+
+overwrite = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+allow_no_crs = click.option("--allow-no-crs", is_flag=True, help="Accept inputs without a CRS.")
+progress = click.option("--progress/--no-progress", default=None,
+                        help="Show a progress bar [default: when stderr is a terminal].")
+workers = click.option("--workers", type=click.IntRange(min=1), default=None,
+                       help="Parallel workers (threads, processes or LocalCluster workers).")
+scheduler = click.option("--scheduler", default="threads", show_default=True,
+                         callback=_scheduler,
+                         help="Dask scheduler: threads, processes, sync, local "
+                              "(a LocalCluster) or tcp://HOST:PORT.")
+overlap = click.option("--overlap", type=click.IntRange(min=0), default=None,
+                       help="Overlap between tiles in pixels, at most half a tile "
+                            "[default: 32, more for deeper models, at most a quarter tile].")
+batch_size = click.option("--batch-size", type=click.IntRange(min=1), default=None,
+                          help="Tiles per model call [default: 1 on CPU, 16 on CUDA].")
+tta = click.option("--tta", is_flag=True,
+                   help="Test-time augmentation: average over flips (4× slower).")
+trust_pickle = click.option(
+    "--trust-pickle", is_flag=True,
+    help="Load a torch pickle checkpoint (.pt, .pth, .ckpt, .bin, .pkl) given as --model, "
+         "with its card MODEL.json beside it. Unpickling can run code: only for files you "
+         "trust.")
+class_field = click.option("--class-field", default=None,
+                           help="The polygons' class column (class ids or names) [default: "
+                                "every polygon is class 1 against background 0].")
+min_area = click.option("--min-area", type=click.FloatRange(min=0), default=0.0,
+                        help="Merge polygons smaller than this (m²) into the neighbour they "
+                             "share most border with (dropped if they have none).")
+simplify = click.option("--simplify", type=click.FloatRange(min=0), default=0.0,
+                        help="Simplify outlines by this tolerance in map units, all polygons "
+                             "together (no gaps or overlaps appear).")
+
+
+def device(help: str = "Where the model runs; auto picks CUDA when available.") -> Callable[[F], F]:
+    return click.option("--device", type=click.Choice(DEVICES), default="auto",
+                        show_default=True, help=help)
+
+
+def bands(help: str = "Input bands in model order, e.g. 3,2,1,4.") -> Callable[[F], F]:
+    return click.option("--bands", callback=_bands, help=help)
+
+
+def model(default: str | None = "default",
+          help: str = "A bundled model name or a saved model (folder, .json or .safetensors)."
+          ) -> Callable[[F], F]:
+    return click.option("--model", "model", default=default, show_default=default is not None,
+                        help=help)
+
+
+def tile_size(help: str = "Tile size in pixels [default: the model's].") -> Callable[[F], F]:
+    return click.option("--tile-size", type=click.IntRange(min=1), default=None, help=help)
+
+
+def classes(help: str) -> Callable[[F], F]:
+    return click.option("--classes", callback=_classes, help=help)
+
+
+def background(help: str) -> Callable[[F], F]:
+    return click.option("--background", default=None, help=help)
+
+
+def config(help: str = "Read option values from this YAML file (flags given here win)."
+           ) -> Callable[[F], F]:
+    return click.option("--config", callback=_config, is_eager=True, expose_value=False,
+                        help=help)
+
+
+def output(help: str, *, name: str, folder: bool = False) -> Callable[[F], F]:
+    """``-o/--output``, passed to the command as ``name``: a file, or a ``folder``."""
+    kind = click.Path(file_okay=False) if folder else click.Path(dir_okay=False)
+    return click.option("-o", "--output", name, required=True, type=kind, help=help)
+
+
+def _with(f: F, *options: Callable[[Any], Any]) -> F:
+    """``f`` with several options (listed in ``--help`` in this order)."""
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def prediction(f: F) -> F:
+    """The model, how to tile the input and run the model, and which of its bands to use."""
+    return _with(f, model(), tile_size(), overlap, batch_size, device(), bands(), tta)
+
+
+def job(f: F) -> F:
+    """CRS tolerance, progress bar, scheduler and overwriting: every command that computes."""
+    return _with(f, allow_no_crs, progress, scheduler, workers, overwrite)
+
+
+def vectorizing(f: F) -> F:
+    """How polygons are generalized and which classes are kept."""
+    return _with(f, min_area, simplify,
+                 classes("Keep only these classes (ids or names, comma-separated)."))

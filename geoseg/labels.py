@@ -1,0 +1,206 @@
+"""Reference labels on an image's pixel grid: a class raster or polygons with a class column.
+
+:func:`open_labels` gives labels that render window by window onto a target
+:class:`~geoseg.grid.Grid` (the image's or the mask's), so memory stays bounded by the
+window:
+
+* a **class raster** (:class:`RasterLabels`) is read through a nearest-neighbour
+  ``WarpedVRT`` when its grid differs (another CRS, resolution or extent);
+* **polygons** (:class:`VectorLabels`: GeoPackage, GeoJSON, shapefile…) are reprojected
+  to the grid's CRS once and rasterized per window (pixel centres inside a polygon get its
+  class). Their class comes from ``class_field``: class ids, or class names matched to the
+  model's names. Without a class field every polygon is one class, ``foreground`` (1),
+  against ``background`` (0).
+
+Pixels that no label covers are :data:`~geoseg.maskfile.NODATA` (255: not scored, not
+trained on), unless a ``background`` class is given: then they count as that class.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.errors import InputError
+from geoseg.grid import Grid
+from geoseg.maskfile import NODATA, read_class_table
+from geoseg.sources import open_source, read_clipped
+
+VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
+
+
+class Labels(ABC):
+    """Reference labels of one image, readable window by window on its grid."""
+
+    def __init__(self, path: str | os.PathLike[str], grid: Grid, class_names: Sequence[str],
+                 background: int | str | None) -> None:
+        self.path, self.grid, self.names = str(path), grid, list(class_names)
+        self.background = None if background is None else class_id(background, self.names,
+                                                                    self.path)
+
+    def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """Class ids in a window of the grid (uint8, ``NODATA`` where unlabelled)."""
+        out = self._read(row, col, height, width)
+        if self.background is not None:
+            out[out == NODATA] = self.background
+        return out
+
+    @abstractmethod
+    def _read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        """The window's labels, unlabelled pixels ``NODATA``."""
+
+
+def open_labels(path: str | os.PathLike[str], grid: Grid, class_names: Sequence[str], *,
+                class_field: str | None = None, background: int | str | None = None) -> Labels:
+    """The labels in ``path`` (polygons by their suffix, else a class raster) on ``grid``;
+    ``class_field`` names the polygons' class column (class rasters ignore it)."""
+    if "://" not in str(path) and not Path(path).exists():
+        raise InputError("no such file", path)
+    if is_vector(path):
+        return VectorLabels(path, grid, class_names, class_field=class_field,
+                            background=background)
+    return RasterLabels(path, grid, class_names, background=background)
+
+
+class VectorLabels(Labels):
+    """Polygons with a class column (or none: one foreground class), rasterized per window."""
+
+    def __init__(self, path: str | os.PathLike[str], grid: Grid, class_names: Sequence[str], *,
+                 class_field: str | None = None, background: int | str | None = None) -> None:
+        import pyogrio
+        import shapely
+
+        super().__init__(path, grid, class_names, background)
+        try:
+            frame = pyogrio.read_dataframe(self.path)
+        except Exception as exc:  # pyogrio raises DataSourceError and friends
+            raise InputError(f"cannot be read as vector labels ({exc})", self.path) from None
+        if frame.crs is None:
+            raise InputError("has no CRS; labels must say where they are", self.path)
+        if class_field is None:
+            if len(self.names) < 2:
+                raise InputError("has no class field and the model has fewer than 2 classes",
+                                 self.path)
+            classes = np.ones(len(frame), np.uint8)  # foreground; background below
+            if self.background is None:
+                self.background = 0
+        else:
+            if class_field not in frame.columns:
+                fields = ", ".join(c for c in frame.columns if c != "geometry")
+                raise InputError(f"has no field {class_field!r} (fields: {fields})", self.path)
+            frame = frame[frame[class_field].notna()]  # polygons without a class: unlabelled
+            classes = np.array([class_id(v, self.names, self.path)
+                                for v in frame[class_field].tolist()], np.uint8)
+        frame = frame.to_crs(self.grid.crs)
+        geoms = frame.geometry.values
+        polygonal = np.isin(shapely.get_type_id(geoms), (3, 6))  # Polygon, MultiPolygon
+        self.geoms, self.classes = np.asarray(geoms)[polygonal], classes[polygonal]
+        if not len(self.geoms):
+            raise InputError("has no polygons", self.path)
+        self.tree = shapely.STRtree(self.geoms)
+        if not len(self.tree.query(shapely.box(*self.grid.bounds))):
+            raise InputError("labels do not overlap the image", self.path)
+
+    def _read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        import shapely
+        from rasterio import features
+
+        box = shapely.box(*self.grid.window_bounds(row, col, height, width))
+        hits = np.sort(self.tree.query(box))
+        out = np.full((height, width), NODATA, np.uint8)
+        if len(hits):
+            # Later polygons win where labels overlap, as in the file's order.
+            features.rasterize(zip(self.geoms[hits], self.classes[hits].tolist(), strict=True),
+                               out=out, transform=self.grid.window_transform(row, col))
+        return out
+
+
+class RasterLabels(Labels):
+    """A class raster, warped (nearest neighbour) onto the grid where its own differs."""
+
+    def __init__(self, path: str | os.PathLike[str], grid: Grid, class_names: Sequence[str], *,
+                 background: int | str | None = None) -> None:
+        super().__init__(path, grid, class_names, background)
+        self.source = open_source(self.path)
+        if len(self.source.bands) != 1:
+            raise InputError(f"has {len(self.source.bands)} bands; a label raster has one",
+                             self.path)
+        if not np.issubdtype(np.dtype(self.source.dtype), np.integer):
+            raise InputError(f"holds {self.source.dtype} values; labels are integer classes",
+                             self.path)
+        with self.source.open() as ds:
+            names = read_class_table(ds).names
+        # Label classes named differently from the model's are matched by name.
+        self.lookup = None
+        if names:
+            self.lookup = np.full(256, NODATA, np.uint8)
+            for i, name in enumerate(names[:NODATA]):
+                self.lookup[i] = class_id(name, self.names, self.path)
+        own = self.source.grid
+        self.warp = not own.same_as(self.grid)
+        if own.crs is None or self.grid.crs is None:
+            if self.warp:
+                raise InputError("has no CRS and is not on the image's grid", self.path)
+        else:
+            from rasterio.warp import transform_bounds
+
+            west, south, east, north = self.grid.bounds
+            lw, ls, le, ln = transform_bounds(own.crs, self.grid.crs, *own.bounds)
+            if lw >= east or le <= west or ls >= north or ln <= south:
+                raise InputError("labels do not overlap the image", self.path)
+
+    def _read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        from rasterio.enums import Resampling
+        from rasterio.vrt import WarpedVRT
+        from rasterio.windows import Window
+
+        window = Window(col, row, width, height)
+        with self.source.open() as ds:
+            if self.warp:  # the VRT spans the grid; outside the labels it is nodata
+                nodata = ds.nodata if ds.nodata is not None else NODATA
+                with WarpedVRT(ds, crs=self.grid.crs, transform=self.grid.transform,
+                               width=self.grid.width, height=self.grid.height,
+                               resampling=Resampling.nearest, nodata=nodata) as vrt:
+                    values = vrt.read(1, window=window)
+                    valid = vrt.read_masks(1, window=window) > 0
+            else:
+                values, valid = read_clipped(ds, self.source, row, col, height, width)
+                values = values[0]
+        values = values.astype(np.int64)
+        if (valid & ((values < 0) | (values >= NODATA))).any():
+            raise InputError("holds class values outside 0..254", self.path)
+        out = np.where(valid, values, NODATA).astype(np.uint8)
+        if self.lookup is not None:
+            out = self.lookup[out]
+        if (out[out != NODATA] >= len(self.names)).any():
+            raise InputError(f"has class {out[out != NODATA].max()} but the model has "
+                             f"{len(self.names)} classes", self.path)
+        return out
+
+
+def is_vector(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names polygons (by its suffix) rather than a class raster."""
+    return Path(path).suffix.lower() in VECTOR_SUFFIXES
+
+
+def class_id(value: Any, names: Sequence[str], where: str) -> int:
+    """A class given as one of ``names``, or else as an id (int or digits)."""
+    if isinstance(value, str) and value in names:
+        return list(names).index(value)
+    if isinstance(value, (int, np.integer)) or (isinstance(value, str) and value.isdigit()):
+        k = int(value)
+        if not 0 <= k < len(names):
+            raise InputError(f"has class {k} but the model has {len(names)} classes "
+                             f"(0..{len(names) - 1})", where)
+        return k
+    if isinstance(value, float) and value.is_integer():
+        return class_id(int(value), names, where)
+    if value in names:
+        return list(names).index(value)
+    raise InputError(f"has class {value!r}, which the model does not know "
+                     f"(classes: {', '.join(names)})", where)

@@ -1,0 +1,184 @@
+"""``geoseg.predict``: a raster in, a class mask out (lazy, or written as a COG with its
+style, probabilities and quicklook).
+
+It checks the source, the model and every output before any work, builds the graph of
+:mod:`geoseg.pipeline`, streams it into scratch GeoTIFFs (:mod:`geoseg.cog`) and puts the
+finished files in place together (:mod:`geoseg.atomic`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from geoseg import atomic, cog, maskfile
+from geoseg.cluster import IN_PROCESS, check_scheduler
+from geoseg.devices import Device, select_device
+from geoseg.errors import InputError, warn
+from geoseg.gdal import write_errors
+from geoseg.inference import check_weights, model_reference, task_threads
+from geoseg.model import Model, ModelSpec
+from geoseg.pipeline import (
+    PredictOptions,
+    as_dataarray,
+    class_mask,
+    probabilities,
+    scaled_probabilities,
+)
+from geoseg.sources import Source, open_source
+from geoseg.styles import paletted_qml, style_path
+from geoseg.tiling import TileGrid
+
+if TYPE_CHECKING:
+    import dask.array as da
+    import xarray as xr
+
+CONTEXT_STRIDES = 4  # default overlap: this many strides of the network's coarsest level
+MAX_TILE = 8192
+
+
+def predict(
+    src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    dst: str | os.PathLike[str] | None = None,
+    model: str | os.PathLike[str] | Model = "default",
+    *,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    batch_size: int | None = None,
+    device: Device = "auto",
+    bands: Sequence[int] | None = None,
+    tta: bool = False,
+    probabilities_path: str | os.PathLike[str] | None = None,
+    quicklook: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    scheduler: str = "threads",
+    workers: int | None = None,
+    allow_no_crs: bool = False,
+    progress: bool = False,
+) -> xr.DataArray:
+    """Predict a land-cover class mask for a raster (a file, a VRT or a mosaic of tiles).
+
+    Returns a lazy, dask-backed ``xarray.DataArray`` (uint8, nodata 255) with the source's
+    CRS and transform. With ``dst`` the mask is written as a Cloud-Optimized GeoTIFF (plus a
+    ``.qml`` style beside it, and optionally per-class probabilities and a PNG quicklook) and
+    the returned array reads that file lazily. ``device`` also takes ``cuda:N``.
+    """
+    check_scheduler(scheduler)
+    if dst is None and (probabilities_path or quicklook):
+        raise InputError("probabilities and quicklook outputs need a mask path (dst)")
+    targets = [] if dst is None else [dst, style_path(dst), probabilities_path, quicklook]
+    with atomic.outputs(targets, overwrite=overwrite):  # a failure leaves no new folder
+        source = open_source(src, bands=bands, allow_no_crs=allow_no_crs)
+        spec, handle = model_reference(model)
+        options = prediction_options(spec, tile_size, overlap, batch_size, device, tta,
+                                     scheduler, workers, scene=source.grid.shape)
+        if dst is None:  # computed later by any scheduler: leave torch's threads as they are
+            options = dataclasses.replace(options, threads=None)
+        check_bands(source, spec)
+        check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS)
+        probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None)
+        mask = class_mask(probs)
+        if dst is None:
+            out = as_dataarray(mask, source.grid, name="class", nodata=maskfile.NODATA)
+        else:
+            write_outputs(source, spec, mask, probs, Path(dst), overwrite=overwrite,
+                          probabilities_path=probabilities_path, quicklook=quicklook,
+                          scheduler=scheduler, workers=workers, progress=progress)
+            out = maskfile.open_mask(dst)
+    # What geoseg.vectorize (and a reader of the array) needs to name and colour classes.
+    return maskfile.with_classes(out, spec.class_names, spec.colors)
+
+
+def prediction_options(spec: ModelSpec, tile_size: int | None, overlap: int | None,
+                       batch_size: int | None, device: str, tta: bool,
+                       scheduler: str = "threads", workers: int | None = None,
+                       scene: tuple[int, int] | None = None) -> PredictOptions:
+    """The prediction settings; ``scene`` (height, width) lets a scene smaller than a tile
+    be one tile of its own size (rounded up to the model's stride) instead of a padded one."""
+    device = select_device(device)
+    if batch_size is None:  # CPUs are fastest on one tile at a time; GPUs want full batches
+        batch_size = 1 if device == "cpu" else 16
+    size = tile_size or spec.tile_size
+    if size % spec.size_multiple:
+        raise InputError(f"tile size {size} must be a multiple of {spec.size_multiple} "
+                         f"for this model")
+    if size > MAX_TILE:
+        raise InputError(f"tile size {size} is too large (at most {MAX_TILE} pixels)")
+    if batch_size < 1:
+        raise InputError(f"batch size must be at least 1, not {batch_size}")
+    # Tile borders are poor for a few strides of the coarsest level, whatever the tile size.
+    context = CONTEXT_STRIDES * spec.size_multiple
+    ov = min(size // 4, max(32, context)) if overlap is None else overlap
+    if scene is not None and max(scene) <= size - ov:  # one tile covers it all anyway
+        size = -(-max(scene) // spec.size_multiple) * spec.size_multiple
+        ov = 0
+    TileGrid(1, 1, size, ov)  # validates tile size and overlap
+    threads = task_threads(scheduler, workers)
+    return PredictOptions(size, ov, batch_size, device, tta, threads)
+
+
+def check_bands(source: Source, spec: ModelSpec) -> None:
+    """The source must give the model as many bands as it reads."""
+    want, have = len(spec.bands), len(source.bands)
+    if have != want:
+        raise InputError(
+            f"has {have} band{'s' * (have != 1)} but the model needs {want} "
+            f"({', '.join(spec.bands)}); choose them with ${{bands}}", source.name)
+
+
+def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Array,
+                  dst: Path, *, overwrite: bool, probabilities_path: str | os.PathLike[str] | None,
+                  quicklook: str | os.PathLike[str] | None, scheduler: str,
+                  workers: int | None, progress: bool) -> None:
+    """Compute the graph into scratch GeoTIFFs, then turn them into COGs atomically."""
+    import dask.array as da
+
+    from geoseg.cluster import compute
+
+    pixels = source.grid.pixels  # a scratch file holds a byte per pixel and band
+    needs: dict[Path, tuple[int, str | os.PathLike[str]]] = {dst.parent: (pixels, dst)}
+    if probabilities_path:
+        folder = Path(probabilities_path).parent
+        before = needs.get(folder, (0, probabilities_path))[0]
+        needs[folder] = (before + pixels * len(spec.classes), probabilities_path)
+    cog.check_free_space(needs)
+    scratch_mask = atomic.temp_sibling(dst, ".scratch.tif")
+    scratch_probs = (atomic.temp_sibling(probabilities_path, ".scratch.tif")
+                     if probabilities_path else None)
+    try:
+        cog.create_scratch(scratch_mask, source.grid, count=1, dtype="uint8",
+                           nodata=maskfile.NODATA, name=dst)
+        arrays, targets = [mask], [cog.WindowWriter(scratch_mask, dst)]
+        if scratch_probs is not None and probabilities_path is not None:
+            cog.create_scratch(scratch_probs, source.grid, count=len(spec.classes),
+                               dtype="uint8", nodata=maskfile.PROB_NODATA,
+                               name=probabilities_path)
+            arrays.append(scaled_probabilities(probs))
+            targets.append(cog.WindowWriter(scratch_probs, probabilities_path))
+        stored = da.store(arrays, targets, lock=False, compute=False)  # type: ignore[arg-type]
+        compute(stored, scheduler=scheduler, workers=workers, progress=progress)
+        if not maskfile.has_data(scratch_mask, name=dst):
+            warn("has no valid pixels (all nodata): the mask is all nodata", source.name)
+        with write_errors(dst):
+            maskfile.write_classes(scratch_mask, spec.class_names, spec.colors, model=spec.name,
+                                   source=source.name)
+        if scratch_probs is not None and probabilities_path is not None:
+            with write_errors(probabilities_path):
+                maskfile.write_probability_tags(scratch_probs, spec.class_names)
+        # All outputs are finished as temp files first and replaced together at the end.
+        with atomic.together(overwrite=overwrite) as outputs:
+            tmp_mask = outputs.path(dst)
+            cog.write_cog(scratch_mask, tmp_mask)
+            outputs.path(style_path(dst)).write_text(paletted_qml(spec.class_names, spec.colors))
+            if scratch_probs is not None and probabilities_path is not None:
+                cog.write_cog(scratch_probs, outputs.path(probabilities_path),
+                              overview_resampling="average")
+            if quicklook:
+                maskfile.write_quicklook(tmp_mask, outputs.path(quicklook))
+    finally:
+        for p in (scratch_mask, scratch_probs):
+            if p is not None:
+                atomic.remove_with_sidecars(p)

@@ -1,0 +1,111 @@
+"""Polygons into a GeoPackage, written atomically batch by batch, with the QGIS style
+stored inside (``layer_styles``) and beside it (``.qml``)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import sqlite3
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import shapely
+
+from geoseg import atomic, styles
+from geoseg.errors import InputError, OutputError
+from geoseg.vector.layer import RGB, Layer, crs_text
+
+
+def check_outputs(mask: Any, dst: str | os.PathLike[str] | None, *,
+                  overwrite: bool) -> contextlib.AbstractContextManager[None]:
+    """Check the GeoPackage and its style file before any work; the work goes in the
+    ``with`` block of the result (see :func:`atomic.outputs`). ``scene.mask.gpkg`` beside
+    ``scene.mask.tif`` would share one ``scene.mask.qml``: refused."""
+    if dst is None:
+        return contextlib.nullcontext()
+    style = styles.style_path(dst)
+    if isinstance(mask, (str, os.PathLike)) and styles.style_path(mask).resolve() == \
+            style.resolve():
+        raise InputError(f"its QGIS style file would be {style}, which styles the mask; "
+                         f"give the GeoPackage another name", dst)
+    return atomic.outputs([dst, style], overwrite=overwrite)
+
+
+@dataclass
+class Tally:
+    """What a written layer holds, per class id: polygon count and area (m²)."""
+
+    class_names: list[str]
+    polygons: np.ndarray
+    area_m2: np.ndarray
+    crs: str | None = None
+
+    def add(self, layer: Layer) -> None:
+        self.crs = crs_text(layer.crs)
+        n = max(len(layer.class_names), len(self.polygons))
+        self.class_names = max(self.class_names, layer.class_names, key=len)
+        self.polygons = np.bincount(layer.class_id, minlength=n) + np.pad(
+            self.polygons, (0, n - len(self.polygons)))
+        self.area_m2 = np.bincount(layer.class_id, weights=layer.area_m2, minlength=n) + np.pad(
+            self.area_m2, (0, n - len(self.area_m2)))
+
+
+def write_gpkg(layers: Layer | Iterable[Layer], dst: str | os.PathLike[str], *,
+               layer_name: str | None = None, overwrite: bool = False,
+               timestamp: float | None = None) -> Tally:
+    """Write polygons to a GeoPackage atomically, batch after batch as they come, then
+    embed the QGIS style (and write it beside the file). Returns what was written.
+
+    ``timestamp`` (POSIX seconds; default now, or ``SOURCE_DATE_EPOCH``) is the file's
+    ``last_change``: the only thing that differs between two writes of the same polygons.
+    """
+    import pyogrio.raw
+
+    name = layer_name or Path(dst).stem
+    batches = [layers] if isinstance(layers, Layer) else layers
+    tally = Tally([], np.zeros(0, np.int64), np.zeros(0))
+    colors: list[RGB] = []
+    with contextlib.ExitStack() as outputs:
+        tmp = outputs.enter_context(atomic.atomic_path(dst, overwrite=overwrite))
+        tmp.unlink()  # GDAL creates the GeoPackage itself
+        crs = None
+        for i, batch in enumerate(batches):
+            if i and not len(batch.geometry):
+                continue
+            cols = batch.columns()
+            crs = batch.crs
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    pyogrio.raw.write(
+                        tmp, shapely.to_wkb(batch.geometry), list(cols.values()), list(cols),
+                        layer=name, driver="GPKG", geometry_type="Polygon",
+                        crs=crs_text(crs), promote_to_multi=False, append=i > 0,
+                        layer_options=None if i else {"SPATIAL_INDEX": "YES"})
+            except (OSError, RuntimeError, ValueError) as exc:
+                raise OutputError(f"could not be written ({exc})", dst) from None
+            tally.add(batch)
+            colors = max(colors, batch.colors, key=len)
+        qml = styles.categorized_qml(tally.class_names, colors, field="class_id")
+        try:
+            styles.embed_gpkg_style(tmp, name, qml, gpkg_timestamp(timestamp))
+        except sqlite3.Error as exc:
+            raise OutputError(f"could not be written ({exc})", dst) from None
+        tmp_qml = outputs.enter_context(atomic.atomic_path(styles.style_path(dst), overwrite=overwrite))
+        tmp_qml.write_text(qml)
+    return tally
+
+
+def gpkg_timestamp(seconds: float | None = None) -> str:
+    """GeoPackage timestamp of ``seconds``, else SOURCE_DATE_EPOCH (reproducible files), else now."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if seconds is None and epoch:
+        seconds = int(epoch)
+    when = (datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc) if seconds is not None
+            else datetime.datetime.now(datetime.timezone.utc))
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"

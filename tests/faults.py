@@ -1,0 +1,104 @@
+"""Faults on cue: geoseg stops at a chosen call and says so, so that a test kills or
+signals it exactly there, with no sleeping and no polling.
+
+As a script, ``python tests/faults.py --pause-at MODULE:FUNCTION:N --notify FD -- ARGS…``
+runs ``geoseg ARGS…``; the N-th call of ``MODULE.FUNCTION`` writes ``paused`` to the file
+descriptor FD and then waits until a signal interrupts the process.
+
+In Dask workers (``client.run``), :func:`pause_model_tasks` makes the next model task of
+each worker put its process id on a queue and wait for an event; :class:`CountModelTasks`
+counts the model tasks a worker runs at once. Workers import this module by name, so the
+tests start them with this folder on their ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import threading
+from typing import Any
+
+from distributed.diagnostics.plugin import WorkerPlugin
+
+
+def pause_at(target: str, notify_fd: int) -> None:
+    """Patch ``MODULE:FUNCTION:N`` so that its N-th call tells ``notify_fd`` and waits."""
+    module_name, function, nth = target.split(":")
+    module = importlib.import_module(module_name)
+    original = getattr(module, function)
+    calls = [0]
+
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == int(nth):
+            os.write(notify_fd, b"paused\n")
+            os.close(notify_fd)
+            threading.Event().wait()  # until a signal's handler raises here
+        return original(*args, **kwargs)
+
+    setattr(module, function, paused)
+
+
+def pause_model_tasks(name: str) -> None:
+    """In a worker: its model tasks wait, each after putting the worker's process id on the
+    Dask queue ``name``, until the Dask event ``name`` is set."""
+    from distributed import Event, Queue
+
+    from geoseg import pipeline
+
+    infer = getattr(pipeline._infer_batch, "unpaused", pipeline._infer_batch)
+
+    def paused(*args: Any, **kwargs: Any) -> Any:
+        if not Event(name).is_set():
+            Queue(name).put(os.getpid())
+            Event(name).wait()
+        return infer(*args, **kwargs)
+
+    paused.unpaused = infer  # type: ignore[attr-defined]
+    pipeline._infer_batch = paused
+
+
+def unpause_model_tasks() -> None:
+    """In a worker: model tasks run as they were before :func:`pause_model_tasks`."""
+    from geoseg import pipeline
+
+    pipeline._infer_batch = getattr(pipeline._infer_batch, "unpaused", pipeline._infer_batch)
+
+
+class CountModelTasks(WorkerPlugin):
+    """A worker plugin: how many scene model tasks execute at once, at most, and in all."""
+
+    name = "count-model-tasks"
+
+    def __init__(self) -> None:
+        self.now = self.most = self.seen = 0
+
+    def transition(self, key: Any, start: str, finish: str, **kwargs: Any) -> None:
+        if not str(key).startswith("geoseg-predict"):
+            return
+        if finish == "executing":
+            self.now += 1
+            self.seen += 1
+            self.most = max(self.most, self.now)
+        elif start == "executing":
+            self.now -= 1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pause-at", required=True)
+    parser.add_argument("--notify", type=int, required=True)
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    options = parser.parse_args()
+    pause_at(options.pause_at, options.notify)
+    import sys
+
+    from geoseg.cli import main as geoseg
+
+    sys.argv = ["geoseg", *options.args[1:]]  # after the "--"
+    geoseg()
+
+
+if __name__ == "__main__":
+    main()
