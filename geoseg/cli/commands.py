@@ -32,10 +32,8 @@ def _model(model: str | None, trust_pickle: bool) -> Any:
 @click.argument("src", nargs=-1, required=True)
 @opt.output("The class mask to write (Cloud-Optimized GeoTIFF).", name="dst")
 @opt.prediction
-@click.option("--probabilities", type=click.Path(dir_okay=False), default=None,
-              help="Also write per-class probabilities (uint8, value / 254) to this COG.")
-@click.option("--quicklook", type=click.Path(dir_okay=False), default=None,
-              help="Also write a colored PNG preview of the mask.")
+@opt.file("--probabilities", "Also write per-class probabilities (uint8, value / 254) to this COG.")
+@opt.file("--quicklook", "Also write a colored PNG preview of the mask.")
 @opt.trust_pickle
 @opt.job
 @click.pass_context
@@ -76,8 +74,7 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
 @cli.command()
 @click.argument("mask")
 @opt.output("The GeoPackage to write (.gpkg).", name="dst")
-@click.option("--probabilities", type=click.Path(dir_okay=False), default=None,
-              help="The probabilities raster from predict: adds a confidence column.")
+@opt.file("--probabilities", "The probabilities raster from predict: adds a confidence column.")
 @opt.vectorizing
 @click.option("--layer", default=None, help="Layer name [default: the output's file name].")
 @click.option("--chunk-size", type=click.IntRange(min=16), default=2048, show_default=True,
@@ -186,14 +183,10 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
 @opt.tile_size("With --model: tile size in pixels [default: the model's].")
 @opt.bands("With --model: image bands in model order.")
 @opt.device("With --model: where the model runs.")
-@click.option("-o", "--output", "report", type=click.Path(dir_okay=False), default=None,
-              help="Write the scores as JSON.")
-@click.option("--confusion-png", type=click.Path(dir_okay=False), default=None,
-              help="Draw the confusion matrix to this PNG.")
-@click.option("--compare-png", type=click.Path(dir_okay=False), default=None,
-              help="Draw image | prediction | reference side by side to this PNG.")
-@click.option("--image", type=click.Path(dir_okay=False), default=None,
-              help="The image behind the mask, for the first panel of --compare-png.")
+@opt.file("-o/--output", "Write the scores as JSON.", name="report")
+@opt.file("--confusion-png", "Draw the confusion matrix to this PNG.")
+@opt.file("--compare-png", "Draw image | prediction | reference side by side to this PNG.")
+@opt.file("--image", "The image behind the mask, for the first panel of --compare-png.")
 @opt.trust_pickle
 @opt.overwrite
 @click.pass_context

@@ -165,6 +165,13 @@ def config(help: str = "Read option values from this YAML file (flags given here
                         help=help)
 
 
+def file(flag: str, help: str, *, name: str | None = None) -> Callable[[F], F]:
+    """An optional file: an extra output (or ``--image``, an extra input) the command
+    writes or reads only when it is given."""
+    names = (flag,) if name is None else (*flag.split("/"), name)
+    return click.option(*names, type=click.Path(dir_okay=False), default=None, help=help)
+
+
 def output(help: str, *, name: str, folder: bool = False) -> Callable[[F], F]:
     """``-o/--output``, passed to the command as ``name``: a file, or a ``folder``."""
     kind = click.Path(file_okay=False) if folder else click.Path(dir_okay=False)
