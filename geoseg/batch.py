@@ -39,7 +39,7 @@ import numpy as np
 
 from geoseg import __version__, atomic
 from geoseg.cluster import IN_PROCESS, check_scheduler, wait_for_workers
-from geoseg.errors import GeoSegError, GeoSegWarning, OutputError, Speaker, option_text
+from geoseg.errors import GeoSegError, GeoSegWarning, OutputError, Speaker
 from geoseg.journal import Journal, fingerprint, open_journal, sha256, source_stamp
 from geoseg.scenes import SceneOutputs, absolute, expand_sources, plan
 
@@ -67,9 +67,21 @@ class SceneJob:
 
 @dataclass(frozen=True)
 class Failed:
-    """A scene's error, as one line (options as ``${name}``: see :func:`option_text`)."""
+    """A scene's error as one line, as Python says it and as the command line does (they
+    name options differently: see :func:`geoseg.errors.option_text`)."""
 
-    error: str
+    python: str
+    cli: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> Failed:
+        if isinstance(exc, GeoSegError):
+            return cls(_one_line(exc.text("python")), _one_line(exc.text("cli")))
+        text = _one_line(f"{type(exc).__name__}: {exc}")
+        return cls(text, text)
+
+    def said(self, speaker: Speaker) -> str:
+        return self.cli if speaker == "cli" else self.python
 
 
 @dataclass(frozen=True)
@@ -131,7 +143,7 @@ def predict_scene(job: SceneJob) -> Predicted | Failed:
                            quicklook=s.quicklook, overwrite=True, scheduler=job.scheduler,
                            workers=job.workers, progress=job.progress, **job.predict_options)
     except Exception as exc:
-        return Failed(_one_line(exc))
+        return Failed.of(exc)
     return Predicted(int(mask.shape[0] * mask.shape[1]), time.perf_counter() - started)
 
 
@@ -151,26 +163,26 @@ def _warnings_in_entry() -> Iterator[None]:
 def vectorize_scene(job: SceneJob, predicted: Predicted | Failed) -> Finished | Failed:
     """Write the scene's GeoPackage; returns the scene's journal entry."""
     from geoseg.maskfile import has_data
-    from geoseg.vector import iter_layers, write_gpkg
+    from geoseg.vector import vectorize_to_gpkg
 
     if isinstance(predicted, Failed):
         return predicted
     started = time.perf_counter()
     s = job.scene
     try:
-        layers = iter_layers(s.mask, probabilities=s.probabilities, scheduler=job.scheduler,
-                             workers=job.workers, progress=job.progress,
-                             allow_no_crs=bool(job.predict_options.get("allow_no_crs")),
-                             **job.vector_options)
         stamp = source_stamp(s.source)
         # The GeoPackage's date is its source's: a rerun gives the same bytes.
         with _warnings_in_entry():
-            tally = write_gpkg(layers, s.gpkg, overwrite=True,
-                               timestamp=max((m for _, _, m in stamp), default=0) / 1e9)
+            tally = vectorize_to_gpkg(
+                s.mask, s.gpkg, overwrite=True,
+                timestamp=max((m for _, _, m in stamp), default=0) / 1e9,
+                probabilities=s.probabilities, scheduler=job.scheduler, workers=job.workers,
+                progress=job.progress, allow_no_crs=bool(job.predict_options.get("allow_no_crs")),
+                **job.vector_options)
         outputs = fingerprint(s.files())
         empty = not tally.polygons.sum() and not has_data(s.mask)
     except Exception as exc:
-        return Failed(_one_line(exc))
+        return Failed.of(exc)
     return Finished(s.name, stamp, outputs, tally.crs, predicted.pixels,
                     round(predicted.seconds + time.perf_counter() - started, 2),
                     class_areas(tally.class_names, tally.polygons, tally.area_m2),
@@ -204,14 +216,14 @@ def run(
     device, bands, tta, allow_no_crs). With ``resume`` the scenes an earlier run into
     ``out_dir`` finished (and whose outputs are intact) are skipped. Returns the summary
     also written to ``out_dir/summary.json``, whose ``failed`` count says whether every
-    scene succeeded; ``report`` receives a line of text as each scene ends, naming options
-    as ``speaker`` does (see :func:`geoseg.errors.option_text`).
+    scene succeeded; ``report`` receives a line of text as each scene ends. Errors name
+    options as ``speaker`` does (see :func:`geoseg.errors.option_text`).
     """
     from geoseg.inference import check_weights, model_reference
 
     def say(line: str) -> None:
         if report is not None:
-            report(option_text(line, speaker))
+            report(line)
 
     check_scheduler(scheduler)
     started = time.perf_counter()
@@ -252,10 +264,11 @@ def run(
                 with contextlib.closing(results), _signals() as stop:
                     for job, result in _progress(results, len(jobs), progress):
                         # An interrupt may surface as another error from inside a library.
-                        if stop.is_set() and _error_of(result):
+                        if stop.is_set() and not isinstance(result, Finished):
                             raise KeyboardInterrupt
                         job = by_name[job.scene.name]  # its paths as the user gave them
-                        entries[job.scene.name] = entry = _record(journal, job, result)
+                        entries[job.scene.name] = entry = _record(journal, job, result,
+                                                                  speaker)
                         say(_scene_line(entry))
                         if stop.is_set():
                             raise KeyboardInterrupt
@@ -318,25 +331,20 @@ def _still_to_do(scenes: list[SceneOutputs], journal: Journal, entries: dict[str
     return todo
 
 
-def _record(journal: Journal, job: SceneJob, result: Finished | Failed | BaseException
-            ) -> SceneEntry:
-    """Journal a scene's end; returns its entry for the summary. A failed scene's outputs
-    are removed: what it wrote before failing is no finished scene."""
+def _record(journal: Journal, job: SceneJob, result: Finished | Failed | BaseException,
+            speaker: Speaker) -> SceneEntry:
+    """Journal a scene's end; returns its entry for the summary (an error as ``speaker``
+    says it). A failed scene's outputs are removed: what it wrote before failing is no
+    finished scene."""
     scene = job.scene
     if not isinstance(result, Finished):
-        error = _error_of(result)
+        error = (result if isinstance(result, Failed) else Failed.of(result)).said(speaker)
         _discard(scene)
-        journal.write("failed", scene=scene.name, source=scene.source, error=option_text(error))
+        journal.write("failed", scene=scene.name, source=scene.source, error=error)
         return SceneEntry(scene.name, scene.source, "failed", error=error)
     journal.write("done", **result.record(), source=scene.source,
                   source_path=os.path.abspath(scene.source))
     return SceneEntry(scene.name, scene.source, "done", result)
-
-
-def _error_of(result: Finished | Failed | BaseException) -> str:
-    if isinstance(result, BaseException):
-        return _one_line(result)
-    return result.error if isinstance(result, Failed) else ""
 
 
 def _discard(scene: SceneOutputs) -> None:
@@ -465,8 +473,7 @@ def _remove_stale_temps(scenes: list[SceneOutputs]) -> None:
                         os.unlink(entry.path)
 
 
-def _one_line(exc: BaseException) -> str:
-    text = exc.template() if isinstance(exc, GeoSegError) else f"{type(exc).__name__}: {exc}"
+def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
@@ -502,7 +509,7 @@ def _summary(model: str, settings: dict[str, Any], entries: list[SceneEntry], ou
     for e in entries:
         scene: dict[str, Any] = {"name": e.scene, "source": e.source, "status": e.status}
         if e.finished is None:
-            scene["error"] = option_text(e.error or "")
+            scene["error"] = e.error
         else:
             f = e.finished
             if f.warning:

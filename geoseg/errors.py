@@ -48,13 +48,10 @@ class _AboutFile(Exception):
         super().__init__(self.text("python"))
 
     def text(self, speaker: Speaker = "python") -> str:
-        """The one line ``<file>: <problem>``, options named as ``speaker`` says them."""
-        return option_text(self.template(), speaker)
-
-    def template(self) -> str:
-        """The one line with its option references as they are (see :func:`option_text`),
-        for text that is said later, by whoever shows it."""
-        return f"{self.path}: {self.message}" if self.path else self.message
+        """The one line ``<file>: <problem>``, options named as ``speaker`` says them (in the
+        problem only: a file's name is never rewritten)."""
+        message = option_text(self.message, speaker)
+        return f"{self.path}: {message}" if self.path else message
 
 
 class GeoSegError(_AboutFile):

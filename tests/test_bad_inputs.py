@@ -461,3 +461,24 @@ def test_a_batch_records_an_all_nodata_scene_as_done_with_its_warning(masks, tmp
     with rasterio.open(tmp_path / "out" / "empty.mask.tif") as ds:
         assert (ds.read(1) == 255).all()
     assert len(gpd.read_file(tmp_path / "out" / "empty.gpkg", layer="empty")) == 0
+
+
+@pytest.mark.parametrize("via", ["cli", "api"])
+def test_a_batch_says_a_scenes_error_as_its_caller_does(masks, via, tmp_path):
+    import json
+
+    plain = write_raster(tmp_path / "plain.tif", image(), crs=None)
+    out = tmp_path / "out"
+    said = option_text(f"{plain}: has no CRS (use ${{allow_no_crs=True}} to process it anyway)",
+                       "cli" if via == "cli" else "python")
+    if via == "cli":
+        result = invoke("run", plain, masks / "image.tif", "-o", out)
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        lines = result.output.splitlines()
+        assert f"failed  plain: {said}" in lines
+        assert lines[-1] == f"Error: 1 of 2 scenes failed (first: plain: {said}); fix them and " \
+                            f"rerun with --resume"
+    else:
+        geoseg.run([plain, masks / "image.tif"], out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s.get("error") for s in summary["scenes"]] == [said, None]
