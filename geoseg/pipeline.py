@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 BAND_PIXELS = 8192  # width of a band of the sweep (bounds memory for wide rasters)
 BAND_MIN_TILES = 8  # but never under 8 tiles: each band predicts 2 side tiles again
-WINDOW_ROWS = 4  # rows of tile batches a sweep keeps alive at most (a block needs 3)
+WINDOW_ROWS = 3  # the sweep's window: 3 rows of batches of the widest band, and
+WINDOW_EXTRA = 3  # 3 batches more, so that the model always has batches to work on
 TILE_DTYPE = np.float16  # tile results between tasks: half the memory, blended in float32
 
 
@@ -50,7 +51,8 @@ def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int
     """Read, normalize and predict a batch of tiles; returns (weighted probs as
     :data:`TILE_DTYPE`, valid masks).
 
-    ``after`` only orders the task behind the blocks it waits for; its value is unused.
+    ``after`` only orders the task behind the marker that the batches a window before it
+    are used up (see :func:`probabilities`); its value is unused.
     """
     predictor = cached_predictor(handle, options.device, options.tta)
     data, valid = read_tiles(source, grid, ids)
@@ -74,14 +76,14 @@ def read_tiles(source: sources.Source, grid: TileGrid,
     return np.stack([d for d, _ in reads]), np.stack([v for _, v in reads])
 
 
-def _blend_task(grid: TileGrid, i: int, j: int,
-                batch_of: dict[tuple[int, int], tuple[Any, int]]) -> tuple[Any, ...]:
-    """The task for output block (i, j), fed by the batches that hold its covering tiles."""
+def _blend_task(grid: TileGrid, i: int, j: int, batch_of: dict[tuple[int, int], tuple[Any, int]]
+                ) -> tuple[tuple[Any, ...], list[Any]]:
+    """The task for output block (i, j), and the batches that hold its covering tiles."""
     covering = [(t.row_index, t.col_index) for t, _, _ in grid.tiles_over_block(i, j)]
     needed = sorted({batch_of[tid][0] for tid in covering})
     # Where each covering tile sits among the batches this block receives.
     lookup = {tid: (needed.index(batch_of[tid][0]), batch_of[tid][1]) for tid in covering}
-    return (_blend_block, grid, i, j, lookup, needed)
+    return (_blend_block, grid, i, j, lookup, needed), needed
 
 
 def _done(_: object) -> None:
@@ -96,7 +98,7 @@ def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], t
     n_classes = batches[0][0].shape[1]
     total = np.zeros((n_classes, h, w), np.float32)
     weight = np.zeros((h, w), np.float32)
-    valid = np.zeros((h, w), bool)  # from the block's own tile, which covers it all
+    valid = None  # from the block's own tile, which covers the whole block
     for tile, (ts_r, ts_c), (bs_r, bs_c) in grid.tiles_over_block(i, j):
         b, k = lookup[tile.row_index, tile.col_index]
         probs, tile_valid = batches[b]
@@ -104,6 +106,7 @@ def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], t
         weight[bs_r, bs_c] += grid.blend_weights(tile)[ts_r, ts_c]
         if (tile.row_index, tile.col_index) == (i, j):
             valid = tile_valid[k][ts_r, ts_c]
+    assert valid is not None, (i, j)
     total /= weight
     total[:, ~valid] = np.nan
     return total
@@ -153,19 +156,17 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
                     after = [(used_name, n - window)] if sweep and n >= window else None
                     dsk[key] = (_infer_batch, source, grid, batch, model_key, options, after)
                     order.append(key)
-                    users[key] = []
             if r >= 1:  # blend block row r - 1: its tiles (rows r-2 .. r) are all there now
                 i = r - 1
                 for j in block_cols:
-                    task = _blend_task(grid, i, j, batch_of)
-                    dsk[(blend_name, 0, i, j)] = task
+                    dsk[(blend_name, 0, i, j)], needed = _blend_task(grid, i, j, batch_of)
                     if sweep:  # a marker that the block is made (on its worker, no data)
                         dsk[(done_name, i, j)] = (_done, (blend_name, 0, i, j))
-                        for key in task[-1]:
-                            users[key].append((done_name, i, j))
+                        for key in needed:
+                            users.setdefault(key, []).append((done_name, i, j))
     if sweep:  # batch n is used up once its blocks are made, and so are those before it
         for n, key in enumerate(order):
-            dsk[(used_name, n)] = (_done, users[key] + ([(used_name, n - 1)] if n else []))
+            dsk[(used_name, n)] = (_done, users.get(key, []) + ([(used_name, n - 1)] if n else []))
     graph = HighLevelGraph.from_collections(blend_name, dsk, dependencies=())
     return da.Array(graph, blend_name, chunks=((n_classes,), *grid.chunks), dtype=np.float32)
 
@@ -180,13 +181,15 @@ def tile_results_bound(grid: TileGrid, batch_size: int) -> int:
     a block) while a sweep writes the raster, whatever the scheduler and its timing.
 
     It is the sweep's window (see :func:`probabilities`): :data:`WINDOW_ROWS` rows of
-    batches of one band (its block columns and a tile column either side). A block needs
-    tiles from its row and the rows either side, so a batch is used up by the time the
-    batches two rows further on are done: the window is wider, so the sweep never waits
-    on itself, and the model keeps two rows of batches ahead of the blocks to work on.
+    batches of the widest band (its block columns and a tile column either side) and
+    :data:`WINDOW_EXTRA` batches. A block needs tiles from its row and the rows either
+    side, so a batch is used up once the batches of the row two further on, as far as
+    two tiles beyond it, are done: less than three rows later, so the sweep never waits on
+    itself, and the model has at least :data:`WINDOW_EXTRA` batches to work on at once
+    (about a row of them in a wide band).
     """
     tile_cols = min(sweep_band(grid) + 2, grid.shape[1])
-    return WINDOW_ROWS * -(-tile_cols // batch_size)
+    return WINDOW_ROWS * -(-tile_cols // batch_size) + WINDOW_EXTRA
 
 
 def class_mask(probs: da.Array) -> da.Array:
