@@ -85,7 +85,7 @@ class RasterChips:
             k, (r, c, h, w) = self.windows[int(rng.integers(len(self.windows)))]
             row = r + int(rng.integers(0, max(h - self.size, 0) + 1))
             col = c + int(rng.integers(0, max(w - self.size, 0) + 1))
-            x, y = read_chip(self.pairs[k], row, col, self.size)
+            x, y = read_chip(self.pairs[k], row, col, (self.size, self.size))
             if (y != NODATA).mean() >= MIN_LABELLED:
                 return x, y
         raise InputError("the labels cover almost none of the training area "
@@ -100,14 +100,18 @@ class RasterChips:
         return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.int64)
 
 
-def read_chip(pair: Pair, row: int, col: int, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image and labels of a window; pixels without image data are NaN and unlabelled."""
+def read_chip(pair: Pair, row: int, col: int, shape: tuple[int, int],
+              labelled: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Image ``(bands, *shape)`` float32 and labels ``shape`` of the window at (row, col);
+    pixels without image data are NaN and unlabelled, and so is all beyond ``labelled``
+    (height, width: default, as far as the image goes)."""
+    height, width = shape
     with pair.image.open() as ds:
-        x, valid = read_window(ds, pair.image, row, col, size, size)
+        x, valid = read_window(ds, pair.image, row, col, height, width)
     x[:, ~valid] = np.nan  # no data: zero once normalized, as in prediction
-    y = np.full((size, size), NODATA, np.uint8)
-    h = min(size, pair.image.grid.height - row)
-    w = min(size, pair.image.grid.width - col)
+    y = np.full(shape, NODATA, np.uint8)
+    h, w = labelled or (min(height, pair.image.grid.height - row),
+                        min(width, pair.image.grid.width - col))
     y[:h, :w] = pair.labels.read(row, col, h, w)
     y[~valid] = NODATA
     return x, y

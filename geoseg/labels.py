@@ -26,9 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from geoseg import styles
 from geoseg.errors import InputError
+from geoseg.gdal import is_gdal_path
 from geoseg.grid import Grid
-from geoseg.maskfile import NODATA, read_class_table
+from geoseg.maskfile import NODATA, RGB, read_class_table
 from geoseg.sources import open_source, read_clipped
 
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
@@ -59,7 +61,7 @@ def open_labels(path: str | os.PathLike[str], grid: Grid, class_names: Sequence[
                 class_field: str | None = None, background: int | str | None = None) -> Labels:
     """The labels in ``path`` (polygons by their suffix, else a class raster) on ``grid``;
     ``class_field`` names the polygons' class column (class rasters ignore it)."""
-    if "://" not in str(path) and not Path(path).exists():
+    if not is_gdal_path(str(path)) and not Path(path).exists():
         raise InputError("no such file", path)
     if is_vector(path):
         return VectorLabels(path, grid, class_names, class_field=class_field,
@@ -204,3 +206,67 @@ def class_id(value: Any, names: Sequence[str], where: str) -> int:
         return list(names).index(value)
     raise InputError(f"has class {value!r}, which the model does not know "
                      f"(classes: {', '.join(names)})", where)
+
+
+def label_classes(labels: Sequence[str | os.PathLike[str]], class_field: str | None,
+                  classes: Sequence[str] | None) -> tuple[list[str], list[RGB]]:
+    """Class names and their colours. Names: ``classes``, else the first label raster's
+    ``CLASS_NAMES``, else the polygons' class column, else class_0..class_N of the
+    rasters' values. Colours: a label raster's colour table, by name, else a palette."""
+    named: dict[str, RGB] = {}
+    stored: list[str] = []
+    for path in labels:
+        if is_vector(path):
+            continue
+        with open_source(path, allow_no_crs=True).open() as ds:  # one-line errors
+            table = read_class_table(ds)
+        named.update({n: table.colors[i] for i, n in enumerate(table.names)
+                      if i in table.colors and n not in named})
+        stored = stored or list(table.names)
+    names = list(classes or stored)
+    if not names:
+        vectors = [p for p in labels if is_vector(p)]
+        if vectors:
+            names = _vector_class_names(vectors, class_field)
+        else:
+            top = max(max(int(_raster_max(p)), 1) for p in labels)
+            names = [f"class_{i}" for i in range(top + 1)]
+    colors = [named.get(n, styles.fallback_color(i)) for i, n in enumerate(names)]
+    return names, colors
+
+
+def _raster_max(path: str | os.PathLike[str]) -> int:
+    import rasterio
+
+    with rasterio.open(path) as ds:
+        top = 0
+        for _, window in ds.block_windows(1):
+            data = ds.read(1, window=window, masked=True)
+            if data.count():
+                top = max(top, int(data.max()))
+    if top >= NODATA:
+        raise InputError(f"has class value {top}; labels hold 0..254", path)
+    return top
+
+
+def _vector_class_names(labels: Sequence[str | os.PathLike[str]], class_field: str | None
+                        ) -> list[str]:
+    """Names from the class column of polygon labels: its distinct text values in
+    sorted order, or class_0..class_N for numbers; one foreground class without a column."""
+    if class_field is None:
+        return ["background", "foreground"]
+    import pyogrio
+
+    values: set[Any] = set()
+    for path in labels:
+        try:
+            frame = pyogrio.read_dataframe(path, columns=[class_field], read_geometry=False)
+        except Exception as exc:  # pyogrio raises several unrelated types here
+            raise InputError(f"cannot read the field {class_field!r} ({exc})", path) from None
+        values |= set(frame[class_field].dropna().tolist())
+    if not values:
+        raise InputError(f"the field {class_field!r} has no values", labels[0])
+    if all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer())
+           for v in values):
+        return [f"class_{i}" for i in range(int(max(values)) + 1)]
+    return sorted(str(v) for v in values)

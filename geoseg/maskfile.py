@@ -260,7 +260,7 @@ def open_mask(path: str | os.PathLike[str]) -> xr.DataArray:
         arr = rioxarray.open_rasterio(path, chunks={"band": 1, "y": 512, "x": 512},
                                       mask_and_scale=False)
     except Exception as exc:  # rasterio raises several unrelated types here
-        raise OutputError(f"cannot be read back ({exc})", path) from None
+        raise OutputError(f"cannot open the written mask ({exc})", path) from None
     assert isinstance(arr, xr.DataArray)  # one file, one variable
     return arr.squeeze("band", drop=True).rename("class")
 

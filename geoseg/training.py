@@ -14,20 +14,26 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from geoseg import atomic, styles
-from geoseg.chips import Pair, RasterChips, Window, band_statistics, open_pairs, split_blocks
+from geoseg import atomic
+from geoseg.chips import (
+    Pair,
+    RasterChips,
+    Window,
+    band_statistics,
+    open_pairs,
+    read_chip,
+    split_blocks,
+)
 from geoseg.devices import Device
 from geoseg.errors import InputError
 from geoseg.fitting import FitOptions, fit
-from geoseg.labels import is_vector
-from geoseg.maskfile import NODATA, read_class_table
+from geoseg.labels import label_classes
 from geoseg.model import ClassInfo, Model, ModelSpec
 from geoseg.scores import confusion_matrix, scores
-from geoseg.sources import Source, open_source, read_window
+from geoseg.sources import Source
 
 DECODER = (256, 128, 64, 32, 16)
 STAT_CHIPS = 32  # chips sampled for the normalization statistics
@@ -108,71 +114,6 @@ def train(
     return model
 
 
-def label_classes(labels: Sequence[str | os.PathLike[str]], class_field: str | None,
-                classes: Sequence[str] | None) -> tuple[list[str], list[tuple[int, int, int]]]:
-    """Class names and their colours. Names: ``classes``, else the first label raster's
-    ``CLASS_NAMES``, else the polygons' class column, else class_0..class_N of the
-    rasters' values. Colours: a label raster's colour table, by name, else a palette."""
-
-    named: dict[str, tuple[int, int, int]] = {}
-    stored: list[str] = []
-    for path in labels:
-        if is_vector(path):
-            continue
-        with open_source(path, allow_no_crs=True).open() as ds:  # one-line errors
-            table = read_class_table(ds)
-        named.update({n: table.colors[i] for i, n in enumerate(table.names)
-                      if i in table.colors and n not in named})
-        stored = stored or list(table.names)
-    names = list(classes or stored)
-    if not names:
-        vectors = [p for p in labels if is_vector(p)]
-        if vectors:
-            names = _vector_class_names(vectors, class_field)
-        else:
-            top = max(max(int(_raster_max(p)), 1) for p in labels)
-            names = [f"class_{i}" for i in range(top + 1)]
-    colors = [named.get(n, styles.fallback_color(i)) for i, n in enumerate(names)]
-    return names, colors
-
-
-def _raster_max(path: str | os.PathLike[str]) -> int:
-    import rasterio
-
-    with rasterio.open(path) as ds:
-        top = 0
-        for _, window in ds.block_windows(1):
-            data = ds.read(1, window=window, masked=True)
-            if data.count():
-                top = max(top, int(data.max()))
-    if top >= NODATA:
-        raise InputError(f"has class value {top}; labels hold 0..254", path)
-    return top
-
-
-def _vector_class_names(labels: Sequence[str | os.PathLike[str]], class_field: str | None
-                        ) -> list[str]:
-    """Names from the class column of polygon labels: its distinct text values in
-    sorted order, or class_0..class_N for numbers; one foreground class without a column."""
-    if class_field is None:
-        return ["background", "foreground"]
-    import pyogrio
-
-    values: set[Any] = set()
-    for path in labels:
-        try:
-            frame = pyogrio.read_dataframe(path, columns=[class_field], read_geometry=False)
-        except Exception as exc:  # pyogrio raises several unrelated types here
-            raise InputError(f"cannot read the field {class_field!r} ({exc})", path) from None
-        values |= set(frame[class_field].dropna().tolist())
-    if not values:
-        raise InputError(f"the field {class_field!r} has no values", labels[0])
-    if all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and v.is_integer())
-           for v in values):
-        return [f"class_{i}" for i in range(int(max(values)) + 1)]
-    return sorted(str(v) for v in values)
-
-
 def _band_names(source: Source) -> tuple[str, ...]:
     with source.open() as ds:
         described = [ds.descriptions[b - 1] for b in source.bands]
@@ -191,16 +132,14 @@ def validation_scores(model: Model, pairs: Sequence[Pair],
     std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
     cm = np.zeros((len(spec.classes),) * 2, np.int64)
     for pair, windows in zip(pairs, blocks, strict=True):
-        for row, col, h, w in windows:
-            ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
-            with pair.image.open() as ds:
-                x, valid = read_window(ds, pair.image, row, col, ph, pw)
-            reference = pair.labels.read(row, col, h, w)
-            reference[~valid[:h, :w]] = NODATA
-            normalized = (torch.from_numpy(x[None]).to(device) - mean) / std
-            normalized[:, :, ~torch.from_numpy(valid)] = 0.0  # no data, as in prediction
+        for row, col, h, w in windows:  # read to whole strides of the network
+            shape = (-(-h // multiple) * multiple, -(-w // multiple) * multiple)
+            x, reference = read_chip(pair, row, col, shape, labelled=(h, w))
+            # No data (NaN) becomes 0 once normalized, as in prediction.
+            normalized = torch.nan_to_num((torch.from_numpy(x[None]).to(device) - mean) / std,
+                                          nan=0.0)
             with torch.no_grad():
                 logits = model.network(normalized)
-            predicted = logits.argmax(1)[0, :h, :w].cpu().numpy()
+            predicted = logits.argmax(1)[0].cpu().numpy()
             cm += confusion_matrix(predicted, reference, len(spec.classes))
     return scores(cm, spec.class_names)

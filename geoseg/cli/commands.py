@@ -94,17 +94,15 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
     Example:
       geoseg vectorize scene.mask.tif -o scene.gpkg --min-area 500
     """
-    from geoseg import vector as vec
     from geoseg.styles import style_path
+    from geoseg.vector import vectorize_to_gpkg
 
     started = time.perf_counter()
-    with vec.check_outputs(mask, dst, overwrite=overwrite):
-        batches = vec.iter_layers(
-            mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
-            classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,
-            scheduler=scheduler, workers=workers,
-            progress=opt.show_progress(progress))
-        tally = vec.write_gpkg(batches, dst, layer_name=layer, overwrite=overwrite)
+    tally = vectorize_to_gpkg(
+        mask, dst, layer=layer, overwrite=overwrite, probabilities=probabilities,
+        min_area=min_area, simplify=simplify, classes=classes, chunk_size=chunk_size,
+        allow_no_crs=allow_no_crs, scheduler=scheduler, workers=workers,
+        progress=opt.show_progress(progress))
     seconds = time.perf_counter() - started
     say(ctx, f"polygons: {dst} ({tally.polygons.sum()} polygons, {seconds:.1f} s)")
     say(ctx, f"style: {style_path(dst)}")

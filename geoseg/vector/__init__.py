@@ -25,15 +25,15 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geoseg.errors import InputError, warn
 from geoseg.maskfile import NODATA
 from geoseg.vector.chunks import MaskInfo, chunk_tasks
-from geoseg.vector.generalize import canonical, generalize
-from geoseg.vector.gpkg import Tally, check_outputs, write_gpkg
+from geoseg.vector.generalize import canonical, generalize_all
+from geoseg.vector.gpkg import Tally, gpkg_outputs, write_gpkg
 from geoseg.vector.layer import Layer, concat_layers, make_layer, to_geodataframe
 from geoseg.vector.stitch import complete_regions, concat
 
@@ -41,8 +41,7 @@ if TYPE_CHECKING:
     import geopandas as gpd
     import xarray as xr
 
-__all__ = ["Layer", "Tally", "check_outputs", "iter_layers", "polygons", "vectorize",
-           "write_gpkg"]
+__all__ = ["Layer", "Tally", "iter_layers", "polygons", "vectorize", "vectorize_to_gpkg"]
 
 DEFAULT_CHUNK = 2048
 MIN_CHUNK = 16
@@ -87,7 +86,7 @@ def iter_layers(
             return
         regions = canonical(concat(list(batches)))
         _warn_if_empty(len(regions.geometry), info)
-    yield make_layer(generalize(regions, info.grid, min_area=min_area, simplify=simplify),
+    yield make_layer(generalize_all(regions, info.grid, min_area=min_area, simplify=simplify),
                      info, keep)
 
 
@@ -144,10 +143,22 @@ def vectorize(
     subset. With ``dst`` the polygons are also written to a GeoPackage (with its QGIS
     style embedded, and a ``.qml`` beside it).
     """
-    with check_outputs(mask, dst, overwrite=overwrite):
+    with gpkg_outputs(mask, dst, overwrite=overwrite):
         out = polygons(mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
                        classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,
                        scheduler=scheduler, workers=workers, progress=progress)
         if dst is not None:
             write_gpkg(out, dst, layer_name=layer, overwrite=overwrite)
     return to_geodataframe(out)
+
+
+def vectorize_to_gpkg(mask: str | os.PathLike[str] | xr.DataArray, dst: str | os.PathLike[str],
+                      *, layer: str | None = None, overwrite: bool = False,
+                      timestamp: float | None = None, **options: Any) -> Tally:
+    """Vectorize a class mask straight into a GeoPackage, a row of chunks at a time (so
+    memory follows the open regions, not the mask: see :func:`iter_layers` for
+    ``options``), and return what the layer holds. ``timestamp``: see
+    :func:`~geoseg.vector.gpkg.write_gpkg`."""
+    with gpkg_outputs(mask, dst, overwrite=overwrite):
+        return write_gpkg(iter_layers(mask, **options), dst, layer_name=layer,
+                          overwrite=overwrite, timestamp=timestamp)

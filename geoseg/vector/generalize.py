@@ -15,7 +15,8 @@ from geoseg.vector.measure import measure
 from geoseg.vector.stitch import Regions, join, take
 
 
-def generalize(regions: Regions, grid: Grid, *, min_area: float, simplify: float) -> Regions:
+def generalize_all(regions: Regions, grid: Grid, *, min_area: float,
+                   simplify: float) -> Regions:
     """``regions`` (in :func:`canonical` order) with those under ``min_area`` (m²)
     merged into their neighbours, then outlines simplified by ``simplify`` (map units)."""
     nodes = simplify > 0

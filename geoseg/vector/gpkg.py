@@ -18,11 +18,12 @@ import shapely
 
 from geoseg import atomic, styles
 from geoseg.errors import InputError, OutputError
-from geoseg.vector.layer import RGB, Layer, crs_text
+from geoseg.maskfile import RGB
+from geoseg.vector.layer import Layer, crs_text
 
 
-def check_outputs(mask: Any, dst: str | os.PathLike[str] | None, *,
-                  overwrite: bool) -> contextlib.AbstractContextManager[None]:
+def gpkg_outputs(mask: Any, dst: str | os.PathLike[str] | None, *,
+                 overwrite: bool) -> contextlib.AbstractContextManager[None]:
     """Check the GeoPackage and its style file before any work; the work goes in the
     ``with`` block of the result (see :func:`atomic.outputs`). ``scene.mask.gpkg`` beside
     ``scene.mask.tif`` would share one ``scene.mask.qml``: refused."""

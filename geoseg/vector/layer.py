@@ -11,6 +11,7 @@ import numpy as np
 import shapely
 
 from geoseg import styles
+from geoseg.maskfile import RGB
 from geoseg.vector.chunks import MaskInfo
 from geoseg.vector.measure import measure
 from geoseg.vector.stitch import Regions, take
@@ -18,9 +19,6 @@ from geoseg.vector.stitch import Regions, take
 if TYPE_CHECKING:
     import geopandas as gpd
     from rasterio.crs import CRS
-
-RGB = tuple[int, int, int]
-
 
 @dataclass
 class Layer:
@@ -63,8 +61,7 @@ def make_layer(regions: Regions, info: MaskInfo, keep: Sequence[int] | None) -> 
 def _class_style(info: MaskInfo, n: int) -> tuple[list[str], list[RGB]]:
     """Names and colours of classes 0..n-1 (numbered names, a fixed palette where unknown)."""
     names = list(info.classes.names) + [f"class_{i}" for i in range(len(info.classes.names), n)]
-    colors = [(int(c[0]), int(c[1]), int(c[2]))
-              for c in info.classes.contiguous_colors()[:len(names)]]
+    colors = info.classes.contiguous_colors()[:len(names)]
     colors += [styles.fallback_color(i) for i in range(len(colors), len(names))]
     return names, colors
 

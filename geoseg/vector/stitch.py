@@ -178,7 +178,7 @@ def join(pieces: Regions, region: np.ndarray, nodes: bool, threads: int | None,
     sizes = np.diff(np.r_[starts, len(region)])
     joined = np.flatnonzero(sizes > 1)
 
-    def join(k: int) -> shapely.Geometry:
+    def union_of(k: int) -> shapely.Geometry:
         # The pieces share their vertices along the cut (see polygonize's frame), so
         # GEOS's coverage union joins them (it releases the GIL: threads share the work).
         parts = pieces.geometry[order[starts[k]:starts[k] + sizes[k]]]
@@ -188,7 +188,7 @@ def join(pieces: Regions, region: np.ndarray, nodes: bool, threads: int | None,
         return union if nodes else drop_collinear(np.array([union]))[0]
 
     with ThreadPoolExecutor(threads or os.cpu_count()) as pool:
-        unions = list(pool.map(join, joined))
+        unions = list(pool.map(union_of, joined))
     firsts = order[starts]
     merged = pieces.geometry[firsts]
     merged[joined] = unions
