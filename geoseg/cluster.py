@@ -35,6 +35,16 @@ def check_scheduler(name: str) -> str:
     raise InputError(f"unknown scheduler {name!r} (use {', '.join(SCHEDULERS)} or tcp://host:port)")
 
 
+def tasks_at_once(scheduler: str, workers: int | None) -> int | None:
+    """How many tasks a local scheduler runs at once (the size of dask's own pools, which
+    is cgroup-aware, unless ``workers`` says); None for a cluster, whose size can change."""
+    from dask.system import CPU_COUNT
+
+    if scheduler not in LOCAL_SCHEDULERS:
+        return None
+    return 1 if scheduler == "sync" else workers or CPU_COUNT
+
+
 def wait_for_workers(client: Any, scheduler: str, timeout_s: int) -> None:
     """Wait until the cluster of ``scheduler`` has a worker: none within ``timeout_s`` is
     a ClusterError."""

@@ -170,14 +170,14 @@ def task_threads(scheduler: str, workers: int | None) -> int | None:
     limit the caller set with ``torch.set_num_threads`` holds. ``None`` on a distributed
     cluster, whose worker processes start with ``OMP_NUM_THREADS=1`` already."""
     import torch
-    from dask.system import CPU_COUNT  # the size of dask's own pools (cgroup-aware)
+    from dask.system import CPU_COUNT  # the machine's cores as dask counts them (cgroups)
 
-    from geoseg.cluster import LOCAL_SCHEDULERS
+    from geoseg.cluster import tasks_at_once
 
-    if scheduler not in LOCAL_SCHEDULERS:
+    at_once = tasks_at_once(scheduler, workers)
+    if at_once is None:
         return None
     cores = min(torch.get_num_threads(), CPU_COUNT)
-    at_once = 1 if scheduler == "sync" else workers or CPU_COUNT
     return max(1, cores // at_once)
 
 

@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 
 BAND_PIXELS = 8192  # width of a band of the sweep (bounds memory for wide rasters)
 BAND_MIN_TILES = 8  # but never under 8 tiles: each band predicts 2 side tiles again
-WINDOW_ROWS = 3  # the sweep's window: 3 rows of batches of the widest band, and
-WINDOW_EXTRA = 3  # 3 batches more, so that the model always has batches to work on
+REACH_ROWS = 2  # a batch is used up once the batches two rows (and two tiles) on are done
 TILE_DTYPE = np.float16  # tile results between tasks: half the memory, blended in float32
 
 
@@ -43,6 +42,7 @@ class PredictOptions:
     device: str = "cpu"
     tta: bool = False
     threads: int | None = None  # torch intra-op threads per task (None: leave torch's own)
+    at_once: int | None = None  # tasks the scheduler runs at once (None: unknown, a cluster)
 
 
 def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int, int]],
@@ -138,7 +138,7 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
     dsk: dict[Any, Any] = {model_key: handle}
     rows, cols = grid.shape
     band = sweep_band(grid) if sweep else cols
-    window = tile_results_bound(grid, options.batch_size)
+    window = tile_results_bound(grid, options.batch_size, options.at_once)
     order: list[Any] = []  # the batches in sweep order
     users: dict[Any, list[Any]] = {}  # the markers of the blocks that use each batch
     for first in range(0, cols, band):
@@ -176,20 +176,20 @@ def sweep_band(grid: TileGrid) -> int:
     return max(BAND_MIN_TILES, BAND_PIXELS // grid.stride)
 
 
-def tile_results_bound(grid: TileGrid, batch_size: int) -> int:
+def tile_results_bound(grid: TileGrid, batch_size: int, at_once: int | None = None) -> int:
     """The most batches of tile results alive at once (computed, and still to be used by
     a block) while a sweep writes the raster, whatever the scheduler and its timing.
 
-    It is the sweep's window (see :func:`probabilities`): :data:`WINDOW_ROWS` rows of
-    batches of the widest band (its block columns and a tile column either side) and
-    :data:`WINDOW_EXTRA` batches. A block needs tiles from its row and the rows either
-    side, so a batch is used up once the batches of the row two further on, as far as
-    two tiles beyond it, are done: less than three rows later, so the sweep never waits on
-    itself, and the model has at least :data:`WINDOW_EXTRA` batches to work on at once
-    (about a row of them in a wide band).
+    It is the sweep's window (see :func:`probabilities`). A block needs tiles from its row
+    and the rows either side, so a batch is used up once the batches up to
+    :data:`REACH_ROWS` rows and two tiles after it are done: the window reaches one batch
+    beyond, so the sweep never waits on itself, and then as many batches as the scheduler
+    runs tasks ``at_once`` (up to a row of the widest band, all of it on a cluster), so that
+    its workers always have a batch to work on.
     """
-    tile_cols = min(sweep_band(grid) + 2, grid.shape[1])
-    return WINDOW_ROWS * -(-tile_cols // batch_size) + WINDOW_EXTRA
+    per_row = -(-min(sweep_band(grid) + 2, grid.shape[1]) // batch_size)
+    reach = REACH_ROWS * per_row + 2  # batches, at most, up to the last one a batch's blocks need
+    return reach + 1 + min(at_once or per_row, per_row)
 
 
 def class_mask(probs: da.Array) -> da.Array:

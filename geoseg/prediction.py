@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from geoseg import atomic, cog, maskfile
-from geoseg.cluster import IN_PROCESS, check_scheduler
+from geoseg.cluster import IN_PROCESS, check_scheduler, tasks_at_once
 from geoseg.devices import Device, select_device
 from geoseg.errors import InputError, warn
 from geoseg.gdal import write_errors
@@ -116,8 +116,8 @@ def prediction_options(spec: ModelSpec, tile_size: int | None, overlap: int | No
         size = -(-max(scene) // spec.size_multiple) * spec.size_multiple
         ov = 0
     TileGrid(1, 1, size, ov)  # validates tile size and overlap
-    threads = task_threads(scheduler, workers)
-    return PredictOptions(size, ov, batch_size, device, tta, threads)
+    return PredictOptions(size, ov, batch_size, device, tta, task_threads(scheduler, workers),
+                          tasks_at_once(scheduler, workers))
 
 
 def check_bands(source: Source, spec: ModelSpec) -> None:

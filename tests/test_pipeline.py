@@ -36,21 +36,24 @@ def test_a_window_of_the_lazy_mask_computes_only_nearby_tiles(make_scene, defaul
     assert len(infer) <= 4, len(infer)  # the 2 x 2 tiles around the corner, of 121
 
 
-def sweep_graph(size: int, tile: int, overlap: int, batch: int) -> tuple[dict, int]:
+def sweep_graph(size: int, tile: int, overlap: int, batch: int,
+                at_once: int | None) -> tuple[dict, int]:
     """The writing graph of a ``size²`` raster (built, never run) and its window."""
     grid = Grid(None, Affine.identity(), size, size)
     source = Source("scene", "scene.tif", None, grid, (1, 2, 3, 4), "uint16", None)
-    options = pipeline.PredictOptions(tile, overlap, batch)
+    options = pipeline.PredictOptions(tile, overlap, batch, at_once=at_once)
     probs = pipeline.probabilities(source, ModelHandle("m"), 3, options, sweep=True)
-    window = pipeline.tile_results_bound(TileGrid(size, size, tile, overlap), batch)
+    window = pipeline.tile_results_bound(TileGrid(size, size, tile, overlap), batch, at_once)
     return dict(probs.__dask_graph__()), window
 
 
-@pytest.mark.parametrize(("size", "tile", "overlap", "batch", "band"), [
-    (400, 32, 8, 1, 4), (800, 32, 8, 1, 4), (400, 32, 8, 2, 4), (400, 32, 8, 3, 5),
-    (300, 32, 8, 1, 100), (200, 64, 16, 4, 2), (200, 64, 16, 9, 2), (64, 32, 0, 1, 8)])
+@pytest.mark.parametrize(("size", "tile", "overlap", "batch", "band", "at_once"), [
+    (400, 32, 8, 1, 4, 2), (800, 32, 8, 1, 4, None), (400, 32, 8, 2, 4, 1), (400, 32, 8, 3, 5, 4),
+    (300, 32, 8, 1, 100, 1), (300, 32, 8, 1, 100, None), (200, 64, 16, 4, 2, 16),
+    (200, 64, 16, 9, 2, 1), (64, 32, 0, 1, 8, None)])
 def test_a_batch_starts_only_once_the_window_before_it_is_used_up(monkeypatch, size, tile,
-                                                                   overlap, batch, band):
+                                                                   overlap, batch, band,
+                                                                   at_once):
     """In the graph itself, whatever runs it: every batch of tiles depends on every block
     that uses any batch a window or more before it (in sweep order). So once the latest
     batch to start is batch k, batches up to k - window are no longer needed (a scheduler
@@ -62,7 +65,7 @@ def test_a_batch_starts_only_once_the_window_before_it_is_used_up(monkeypatch, s
 
     monkeypatch.setattr(pipeline, "BAND_PIXELS", 0)
     monkeypatch.setattr(pipeline, "BAND_MIN_TILES", band)
-    dsk, window = sweep_graph(size, tile, overlap, batch)
+    dsk, window = sweep_graph(size, tile, overlap, batch, at_once)  # a cycle would raise
     deps = {key: get_dependencies(dsk, key) for key in dsk}
     bit = {key: 1 << n for n, key in enumerate(dsk)}
     ancestors: dict = {}
@@ -133,7 +136,8 @@ def test_writing_keeps_at_most_a_window_of_tile_results_alive(make_scene, defaul
                 if not alive[serial]:
                     del alive[serial]
         most = max(most, len(alive))
-    bound = pipeline.tile_results_bound(TileGrid(size, size, 32, 8), batch)
-    # 4 block columns and 2 side tiles: 3 rows of 6 or 3 batches, and 3 batches more
-    assert bound == pipeline.WINDOW_ROWS * -(-6 // batch) + pipeline.WINDOW_EXTRA
+    bound = pipeline.tile_results_bound(TileGrid(size, size, 32, 8), batch, at_once=4)
+    # 4 block columns and 2 side tiles: a reach of 2 rows of 6 (or 3) batches and 2 more,
+    # one batch beyond, and the 4 tasks the pool runs at once (at most a row)
+    assert bound == 2 * -(-6 // batch) + 2 + 1 + min(4, -(-6 // batch))
     assert 0 < most <= bound, (most, bound)
