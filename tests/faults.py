@@ -3,7 +3,7 @@ signals it exactly there, with no sleeping and no polling.
 
 As a script, ``python tests/faults.py --pause-at MODULE:FUNCTION:N --notify FD -- ARGS…``
 runs ``geoseg ARGS…``; the N-th call of ``MODULE.FUNCTION`` writes ``paused`` to the file
-descriptor FD and then waits until a signal interrupts the process.
+descriptor FD and then waits for a signal (SIGINT, SIGTERM), whose handler raises there.
 
 In Dask workers (``client.run``), :func:`pause_model_tasks` makes the next model task of
 each worker put its process id on a queue and wait for an event; :class:`CountModelTasks`
@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
-import threading
+import select
+import signal
 from typing import Any
 
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -32,9 +33,21 @@ def pause_at(target: str, notify_fd: int) -> None:
     def paused(*args: Any, **kwargs: Any) -> Any:
         calls[0] += 1
         if calls[0] == int(nth):
-            os.write(notify_fd, b"paused\n")
-            os.close(notify_fd)
-            threading.Event().wait()  # until a signal's handler raises here
+            # Python writes each signal it gets, in whichever thread, to its wakeup file:
+            # waiting on that misses none (a signal that came between Python's check for
+            # signals and a plain blocking wait would be lost).
+            woken, wakeup = os.pipe()
+            os.set_blocking(wakeup, False)
+            before = signal.set_wakeup_fd(wakeup)
+            try:
+                os.write(notify_fd, b"paused\n")
+                os.close(notify_fd)
+                select.select([woken], [], [])
+                signal.set_wakeup_fd(before)  # the signal's handler raises by this call
+            finally:
+                signal.set_wakeup_fd(before)
+                os.close(woken)
+                os.close(wakeup)
         return original(*args, **kwargs)
 
     setattr(module, function, paused)
