@@ -9,7 +9,7 @@ import resource
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -116,29 +116,42 @@ def geoseg_done(*args: object, preexec: Callable[[], None] | None = None
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def geoseg_paused(pause_at: str, *args: object, timeout_s: float = 300) -> subprocess.Popen[str]:
-    """``geoseg ARGS`` in a process of its own, returned once it has made the call
-    ``pause_at`` (``MODULE:FUNCTION:N``, see tests/faults.py), where it now waits for a
-    signal. Fails, with the process's output, if it ends without getting there."""
+@pytest.fixture
+def geoseg_paused() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """Factory: ``geoseg_paused(pause_at, *args)`` starts ``geoseg ARGS`` in a process of its
+    own and returns it once it has made the call ``pause_at`` (``MODULE:FUNCTION:N``, see
+    tests/faults.py), where it now waits for a signal; it fails, with the process's output,
+    if the process ends without getting there. A process still running when the test
+    ends is killed."""
     import os
     import select
 
-    read, write = os.pipe()
-    process = subprocess.Popen(
-        [sys.executable, str(Path(__file__).with_name("faults.py")), "--pause-at", pause_at,
-         "--notify", str(write), "--", *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, pass_fds=(write,))
-    os.close(write)  # the process holds the only writer now: its end is our end of file
-    try:
-        ready, _, _ = select.select([read], [], [], timeout_s)
-        said = os.read(read, 64) if ready else b""
-    finally:
-        os.close(read)
-    if said != b"paused\n":
-        process.kill()
-        out, err = process.communicate()
-        raise AssertionError(f"geoseg never reached {pause_at}:\n{out}\n{err}")
-    return process
+    started: list[subprocess.Popen[str]] = []
+
+    def start(pause_at: str, *args: object, timeout_s: float = 300) -> subprocess.Popen[str]:
+        read, write = os.pipe()
+        process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("faults.py")), "--pause-at",
+             pause_at, "--notify", str(write), "--", *map(str, args)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, pass_fds=(write,))
+        started.append(process)
+        os.close(write)  # the process holds the only writer now: its end is our end of file
+        try:
+            ready, _, _ = select.select([read], [], [], timeout_s)
+            said = os.read(read, 64) if ready else b""
+        finally:
+            os.close(read)
+        if said != b"paused\n":
+            process.kill()
+            out, err = process.communicate()
+            raise AssertionError(f"geoseg never reached {pause_at}:\n{out}\n{err}")
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
 
 
 def own_lines(stderr: str) -> list[str]:

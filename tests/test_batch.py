@@ -13,7 +13,7 @@ from pathlib import Path
 
 import faults
 import pytest
-from conftest import geoseg_paused, geoseg_process, invoke
+from conftest import geoseg_process, invoke
 
 from geoseg.errors import ClusterError, InputError
 from geoseg.journal import JOURNAL
@@ -155,7 +155,8 @@ def test_a_worker_killed_mid_run_changes_no_byte(scenes, reference, dask_cluster
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_run_leaves_whole_files_and_resumes(scenes, reference, tmp_path, sig):
+def test_an_interrupted_run_leaves_whole_files_and_resumes(scenes, reference, tmp_path, sig,
+                                                           geoseg_paused):
     # An earlier output of the last scene: the interrupted run never reaches it, so it stays.
     (tmp_path / "scene_3.gpkg").write_bytes(b"earlier")
     # Signalled as the second scene's mask becomes a COG (the first scene made 2 COGs).
@@ -413,7 +414,7 @@ def test_an_error_inside_one_tile_fails_that_scene_only_and_resume_finishes(
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_predict_stopped_while_writing_leaves_the_earlier_outputs(tmp_path, sig):
+def test_predict_stopped_while_writing_leaves_the_earlier_outputs(tmp_path, sig, geoseg_paused):
     write_sample_data(tmp_path, size=600, seed=9)
     out = tmp_path / "out"
     out.mkdir()
