@@ -133,7 +133,8 @@ def geoseg_paused() -> Iterator[Callable[..., subprocess.Popen[str]]]:
         process = subprocess.Popen(
             [sys.executable, str(Path(__file__).with_name("faults.py")), "--pause-at",
              pause_at, "--notify", str(write), "--", *map(str, args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, pass_fds=(write,))
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, pass_fds=(write,),
+            preexec_fn=interruptible)
         started.append(process)
         os.close(write)  # the process holds the only writer now: its end is our end of file
         try:
@@ -159,6 +160,13 @@ def own_lines(stderr: str) -> list[str]:
     straight to the file descriptor, from whichever thread meets it, before or after
     geoseg's own line."""
     return [line for line in stderr.splitlines() if line and not line.startswith("_tiff")]
+
+
+def interruptible() -> None:
+    """A ``preexec_fn``: SIGINT does what Ctrl-C does in a terminal, even when the tests
+    themselves run where it is ignored (a background job of a script ignores it, and a
+    Python started so keeps ignoring it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def file_size_limit(max_bytes: int) -> Callable[[], None]:

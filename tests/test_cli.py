@@ -5,7 +5,14 @@ import sys
 import numpy as np
 import pytest
 import rasterio
-from conftest import assert_one_line_error, file_size_limit, geoseg_done, own_lines, run_cli
+from conftest import (
+    assert_one_line_error,
+    file_size_limit,
+    geoseg_done,
+    interruptible,
+    own_lines,
+    run_cli,
+)
 
 
 def test_sample_data_then_predict_writes_outputs_and_reports_paths(tmp_path):
@@ -177,5 +184,6 @@ def test_an_interrupt_that_lands_in_a_destructor_is_raised_not_lost():
         except KeyboardInterrupt:
             print("raised")
     """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          preexec_fn=interruptible)
     assert done.stdout == "raised\n" and "Traceback" not in done.stderr, done.stderr
