@@ -219,7 +219,7 @@ def run(
     scene succeeded; ``report`` receives a line of text as each scene ends. Errors name
     options as ``speaker`` does (see :func:`geoseg.errors.option_text`).
     """
-    from geoseg.inference import check_weights, model_reference
+    from geoseg.inference import check_weights, model_reference, task_threads
 
     def say(line: str) -> None:
         if report is not None:
@@ -233,7 +233,8 @@ def run(
     assert handle.path is not None  # a saved model: workers load it by its path
     # A bad model stops the run before any scene (and scenes run here reuse this load).
     check_weights(handle, predict_options.get("device", "auto"),
-                  bool(predict_options.get("tta")), in_process=scheduler in IN_PROCESS)
+                  bool(predict_options.get("tta")), in_process=scheduler in IN_PROCESS,
+                  threads=task_threads(scheduler, workers))
     vector_options = {"min_area": min_area, "simplify": simplify,
                       "classes": list(classes) if classes else None}
     settings = {"model": spec.name, "model_sha256": _model_digest(handle.path),
@@ -478,9 +479,10 @@ def _one_line(text: str) -> str:
 
 
 def _model_digest(card: str) -> str:
-    from geoseg.model import card_and_weights
+    """The SHA-256 of the model's weights, and of its ONNX graph when it has one too."""
+    from geoseg.model import model_files
 
-    return sha256(card_and_weights(card)[1])
+    return "+".join(sha256(p) for p in model_files(card))
 
 
 def class_areas(names: Sequence[str], polygons: np.ndarray, area_m2: np.ndarray) -> list[dict[str, Any]]:

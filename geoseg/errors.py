@@ -90,6 +90,11 @@ class DeviceError(EnvError):
     """A device that was asked for and is not there (no CUDA GPU)."""
 
 
+class DownloadError(GeoSegError, OSError):
+    """A download the user asked for failed: unreachable, refused, cut short or not the
+    bytes its checksum names (nothing is left in the cache)."""
+
+
 class BatchError(GeoSegError):
     """Some scenes of a batch run failed; each one's own error is in the run's summary."""
 

@@ -1,4 +1,4 @@
-"""Run a model on batches of tiles: normalization, AMP, test-time augmentation, threads.
+"""Run a model on batches of tiles: normalization, the runtime, test-time augmentation, threads.
 
 Workers never receive a network through the task graph; they receive a small
 :class:`ModelHandle` and load (once per process) the model it names.
@@ -12,18 +12,19 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from geoseg.devices import select_device
-from geoseg.errors import ModelError
+from geoseg.errors import DeviceError, ModelError, warn
 from geoseg.model import (
     Model,
     ModelSpec,
-    card_and_weights,
     fingerprint_of,
     load_model,
+    model_files,
     model_from_state,
     read_spec,
     resolve_model_path,
@@ -31,6 +32,8 @@ from geoseg.model import (
 
 if TYPE_CHECKING:
     import torch
+
+    from geoseg.runtimes import OnnxRuntime, TorchRuntime
 
 
 @dataclass(frozen=True)
@@ -41,39 +44,75 @@ class ModelHandle:
     path: str | None = field(default=None, compare=False)
     card: bytes | None = field(default=None, compare=False, repr=False)
     weights: bytes | None = field(default=None, compare=False, repr=False)
+    onnx: bytes | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, model: Model) -> ModelHandle:
         """A handle that carries an in-memory model's bytes (it may differ from any file)."""
-        card, weights = model.to_bytes()  # serialized once: shipped and hashed
-        return cls(fingerprint=fingerprint_of(card, weights), card=card, weights=weights)
+        card, weights, onnx = model.to_bytes()  # serialized once: shipped and hashed
+        return cls(fingerprint=fingerprint_of(card, weights, onnx), card=card,
+                   weights=weights or None, onnx=onnx or None)
 
     @classmethod
     def of_path(cls, card: str | os.PathLike[str]) -> ModelHandle:
         """A handle on a saved model, by the absolute path of its card (workers may run
-        elsewhere). Its fingerprint holds the card's content and the weights' size, time and
-        inode, so a process never reuses a model whose files changed since it loaded it."""
+        elsewhere). Its fingerprint holds the card's content and the size, time and inode
+        of the network's files, so a process never reuses a model whose files changed
+        since it loaded it."""
         import hashlib
 
-        card_path, weights = card_and_weights(os.path.abspath(card))
+        card_path = Path(os.path.abspath(card))
         try:
             digest = hashlib.sha256(card_path.read_bytes()).hexdigest()[:16]
-            st = weights.stat()
         except OSError as exc:
-            missing = card_path if exc.filename == str(card_path) else weights
-            raise ModelError(f"cannot read the model ({exc.strerror})", missing) from None
-        return cls(fingerprint=f"{card_path}@{digest}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}",
-                   path=str(card_path))
+            raise ModelError(f"cannot read the model ({exc.strerror})", card_path) from None
+        stats = []
+        for p in model_files(card_path):
+            try:
+                st = p.stat()
+            except OSError as exc:
+                raise ModelError(f"cannot read the model ({exc.strerror})", p) from None
+            stats.append(f"{p.suffix}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+        return cls(fingerprint=f"{card_path}@{digest}:{','.join(stats)}", path=str(card_path))
 
-    def load(self) -> Model:
+    def load(self, runtime: str | None = None) -> Model:
+        """The model (with ``runtime`` ``"onnxruntime"``, without its torch network when it
+        has an ONNX graph)."""
         if self.path is not None:
-            return load_model(self.path)
+            return load_model(self.path, runtime=runtime)
         import json
 
         from safetensors.torch import load
 
         spec = ModelSpec.from_dict(json.loads(self.card or b"{}"))
-        return model_from_state(spec, load(self.weights or b""), "in-memory model")
+        if self.weights is None or (runtime == spec.runtime == "onnxruntime"
+                                    and self.onnx is not None):
+            return Model(None, spec, onnx=self.onnx)
+        model = model_from_state(spec, load(self.weights), "in-memory model")
+        return Model(model.network, spec, onnx=self.onnx)
+
+
+def runtime_for(model: Model, device: torch.device, threads: int | None = None
+                ) -> TorchRuntime | OnnxRuntime:
+    """The runtime for ``model`` on ``device``: its card's CPU runtime on a CPU; on a GPU
+    torch when there is a torch network (autocast, cuDNN), else ONNX Runtime's CUDA
+    provider (or its CPU provider, with a warning, when this onnxruntime has none)."""
+    from geoseg.runtimes import OnnxRuntime, TorchRuntime
+
+    spec = model.spec
+    if model.network is not None and (device.type == "cuda" or spec.runtime == "torch"
+                                      or model.onnx is None):
+        return TorchRuntime(model.network, device)
+    assert model.onnx is not None
+    where = str(device)
+    if device.type == "cuda":
+        try:
+            return OnnxRuntime(model.onnx, where, threads)
+        except DeviceError:
+            warn("this onnxruntime has no CUDA provider: the ONNX model runs on the CPU "
+                 "(pip install onnxruntime-gpu)", str(model.path or spec.name))
+            where = "cpu"
+    return OnnxRuntime(model.onnx, where, threads)
 
 
 class Predictor:
@@ -81,11 +120,13 @@ class Predictor:
 
     Everything per pixel after reading happens on the device: tiles travel in their own
     dtype (uint16 is half the bytes of float32), are normalized there, and come back as
-    probabilities already multiplied by their blend weights. The predictor takes the
-    model over: its network moves to the device, in channels-last memory format.
+    probabilities already multiplied by their blend weights. The network runs in the
+    runtime :func:`geoseg.runtimes.runtime_for` picks (a torch network is taken over: it
+    moves to the device); ``threads`` are an ONNX Runtime session's own threads.
     """
 
-    def __init__(self, model: Model, device: str = "auto", *, tta: bool = False) -> None:
+    def __init__(self, model: Model, device: str = "auto", *, tta: bool = False,
+                 threads: int | None = None) -> None:
         import torch
 
         self.spec = model.spec
@@ -94,12 +135,13 @@ class Predictor:
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # tiles have one shape: pick the fastest kernels
-        # channels-last runs these convolutions ~1.5x faster on CPU too (oneDNN) as on GPU.
-        self.network = model.network.to(self.device).eval().to(memory_format=torch.channels_last)
+        self.runtime = runtime_for(model, self.device, threads)
         shape = (1, len(self.spec.bands), 1, 1)
-        self.mean = torch.tensor(self.spec.mean, dtype=torch.float32, device=self.device)
+        # In the raster's own units, so that scale and offset cost nothing per pixel.
+        self.mean = torch.tensor(self.spec.raw_mean, dtype=torch.float32, device=self.device)
         self.mean = self.mean.view(shape)
-        self.inv_std = 1.0 / torch.tensor(self.spec.std, dtype=torch.float32, device=self.device)
+        self.inv_std = 1.0 / torch.tensor(self.spec.raw_std, dtype=torch.float32,
+                                          device=self.device)
         self.inv_std = self.inv_std.view(shape)
         self._local = threading.local()  # a CUDA stream per calling thread
 
@@ -112,8 +154,8 @@ class Predictor:
         return t
 
     def normalize(self, tiles: np.ndarray, valid: np.ndarray | None = None) -> torch.Tensor:
-        """``(B, bands, H, W)`` raw values → normalized float32 on the device (channels-last);
-        invalid pixels become 0 (the band mean)."""
+        """``(B, bands, H, W)`` raw values → normalized float32 on the device (channels-last
+        for a torch network); invalid pixels become 0 (the band mean)."""
         import torch
 
         # The fastest order on CPU (~4x the naive one): convert, scale, fill only when some
@@ -121,24 +163,27 @@ class Predictor:
         x = (self.to_device(tiles).to(torch.float32) - self.mean) * self.inv_std
         if valid is not None and not valid.all():
             x.masked_fill_(~self.to_device(valid)[:, None], 0.0)
-        return x.contiguous(memory_format=torch.channels_last)
+        if self.runtime.channels_last:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def predict_proba(self, tiles: np.ndarray, valid: np.ndarray | None = None,
                       weights: np.ndarray | None = None,
                       dtype: type[np.floating[Any]] = np.float32) -> np.ndarray:
-        """Raw ``(B, bands, H, W)`` tiles (any real dtype) → softmax probabilities
+        """Raw ``(B, bands, H, W)`` tiles (any real dtype) → class probabilities
         ``(B, classes, H, W)`` as ``dtype``, times ``weights`` ``(B, H, W)`` when given."""
         import torch
 
+        from geoseg.runtimes import to_probabilities
+
+        n_classes = len(self.spec.classes)
         with torch.inference_mode(), self._stream():
             t = self.normalize(tiles, valid)
             flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
             total = None
             for dims in flips:
                 inp = torch.flip(t, dims) if dims else t
-                with torch.autocast(self.device.type, enabled=self.cuda):
-                    logits = self.network(inp)
-                probs = torch.softmax(logits.float(), dim=1)
+                probs = to_probabilities(self.runtime(inp), self.spec.outputs, n_classes)
                 if dims:
                     probs = torch.flip(probs, dims)
                 total = probs if total is None else total + probs
@@ -211,17 +256,22 @@ def model_reference(model: str | os.PathLike[str] | Model) -> tuple[ModelSpec, M
     return read_spec(card), ModelHandle.of_path(card)
 
 
-def check_weights(handle: ModelHandle, device: str, tta: bool, *, in_process: bool) -> None:
+def check_weights(handle: ModelHandle, device: str, tta: bool, *, in_process: bool,
+                  threads: int | None = None) -> None:
     """Load a model's weights now, so that a bad file fails before any work. When this
     process runs the tasks (``in_process``) the load goes into the cache they use;
     otherwise it is a CPU load thrown away (each worker loads its own copy)."""
     if in_process:
-        cached_predictor(handle, select_device(device), tta)
+        cached_predictor(handle, select_device(device), tta, threads)
     else:
         handle.load()
 
 
 @lru_cache(maxsize=4)
-def cached_predictor(handle: ModelHandle, device: str, tta: bool) -> Predictor:
-    """One predictor per (model, device, tta) per process: workers load the model once."""
-    return Predictor(handle.load(), device, tta=tta)
+def cached_predictor(handle: ModelHandle, device: str, tta: bool,
+                     threads: int | None = None) -> Predictor:
+    """One predictor per (model, device, tta, threads) per process: workers load the model
+    once. On a CPU a model whose card runs it on ONNX Runtime is loaded without its torch
+    network."""
+    runtime = "onnxruntime" if not device.startswith("cuda") else None
+    return Predictor(handle.load(runtime=runtime), device, tta=tta, threads=threads)

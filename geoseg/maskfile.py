@@ -52,6 +52,20 @@ class ClassTable:
         return out
 
 
+# Colours for classes a model does not colour itself (Tableau's ten, then greys).
+DEFAULT_COLORS: tuple[RGB, ...] = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+
+
+def default_color(index: int) -> RGB:
+    """The colour of class ``index`` when nobody chose one."""
+    if index < len(DEFAULT_COLORS):
+        return DEFAULT_COLORS[index]
+    grey = 40 + (index * 37) % 200
+    return (grey, grey, grey)
+
+
 def colormap(colors: Sequence[RGB]) -> dict[int, tuple[int, int, int, int]]:
     """GDAL colour table: class ``i`` → its RGBA colour; nodata (255) transparent."""
     table = {i: (*c, 255) for i, c in enumerate(colors)}

@@ -1,9 +1,12 @@
-"""Models: a declarative :class:`ModelSpec` plus torch weights, stored as JSON + safetensors.
+"""Models: a declarative :class:`ModelSpec` (the card, JSON) plus the network, stored as
+safetensors weights of a segmentation-models-pytorch network, an ONNX graph, or both.
 
-The spec is the single source of truth for the bands a model reads, how they are
-normalized, which classes it predicts (names and colors), the tile size it was trained on
-and the ground resolution it expects. Loading never unpickles anything: the card is JSON
-and the weights are safetensors. A torch pickle checkpoint (``.pt``, ``.pth``, ``.ckpt``…)
+The spec is the single source of truth for the bands a model reads, how raw pixel values
+become its input (scale and offset to its units, then mean and std), which classes it
+predicts (names and colors), the tile size it was trained on (or the one size its input
+takes), what its output is (logits or probabilities), the runtime that runs it on a CPU and
+where it came from. Loading never unpickles anything: the card is JSON, the weights are
+safetensors and an ONNX graph is protobuf data. A torch pickle checkpoint (``.pt``, ``.pth``, ``.ckpt``…)
 can run code when it is loaded: it is refused unless the caller trusts it
 (``trust_pickle=True``, ``--trust-pickle``), and even then it is read in this process only
 and travels on as safetensors.
@@ -28,6 +31,9 @@ if TYPE_CHECKING:
 CARD_FORMAT = "geoseg-model/1"
 BUNDLED = ("default",)
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+ONNX = "onnx"  # the architecture of a model whose network is an ONNX graph (model.onnx)
+RUNTIMES = ("torch", "onnxruntime")
+OUTPUTS = ("logits", "probabilities")
 
 
 @dataclass(frozen=True)
@@ -42,8 +48,19 @@ class ClassInfo:
 class ModelSpec:
     """Everything needed to rebuild a network and feed it the right pixels.
 
-    ``mean``/``std`` are per input band, in the raster's own units (e.g. reflectance × 10000);
-    ``resolution`` is the nominal ground sampling distance in metres (informational).
+    A raw pixel value ``v`` of band ``b`` reaches the network as
+    ``(v * scale[b] + offset[b] - mean[b]) / std[b]``: ``scale``/``offset`` turn the raster's
+    values into the model's units (e.g. digital numbers into reflectance; empty: the units
+    are the raster's own) and ``mean``/``std`` are in those units. ``resolution`` is the
+    nominal ground sampling distance in metres (informational).
+
+    ``architecture`` is an smp class name (``Unet``…; ``network_options`` are its further
+    keyword arguments) or ``"onnx"`` for a network that exists only as an ONNX graph.
+    ``input_size`` is set when the network takes tiles of that one size only; ``overlap``
+    is the tile overlap in pixels its author recommends; ``outputs`` says whether the
+    network ends in logits or in probabilities (a softmax or sigmoid inside it); ``runtime``
+    is what runs it on a CPU (``onnxruntime`` needs an ONNX graph beside or instead of the
+    weights); ``source`` records where it came from (format, origin, sha256).
     """
 
     name: str
@@ -59,6 +76,14 @@ class ModelSpec:
     resolution: float | None = None
     description: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)
+    input_size: int | None = None
+    overlap: int | None = None
+    outputs: str = "logits"
+    scale: tuple[float, ...] = ()
+    offset: tuple[float, ...] = ()
+    network_options: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "torch"
+    source: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -88,14 +113,34 @@ class ModelSpec:
             found.append("decoder_channels must be 1 to 4096")
         if n > 1024:
             found.append(f"{n} input bands; at most 1024")
+        for name, values in (("scale", self.scale), ("offset", self.offset)):
+            if len(values) not in (0, n):
+                found.append(f"{n} bands but {len(values)} {name} values")
+            if any(not math.isfinite(v) for v in values):
+                found.append(f"{name} values must be finite")
+        if any(v == 0 for v in self.scale):
+            found.append("scale values must not be 0")
+        if self.outputs not in OUTPUTS:
+            found.append(f"outputs must be one of {', '.join(OUTPUTS)}")
+        if self.runtime not in RUNTIMES:
+            found.append(f"runtime must be one of {', '.join(RUNTIMES)}")
+        elif self.architecture == ONNX and self.runtime != "onnxruntime":
+            found.append("an onnx model runs on onnxruntime")
         if not 1 <= self.encoder_depth <= 8:  # and so size_multiple is small
             found.append("encoder_depth must be 1 to 8")
         else:
-            if len(self.decoder_channels) != self.encoder_depth:
+            if self.decoder_channels and len(self.decoder_channels) != self.encoder_depth:
                 found.append("decoder_channels must have encoder_depth entries")
-            if not 0 < self.tile_size <= 8192 or self.tile_size % self.size_multiple:
+            if self.input_size is not None:
+                if self.tile_size != self.input_size:
+                    found.append(f"tile_size must be the network's input size {self.input_size}")
+                if not 0 < self.input_size <= 8192:
+                    found.append("input_size must be 1 to 8192")
+            elif not 0 < self.tile_size <= 8192 or self.tile_size % self.size_multiple:
                 found.append(f"tile_size must be a multiple of {self.size_multiple} "
                              f"up to 8192")
+        if self.overlap is not None and not 0 <= 2 * self.overlap < self.tile_size:
+            found.append("overlap must be at least 0 and less than half the tile size")
         if self.resolution is not None and not (math.isfinite(self.resolution)
                                                 and self.resolution > 0):
             found.append("resolution must be positive and finite")
@@ -103,8 +148,25 @@ class ModelSpec:
 
     @property
     def size_multiple(self) -> int:
-        """Tile sizes must be multiples of this (the encoder's total stride)."""
-        return 2**self.encoder_depth
+        """Tile sizes must be multiples of this (the encoder's total stride; 1 for a
+        network that takes one input size only)."""
+        return 1 if self.input_size is not None else 2**self.encoder_depth
+
+    @property
+    def raw_mean(self) -> tuple[float, ...]:
+        """The mean in the raster's own units: ``(mean - offset) / scale`` per band."""
+        if not self.scale and not self.offset:
+            return self.mean
+        scale, offset = self.scale or (1.0,) * len(self.mean), self.offset or (0.0,) * len(self.mean)
+        return tuple((m - o) / s for m, o, s in zip(self.mean, offset, scale, strict=True))
+
+    @property
+    def raw_std(self) -> tuple[float, ...]:
+        """The std in the raster's own units (``std / scale``; negative for a negative
+        scale, so that ``(v - raw_mean) / raw_std`` is the network's input exactly)."""
+        if not self.scale:
+            return self.std
+        return tuple(d / s for d, s in zip(self.std, self.scale, strict=True))
 
     @property
     def class_names(self) -> list[str]:
@@ -188,10 +250,15 @@ def _class(v: Any) -> ClassInfo:
 _FIELDS: dict[str, Any] = {
     "name": _text, "architecture": _text, "encoder": _text, "description": _text,
     "encoder_depth": _integer, "tile_size": _integer, "resolution": _optional_number,
-    "metrics": _mapping,
+    "metrics": _mapping, "network_options": _mapping, "source": _mapping,
+    "outputs": _text, "runtime": _text,
+    "input_size": lambda v: None if v is None else _integer(v),
+    "overlap": lambda v: None if v is None else _integer(v),
     "bands": lambda v: tuple(_text(b) for b in _list(v)),
     "mean": lambda v: tuple(_number(x) for x in _list(v)),
     "std": lambda v: tuple(_number(x) for x in _list(v)),
+    "scale": lambda v: tuple(_number(x) for x in _list(v)),
+    "offset": lambda v: tuple(_number(x) for x in _list(v)),
     "decoder_channels": lambda v: tuple(_integer(x) for x in _list(v)),
     "classes": lambda v: tuple(_class(c) for c in _list(v)),
 }
@@ -199,42 +266,67 @@ _FIELDS: dict[str, Any] = {
 
 @dataclass
 class Model:
-    """A torch network together with the spec that describes its inputs and outputs."""
+    """A network together with the spec that describes its inputs and outputs.
 
-    network: torch.nn.Module
+    ``network`` is the torch network (``None`` for a model that exists only as an ONNX
+    graph) and ``onnx`` the serialized ONNX graph (``None`` when there is none).
+    """
+
+    network: torch.nn.Module | None
     spec: ModelSpec
     path: Path | None = None
+    onnx: bytes | None = field(default=None, repr=False)
 
-    def to_bytes(self) -> tuple[bytes, bytes]:
-        """The model as ``(card JSON, safetensors weights)``, ready to travel or to hash."""
+    def __post_init__(self) -> None:
+        if self.network is None and self.onnx is None:
+            raise ModelError("a model needs a torch network or an ONNX graph")
+        if self.spec.architecture == ONNX and self.onnx is None:
+            raise ModelError("an onnx model needs its ONNX graph")
+
+    def to_bytes(self) -> tuple[bytes, bytes, bytes]:
+        """The model as ``(card JSON, safetensors weights, ONNX graph)`` (empty bytes for a
+        form it lacks), ready to travel or to hash."""
         from safetensors.torch import save
 
         card = json.dumps(self.spec.to_dict(), sort_keys=True).encode()
-        return card, save(_contiguous_state(self.network))
+        weights = save(_contiguous_state(self.network)) if self.network is not None else b""
+        return card, weights, self.onnx or b""
 
     @property
     def fingerprint(self) -> str:
-        """A short content hash of card + weights (stable across processes)."""
+        """A short content hash of card + weights + graph (stable across processes)."""
         return fingerprint_of(*self.to_bytes())
 
-    def save(self, path: str | os.PathLike[str]) -> Path:
-        """Write ``PATH.json`` (card) and ``PATH.safetensors`` (weights); returns the card path."""
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = True) -> Path:
+        """Write ``PATH.json`` (card), ``PATH.safetensors`` (weights, for a torch network)
+        and ``PATH.onnx`` (for an ONNX graph), all or none; a folder holds ``model.*``.
+        A form the model lacks is removed if an older save left it. Returns the card path."""
         from safetensors.torch import save_file
 
-        from geoseg.atomic import atomic_path
+        from geoseg import atomic
 
         card, weights = card_and_weights(path)
+        graph = onnx_path(card)
         card.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(weights, overwrite=True) as tmp:
-            save_file(_contiguous_state(self.network), str(tmp))
-        with atomic_path(card, overwrite=True) as tmp:
-            tmp.write_text(json.dumps(self.spec.to_dict(), indent=2) + "\n")
+        with atomic.together(overwrite=overwrite) as files:
+            if self.network is not None:
+                save_file(_contiguous_state(self.network), str(files.path(weights)))
+            if self.onnx is not None:
+                files.path(graph).write_bytes(self.onnx)
+            files.path(card).write_text(json.dumps(self.spec.to_dict(), indent=2) + "\n")
+        for stale, has in ((weights, self.network is not None), (graph, self.onnx is not None)):
+            if not has:
+                stale.unlink(missing_ok=True)
         return card
 
 
-def fingerprint_of(card: bytes, weights: bytes) -> str:
+def fingerprint_of(*parts: bytes) -> str:
     """A short content hash of a serialized model (see :meth:`Model.to_bytes`)."""
-    return hashlib.sha256(card + weights).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(len(part).to_bytes(8, "little"))
+        digest.update(part)
+    return digest.hexdigest()[:16]
 
 
 def _contiguous_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -245,21 +337,26 @@ def build_network(spec: ModelSpec) -> torch.nn.Module:
     """A freshly initialised network for ``spec`` (never downloads pretrained weights)."""
     import segmentation_models_pytorch as smp
 
+    if spec.architecture == ONNX:
+        raise ModelError("this model is an ONNX graph: it has no torch network to build")
+    arch = getattr(smp, spec.architecture, None)
+    if not (isinstance(arch, type) and issubclass(arch, torch_module())):
+        raise ModelError(f"unknown architecture {spec.architecture!r}")
+    options = {**({"decoder_channels": list(spec.decoder_channels)} if spec.decoder_channels
+                  else {}), **spec.network_options}
+    kwargs = {"encoder_name": spec.encoder, "encoder_depth": spec.encoder_depth,
+              "in_channels": len(spec.bands), "classes": len(spec.classes), **options,
+              "encoder_weights": None}  # never a download
     try:
-        arch = getattr(smp, spec.architecture)
-    except AttributeError:
-        raise ModelError(f"unknown architecture {spec.architecture!r}") from None
-    try:
-        return arch(
-            encoder_name=spec.encoder,
-            encoder_weights=None,
-            encoder_depth=spec.encoder_depth,
-            decoder_channels=list(spec.decoder_channels),
-            in_channels=len(spec.bands),
-            classes=len(spec.classes),
-        )
-    except (KeyError, ValueError, RuntimeError, TypeError) as exc:
+        return arch(**kwargs)
+    except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
         raise ModelError(f"cannot build {spec.architecture} with encoder {spec.encoder!r}: {exc}") from None
+
+
+def torch_module() -> type:
+    import torch
+
+    return torch.nn.Module
 
 
 def card_and_weights(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -267,9 +364,21 @@ def card_and_weights(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     p = Path(path)
     if p.is_dir():
         return p / "model.json", p / "model.safetensors"
-    if p.suffix in (".json", ".safetensors"):
+    if p.suffix in (".json", ".safetensors", ".onnx"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".json"), p.with_name(p.name + ".safetensors")
+
+
+def onnx_path(card: str | os.PathLike[str]) -> Path:
+    """The ONNX graph beside a model card (``model.onnx`` in a model folder)."""
+    return card_and_weights(card)[1].with_suffix(".onnx")
+
+
+def model_files(card: str | os.PathLike[str]) -> list[Path]:
+    """The files that hold a saved model's network (safetensors weights, ONNX graph or
+    both), those that exist."""
+    weights = card_and_weights(card)[1]
+    return [p for p in (weights, onnx_path(card)) if p.exists()]
 
 
 def bundled_path(name: str) -> Path:
@@ -309,9 +418,21 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
                          "convert it once with geoseg.load_model(path, trust_pickle=True)"
                          ".save(new_path); predict and evaluate also take ${trust_pickle=True})", p)
     card, weights = card_and_weights(p)
-    if not card.exists() and not weights.exists():
+    if not card.exists() and not weights.exists() and not onnx_path(card).exists():
         raise ModelError(f"no such model (bundled models: {', '.join(BUNDLED)})", p)
+    if p.suffix.lower() == ".onnx" and not is_card(card):
+        raise ModelError("is an ONNX file without a geoseg model card: import it once with "
+                         "'geoseg models import' (or geoseg.import_model), which reads what "
+                         "its metadata says and asks for the rest", p)
     return card
+
+
+def is_card(path: Path) -> bool:
+    """Whether ``path`` is a geoseg model card (JSON with its format)."""
+    try:
+        return bool(json.loads(path.read_text()).get("format") == CARD_FORMAT)
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
 
 
 def is_pickle(path: str | os.PathLike[str]) -> bool:
@@ -320,27 +441,45 @@ def is_pickle(path: str | os.PathLike[str]) -> bool:
 
 
 def load_model(name_or_path: str | os.PathLike[str] | Model = "default", *,
-               trust_pickle: bool = False) -> Model:
+               trust_pickle: bool = False, runtime: str | None = None) -> Model:
     """Load a bundled model by name or a saved model by path; weights are checked against the card.
 
-    A pickle checkpoint is loaded only with ``trust_pickle`` (see :func:`load_pickle`).
+    A model folder may hold safetensors weights, an ONNX graph or both; with ``runtime``
+    ``"onnxruntime"`` a model that has a graph skips building its torch network. A pickle
+    checkpoint is loaded only with ``trust_pickle`` (see :func:`load_pickle`).
     """
     if isinstance(name_or_path, Model):
         return name_or_path
     if trust_pickle and is_pickle(name_or_path):
         return load_pickle(name_or_path)
+    card = resolve_model_path(name_or_path)
+    spec = read_spec(card)
+    graph, onnx = onnx_path(card), None
+    if graph.exists():
+        try:
+            onnx = graph.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read the ONNX graph ({exc.strerror})", graph) from None
+    elif spec.architecture == ONNX or spec.runtime == "onnxruntime":
+        raise ModelError("ONNX graph not found", graph)
+    if spec.architecture == ONNX or (runtime == spec.runtime == "onnxruntime" and onnx is not None):
+        return Model(None, spec, card, onnx)
+    weights = card_and_weights(card)[1]
+    network = model_from_state(spec, read_weights(weights), weights).network
+    return Model(network, spec, card, onnx)
+
+
+def read_weights(weights: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (nothing is unpickled)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    card, weights = card_and_weights(resolve_model_path(name_or_path))
-    spec = read_spec(card)
     if not weights.exists():
         raise ModelError("weights file not found", weights)
     try:
-        state = load_file(str(weights))
+        return load_file(str(weights))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelError(f"not a readable safetensors file ({exc})", weights) from None
-    return model_from_state(spec, state, weights, path=card)
 
 
 def check_shapes(spec: ModelSpec, shapes: dict[str, tuple[int, ...]],
@@ -418,11 +557,32 @@ def is_model_reference(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` names a model (bundled name, card, weights or model folder)."""
     text = os.fspath(path)
     p = Path(text)
-    return (text in BUNDLED and not p.exists()) or p.suffix in (".json", ".safetensors") or (
+    return (text in BUNDLED and not p.exists()) or p.suffix in (".json", ".safetensors",
+                                                                ".onnx") or (
         p.is_dir() and (p / "model.json").exists())
 
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What ``geoseg info`` shows about a model: its card, plus where it lives."""
+    """What ``geoseg info`` shows about a model: its card, where it lives, its files, the
+    runtime that runs it on a CPU, and what its network takes and gives."""
     card = resolve_model_path(path)
-    return {"model_card": str(card), **read_spec(card).to_dict()}
+    spec = read_spec(card)
+    files = model_files(card)
+    size = spec.input_size or f"H, W (multiples of {spec.size_multiple})"
+    io: dict[str, Any] = {
+        "input": f"[batch, {len(spec.bands)}, {size if spec.input_size else 'H'}, "
+                 f"{size if spec.input_size else 'W'}] float32"
+                 + ("" if spec.input_size else f", H and W multiples of {spec.size_multiple}"),
+        "output": f"[batch, {len(spec.classes)}, H, W] {spec.outputs}"}
+    graph = onnx_path(card)
+    if graph.exists() and (spec.architecture == ONNX or spec.runtime == "onnxruntime"):
+        from geoseg.runtimes import onnx_signature, session
+
+        signature = onnx_signature(session(graph.read_bytes())).as_dict()
+        io = {k: f"{v['name']} {v['shape']} {v['type']}" for k, v in signature.items()}
+        io["output"] += f" ({spec.outputs})"
+    form = "ONNX graph" if spec.architecture == ONNX else (
+        f"segmentation-models-pytorch {spec.architecture}"
+        + (" + ONNX graph" if graph.exists() else ""))
+    return {"model_card": str(card), "files": [str(p) for p in files], "network": form,
+            "runtime_cpu": spec.runtime, **io, **spec.to_dict()}

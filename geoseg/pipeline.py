@@ -54,7 +54,7 @@ def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int
     ``after`` only orders the task behind the marker that the batches a window before it
     are used up (see :func:`probabilities`); its value is unused.
     """
-    predictor = cached_predictor(handle, options.device, options.tta)
+    predictor = cached_predictor(handle, options.device, options.tta, options.threads)
     data, valid = read_tiles(source, grid, ids)
     if not valid.any():  # all nodata (e.g. outside a scene's footprint): nothing to predict
         n_classes = len(predictor.spec.classes)
@@ -68,10 +68,13 @@ def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int
 def read_tiles(source: sources.Source, grid: TileGrid,
                ids: Sequence[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
     """A batch of tiles in the source's own integer dtype (float32 otherwise):
-    ``(B, bands, size, size)`` data and ``(B, size, size)`` valid masks."""
+    ``(B, bands, size, size)`` data and ``(B, size, size)`` valid masks. Past the raster's
+    edge a tile holds the scene mirrored, valid where what it mirrors is (no block uses
+    those pixels; the network sees the scene go on instead of a flat edge)."""
     tiles = [grid.tile(i, j) for i, j in ids]
     with source.open() as ds:
-        reads = [sources.read_window(ds, source, t.row, t.col, t.size, t.size, native=True)
+        reads = [sources.read_window(ds, source, t.row, t.col, t.size, t.size, native=True,
+                                     outside_valid=True)
                  for t in tiles]
     return np.stack([d for d, _ in reads]), np.stack([v for _, v in reads])
 

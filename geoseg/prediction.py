@@ -78,7 +78,8 @@ def predict(
         if dst is None:  # computed later by any scheduler: leave torch's threads as they are
             options = dataclasses.replace(options, threads=None)
         check_bands(source, spec)
-        check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS)
+        check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS,
+                      threads=options.threads)
         probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None)
         mask = class_mask(probs)
         if dst is None:
@@ -102,6 +103,8 @@ def prediction_options(spec: ModelSpec, tile_size: int | None, overlap: int | No
     if batch_size is None:  # CPUs are fastest on one tile at a time; GPUs want full batches
         batch_size = 1 if device == "cpu" else 16
     size = tile_size or spec.tile_size
+    if spec.input_size is not None and size != spec.input_size:
+        raise InputError(f"this model takes tiles of {spec.input_size} px only, not {size}")
     if size % spec.size_multiple:
         raise InputError(f"tile size {size} must be a multiple of {spec.size_multiple} "
                          f"for this model")
@@ -109,10 +112,17 @@ def prediction_options(spec: ModelSpec, tile_size: int | None, overlap: int | No
         raise InputError(f"tile size {size} is too large (at most {MAX_TILE} pixels)")
     if batch_size < 1:
         raise InputError(f"batch size must be at least 1, not {batch_size}")
-    # Tile borders are poor for a few strides of the coarsest level, whatever the tile size.
-    context = CONTEXT_STRIDES * spec.size_multiple
-    ov = min(size // 4, max(32, context)) if overlap is None else overlap
-    if scene is not None and max(scene) <= size - ov:  # one tile covers it all anyway
+    # Tile borders are poor for a few strides of the coarsest level, whatever the tile size
+    # (unless the model's author recommends an overlap).
+    context = CONTEXT_STRIDES * 2**spec.encoder_depth
+    if overlap is not None:
+        ov = overlap
+    elif spec.overlap is not None and size == spec.tile_size:
+        ov = spec.overlap
+    else:
+        ov = min(size // 4, max(32, context))
+    if (spec.input_size is None and scene is not None
+            and max(scene) <= size - ov):  # one tile covers it all anyway
         size = -(-max(scene) // spec.size_multiple) * spec.size_multiple
         ov = 0
     TileGrid(1, 1, size, ov)  # validates tile size and overlap

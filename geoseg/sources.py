@@ -42,7 +42,9 @@ from geoseg.grid import Grid
 
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32",
                     "uint64", "int64", "float32", "float64")
-Fill = Literal["zeros", "reflect"]
+# What lies outside a raster in a window read past its edge: zeros, or a reflection of
+# the inside (invalid either way), or a reflection that is as valid as what it mirrors.
+Fill = Literal["zeros", "reflect", "reflect-valid"]
 
 
 @dataclass(frozen=True)
@@ -218,16 +220,19 @@ def _select_bands(bands: Sequence[int] | None, count: int, name: str) -> tuple[i
 
 def read_window(
     ds: rasterio.io.DatasetReader, source: Source, row: int, col: int, height: int, width: int,
-    *, native: bool = False,
+    *, native: bool = False, outside_valid: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a window that may extend past the raster; the outside is filled by reflection.
 
     Returns ``(data (bands, height, width), valid bool (height, width))``; pixels that are
-    nodata, masked or not finite (in float32) are ``valid == False``, and so is the outside.
+    nodata, masked or not finite (in float32) are ``valid == False``, and so is the outside
+    unless ``outside_valid``, which makes it as valid as the pixels it mirrors (a model
+    then sees the scene go on past its edge, as peers pad, instead of a flat fill).
     Data is float32, or with ``native`` integers stay in their own dtype (a smaller copy
     for the device to convert).
     """
-    data, valid = read_clipped(ds, source, row, col, height, width, fill="reflect")
+    data, valid = read_clipped(ds, source, row, col, height, width,
+                               fill="reflect-valid" if outside_valid else "reflect")
     integers = data.dtype.kind in "iub"
     if not (integers and native):
         data = data.astype(np.float32, copy=False)
@@ -253,12 +258,15 @@ def read_clipped(
         valid = _valid_pixels(ds, source.bands, window, data)
     pads = ((r0 - row, row + height - r1), (c0 - col, col + width - c1))
     if any(p for pair in pads for p in pair):
-        if fill == "reflect":
+        if fill.startswith("reflect"):
             mode: Literal["reflect", "edge"] = "reflect" if min(data.shape[1:]) > 1 else "edge"
             data = np.pad(data, ((0, 0), *pads), mode=mode)
         else:
             data = np.pad(data, ((0, 0), *pads))
-        valid = np.pad(valid, pads, mode="constant", constant_values=False)
+        if fill == "reflect-valid":
+            valid = np.pad(valid, pads, mode=mode)
+        else:
+            valid = np.pad(valid, pads, mode="constant", constant_values=False)
     return data, valid
 
 

@@ -332,8 +332,17 @@ def info(path: str, as_json: bool) -> None:
         click.echo(f"{key + ':':<18} {value}")
 
 
-@cli.command()
-def models() -> None:
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def models(ctx: click.Context) -> None:
+    """The bundled models (list), models from elsewhere (import), and geoseg's models for
+    other tools (export). Alone: list."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(models_list)
+
+
+@models.command("list")
+def models_list() -> None:
     """List the bundled models with their bands, classes and held-out scores."""
     from geoseg.model import BUNDLED, bundled_path, read_spec
 
@@ -341,9 +350,94 @@ def models() -> None:
         spec = read_spec(bundled_path(name))
         miou = spec.metrics.get("heldout_miou")
         click.echo(f"{name}: {spec.architecture}/{spec.encoder}, tile {spec.tile_size} px, "
-                   f"resolution {spec.resolution} m"
+                   f"resolution {spec.resolution} m, runs on {spec.runtime} (CPU)"
                    + (f", held-out mIoU {miou:.3f}" if miou is not None else ""))
         click.echo(f"  bands:   {', '.join(spec.bands)}")
         click.echo(f"  classes: {', '.join(spec.class_names)}")
         if spec.description:
             click.echo(f"  {spec.description}")
+
+
+@models.command("import")
+@click.argument("src")
+@opt.output("The geoseg model folder to write.", name="out", folder=True)
+@click.option("--card", type=click.Path(dir_okay=False),
+              help="A YAML file of the settings below (the flags given here win).")
+@click.option("--sha256", help="The expected SHA-256 of SRC's file (checked, also in the cache).")
+@click.option("--bands", callback=opt.names,
+              help="The network's input bands by name, in order, e.g. blue,green,red,nir.")
+@click.option("--classes", callback=opt.names,
+              help="Class names in output order, each optionally =#rrggbb, e.g. "
+                   "clear,cloud=#ffffff,shadow=#404040.")
+@click.option("--mean", callback=opt.numbers, help="Per-band mean in the model's units (one "
+              "value for all bands, or one per band).")
+@click.option("--std", callback=opt.numbers, help="Per-band std in the model's units.")
+@click.option("--scale", callback=opt.numbers, help="Raw pixel value × scale + offset = the "
+              "model's units (e.g. 0.0001 for reflectance × 10000).")
+@click.option("--offset", callback=opt.numbers, help="See --scale.")
+@opt.tile_size("The tile size the model works best at [default: what the source says, "
+               "else 512].")
+@click.option("--resolution", type=click.FloatRange(min=0, min_open=True),
+              help="The ground resolution the model expects, in metres.")
+@click.option("--overlap", type=click.IntRange(min=0), help="Recommended tile overlap in pixels.")
+@click.option("--outputs", type=click.Choice(["logits", "probabilities"]),
+              help="What the network gives [default: probabilities after a final Softmax or "
+                   "Sigmoid, else logits].")
+@click.option("--arch", "architecture", help="For a bare state dict: the smp architecture "
+              "[default: Unet].")
+@click.option("--encoder", help="For a bare state dict: the smp encoder, e.g. resnet34.")
+@click.option("--runtime", type=click.Choice(["torch", "onnxruntime"]),
+              help="What runs a torch network on a CPU [default: onnxruntime, measured faster].")
+@click.option("--name", help="The model's name [default: the source's].")
+@click.option("--trust-pickle", is_flag=True, help="Load a checkpoint that needs full "
+              "unpickling (can run code: only for files you trust).")
+@opt.overwrite
+@click.pass_context
+def models_import(ctx: click.Context, src: str, out: str, card: str | None, sha256: str | None,
+                  trust_pickle: bool, overwrite: bool, **settings: Any) -> None:
+    """Import the model at SRC into a geoseg model folder that works wherever --model does.
+
+    SRC is an ONNX file (Deepness metadata and a ukis-csmask JSON beside it are read), an
+    smp save_pretrained folder, a state-dict checkpoint (.pth .pt .ckpt .bin .safetensors:
+    TorchGeo, Lightning), or a reference: https://..., file://... or hf://ORG/REPO[@REV][/FILE],
+    downloaded once into the cache ($GEOSEG_CACHE).
+
+    \b
+    Example:
+      geoseg models import model_4b_l1c.onnx -o csmask --classes clear,cloud,shadow
+    """
+    from geoseg.model_import import import_model
+
+    model = import_model(src, out, sha256=sha256, card=card, trust_pickle=trust_pickle,
+                         overwrite=overwrite, **settings)
+    spec = model.spec
+    say(ctx, f"{out}: {spec.source.get('format')} model, {len(spec.bands)} bands "
+             f"({', '.join(spec.bands)}) -> {len(spec.classes)} classes "
+             f"({', '.join(spec.class_names)}), "
+             + (f"input {spec.input_size} px" if spec.input_size else f"tile {spec.tile_size} px")
+             + f", {spec.outputs}, runs on {spec.runtime}")
+
+
+@models.command("export")
+@click.argument("model")
+@click.option("-o", "--output", "out", required=True, type=click.Path(),
+              help="The file to write (.onnx), or the folder for --format smp.")
+@click.option("--format", "fmt", type=click.Choice(["onnx", "deepness", "smp"]), default="onnx",
+              show_default=True, help="onnx: dynamic sizes, the card in its metadata; deepness: "
+              "for the Deepness QGIS plugin; smp: a save_pretrained folder.")
+@opt.overwrite
+@click.pass_context
+def models_export(ctx: click.Context, model: str, out: str, fmt: str, overwrite: bool) -> None:
+    """Export MODEL (a bundled name or a model folder) for other tools.
+
+    \b
+    Examples:
+      geoseg models export default -o default.onnx
+      geoseg models export default -o default_deepness.onnx --format deepness
+      geoseg models export default -o default-smp --format smp
+    """
+    from geoseg.model import load_model
+    from geoseg.model_export import export_model
+
+    path = export_model(load_model(model), out, fmt, overwrite=overwrite)
+    say(ctx, f"{path}: {fmt}")

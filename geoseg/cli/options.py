@@ -51,6 +51,26 @@ def _classes(ctx: click.Context, param: click.Parameter, value: str | None) -> l
     return names
 
 
+def names(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
+    """A comma-separated list of names (empty items dropped)."""
+    if value is None:
+        return None
+    found = [v.strip() for v in value.split(",") if v.strip()]
+    if not found:
+        raise click.BadParameter("give names separated by commas")
+    return found
+
+
+def numbers(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
+    """A comma-separated list of numbers."""
+    if value is None:
+        return None
+    try:
+        return [float(v) for v in value.replace(" ", "").split(",")]
+    except ValueError:
+        raise click.BadParameter("give numbers separated by commas, e.g. 0.28,0.26,0.27,0.33") from None
+
+
 def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """``--config FILE.yaml``: option values from a YAML mapping (command-line flags win)."""
     if value is None:
