@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml
 	# Test data only: a real Sentinel-2 subset inside this wheel (its code, and so its
 	# numba/datashader dependencies, is not needed).
 	$(BIN)/pip install --quiet --no-deps 'xarray-spatial>=0.4'
+	# Test data only: real ONNX cloud/shadow U-Nets (ukis-csmask, a peer whose own
+	# tiling the tests compare against; its runtime dependencies are geoseg's already).
+	$(BIN)/pip install --quiet --no-deps 'ukis-csmask==1.0.0'
 	touch $(STAMP)
 
 install: $(STAMP)

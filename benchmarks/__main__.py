@@ -8,7 +8,7 @@ import importlib
 BENCHMARKS = {"efficiency": "benchmarks.efficiency", "model": "benchmarks.model",
               "peers": "benchmarks.peers", "scaling": "benchmarks.scaling",
               "vectorize": "benchmarks.vectorize",
-              "batch": "benchmarks.batch"}
+              "batch": "benchmarks.batch", "runtimes": "benchmarks.runtimes"}
 
 
 def main() -> None:

@@ -31,6 +31,7 @@ SCHEMES = ("https", "http", "file", "hf")
 CHUNK = 1 << 20
 TIMEOUT_S = 60
 HF_FILES = ("config.json", "model.safetensors")  # an smp save_pretrained repository
+HF_OPTIONAL = ("geoseg.json",)  # the card geoseg's smp export puts beside them
 
 
 def cache_dir() -> Path:
@@ -97,6 +98,12 @@ def fetch_reference(reference: str, *, sha256: str | None = None) -> Path:
         if sha256:
             raise InputError("a sha256 names one file: give hf://ORG/REPO/FILE with it")
         files = [download(hub.url(f), name=f"{reference}/{f}") for f in HF_FILES]
+        for optional in HF_OPTIONAL:
+            try:
+                download(hub.url(optional), name=f"{reference}/{optional}")
+            except DownloadError as exc:
+                if exc.status != 404:
+                    raise
         return files[0].parent
     return download(reference, sha256=sha256)
 
@@ -156,8 +163,10 @@ def _stream(url: str, out: object, label: str) -> str:
                 out.write(chunk)  # type: ignore[attr-defined]
                 received += len(chunk)
     except urllib.error.HTTPError as exc:
-        raise DownloadError(f"download failed: HTTP {exc.code} {exc.reason} (nothing was kept)",
-                            label) from None
+        error = DownloadError(f"download failed: HTTP {exc.code} {exc.reason} (nothing was kept)",
+                              label)
+        error.status = exc.code
+        raise error from None
     except urllib.error.URLError as exc:
         raise DownloadError(f"download failed: {exc.reason} (nothing was kept)", label) from None
     except (OSError, ValueError) as exc:  # http.client.IncompleteRead, a reset connection...

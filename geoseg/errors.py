@@ -92,7 +92,10 @@ class DeviceError(EnvError):
 
 class DownloadError(GeoSegError, OSError):
     """A download the user asked for failed: unreachable, refused, cut short or not the
-    bytes its checksum names (nothing is left in the cache)."""
+    bytes its checksum names (nothing is left in the cache). ``status``: the HTTP status,
+    when a server answered with an error."""
+
+    status: int | None = None
 
 
 class BatchError(GeoSegError):

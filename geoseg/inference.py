@@ -26,6 +26,7 @@ from geoseg.model import (
     load_model,
     model_files,
     model_from_state,
+    onnx_path,
     read_spec,
     resolve_model_path,
 )
@@ -97,22 +98,25 @@ def runtime_for(model: Model, device: torch.device, threads: int | None = None
     """The runtime for ``model`` on ``device``: its card's CPU runtime on a CPU; on a GPU
     torch when there is a torch network (autocast, cuDNN), else ONNX Runtime's CUDA
     provider (or its CPU provider, with a warning, when this onnxruntime has none)."""
-    from geoseg.runtimes import OnnxRuntime, TorchRuntime
+    from geoseg.runtimes import OnnxRuntime, TorchRuntime, check_signature
 
     spec = model.spec
+    graph = model.graph
     if model.network is not None and (device.type == "cuda" or spec.runtime == "torch"
-                                      or model.onnx is None):
+                                      or graph is None):
         return TorchRuntime(model.network, device)
-    assert model.onnx is not None
-    where = str(device)
+    assert graph is not None
+    name = str(onnx_path(model.path)) if model.path else spec.name
+    runtime = None
     if device.type == "cuda":
         try:
-            return OnnxRuntime(model.onnx, where, threads)
+            runtime = OnnxRuntime(graph, str(device), threads)
         except DeviceError:
             warn("this onnxruntime has no CUDA provider: the ONNX model runs on the CPU "
-                 "(pip install onnxruntime-gpu)", str(model.path or spec.name))
-            where = "cpu"
-    return OnnxRuntime(model.onnx, where, threads)
+                 "(pip install onnxruntime-gpu)", name)
+    runtime = runtime or OnnxRuntime(graph, "cpu", threads)
+    check_signature(runtime.signature, len(spec.bands), len(spec.classes), spec.input_size, name)
+    return runtime
 
 
 class Predictor:

@@ -276,21 +276,34 @@ class Model:
     spec: ModelSpec
     path: Path | None = None
     onnx: bytes | None = field(default=None, repr=False)
+    # The digest of the network's tensors the graph was made from (set when both are given).
+    graph_of: str | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.network is None and self.onnx is None:
             raise ModelError("a model needs a torch network or an ONNX graph")
         if self.spec.architecture == ONNX and self.onnx is None:
             raise ModelError("an onnx model needs its ONNX graph")
+        if self.network is not None and self.onnx is not None and self.graph_of is None:
+            self.graph_of = state_digest(self.network)
+
+    @property
+    def graph(self) -> bytes | None:
+        """The ONNX graph, as long as it is the torch network's: once the network's tensors
+        change (fine-tuning, an edit in a notebook) the graph is stale and the network alone
+        is the model."""
+        if self.onnx is None or self.network is None:
+            return self.onnx
+        return self.onnx if state_digest(self.network) == self.graph_of else None
 
     def to_bytes(self) -> tuple[bytes, bytes, bytes]:
         """The model as ``(card JSON, safetensors weights, ONNX graph)`` (empty bytes for a
-        form it lacks), ready to travel or to hash."""
+        form it lacks, or a graph gone stale), ready to travel or to hash."""
         from safetensors.torch import save
 
         card = json.dumps(self.spec.to_dict(), sort_keys=True).encode()
         weights = save(_contiguous_state(self.network)) if self.network is not None else b""
-        return card, weights, self.onnx or b""
+        return card, weights, self.graph or b""
 
     @property
     def fingerprint(self) -> str:
@@ -311,10 +324,11 @@ class Model:
         with atomic.together(overwrite=overwrite) as files:
             if self.network is not None:
                 save_file(_contiguous_state(self.network), str(files.path(weights)))
-            if self.onnx is not None:
-                files.path(graph).write_bytes(self.onnx)
+            current = self.graph
+            if current is not None:
+                files.path(graph).write_bytes(current)
             files.path(card).write_text(json.dumps(self.spec.to_dict(), indent=2) + "\n")
-        for stale, has in ((weights, self.network is not None), (graph, self.onnx is not None)):
+        for stale, has in ((weights, self.network is not None), (graph, current is not None)):
             if not has:
                 stale.unlink(missing_ok=True)
         return card
@@ -327,6 +341,22 @@ def fingerprint_of(*parts: bytes) -> str:
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return digest.hexdigest()[:16]
+
+
+def state_digest(network: torch.nn.Module) -> str:
+    """A hash of a network's tensors (names, dtypes, shapes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(network.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        digest.update(t.view(-1).view(torch_uint8()).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()
+
+
+def torch_uint8() -> Any:
+    import torch
+
+    return torch.uint8
 
 
 def _contiguous_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
     import torch
 
 STATE_SUFFIXES = (*PICKLE_SUFFIXES, ".safetensors")
-DEFAULT_CPU_RUNTIME = "onnxruntime"  # measured faster on CPU (benchmarks/RESULTS.md, runtimes)
+DEFAULT_CPU_RUNTIME = "onnxruntime"  # 1.47x torch's speed on CPU (python -m benchmarks runtimes)
 ONNX_STRIDE_DEPTH = 5  # a dynamic ONNX graph takes tiles in multiples of 2**5 (U-Nets)
 PREFIXES = ("model.", "module.", "network.", "net.")
 # TorchGeo's task names for smp architectures (its Lightning checkpoints' hyper_parameters).
@@ -150,7 +150,7 @@ def _import(path: Path, origin: str, user: Settings, *, trust_pickle: bool) -> M
 def _from_geoseg(card: Path, origin: str, user: Settings) -> Model:
     model = load_model(card)
     source = {"format": "geoseg", "origin": origin}
-    return _finish(model.network, model.onnx, model.spec, user, source)
+    return _finish(model.network, model.graph, model.spec, user, source)
 
 
 def _from_onnx(path: Path, origin: str, user: Settings) -> Model:
@@ -291,14 +291,19 @@ def read_state_file(path: Path, *, trust_pickle: bool, whole: bool = False) -> A
         from geoseg.model import read_weights
 
         return read_weights(path)
+    import warnings
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if not trust_pickle:
-            detail = str(exc).strip().splitlines()[-1][:120] if str(exc).strip() else ""
-            raise ModelError("holds objects beyond tensors, and unpickling them can run code: "
-                             "refused (if you trust this file, add ${trust_pickle=True})"
-                             + (f" [{detail}]" if detail else ""), path) from None
+            found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            detail = f" (it asks for {found.group(1)})" if found else ""
+            raise ModelError(f"holds objects beyond tensors{detail}, and unpickling them can "
+                             f"run code: refused (if you trust this file, add "
+                             f"${{trust_pickle=True}})", path) from None
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except Exception as exc2:  # any unpickling failure: not a torch checkpoint
@@ -398,12 +403,11 @@ def _torch_model(state: dict[str, torch.Tensor], net: dict[str, Any], said: Sett
                      network_options=options, runtime=runtime, source=source,
                      **{**values, "tile_size": values.get("tile_size") or 512})
     model = model_from_state(spec, state, where)
-    graph = None
     if runtime == "onnxruntime":
-        from geoseg.model_export import onnx_graph
+        from geoseg.model_export import with_onnx
 
-        graph = onnx_graph(model)
-    return Model(model.network, spec, onnx=graph)
+        return with_onnx(model)
+    return Model(model.network, spec)
 
 
 def _finish(network: Any, graph: bytes | None, spec: ModelSpec, user: Settings,

@@ -144,6 +144,24 @@ class OnnxRuntime:
         return torch.from_numpy(np.asarray(out, np.float32)).to(x.device)
 
 
+def check_signature(signature: Signature, n_bands: int, n_classes: int, input_size: int | None,
+                    where: str) -> None:
+    """An ONNX graph must fit its card: as many input bands, as many outputs as classes
+    (one for two classes), and the card's fixed input size (where the graph fixes them)."""
+    def fits(dim: int | str | None, *wanted: int) -> bool:
+        return not isinstance(dim, int) or dim in wanted
+
+    what = None
+    if not fits(signature.input_shape[1], n_bands):
+        what = f"it reads {signature.input_shape[1]} bands, the card names {n_bands}"
+    elif not fits(signature.output_shape[1], n_classes, *((1,) if n_classes == 2 else ())):
+        what = f"it gives {signature.output_shape[1]} classes, the card names {n_classes}"
+    elif signature.fixed_size is not None and signature.fixed_size != input_size:
+        what = f"its input is {signature.fixed_size} px, the card says {input_size}"
+    if what:
+        raise ModelError(f"the ONNX graph does not match the model card ({what})", where)
+
+
 def to_probabilities(out: torch.Tensor, outputs: str, n_classes: int) -> torch.Tensor:
     """A network's raw output → class probabilities ``(B, n_classes, H, W)``: a softmax
     over logits, probabilities as they are; one channel is the second of two classes

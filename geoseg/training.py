@@ -32,6 +32,7 @@ from geoseg.errors import InputError
 from geoseg.fitting import FitOptions, fit
 from geoseg.labels import label_classes
 from geoseg.model import ClassInfo, Model, ModelSpec
+from geoseg.model_export import with_onnx
 from geoseg.scores import confusion_matrix, scores
 from geoseg.sources import Source
 
@@ -65,14 +66,16 @@ def train(
     progress: bool = False,
 ) -> Model:
     """Train a U-Net on ``images`` with their ``labels`` and save it in the folder ``out``
-    (``model.json`` + ``model.safetensors``, loadable by ``predict --model OUT``); the
+    (``model.json``, ``model.safetensors`` and the same network as ``model.onnx``, which
+    runs it on a CPU; loadable by ``predict --model OUT``); the
     checkpoint of every epoch goes to ``out/checkpoint``. Returns the best model.
 
     ``jitter`` is the per-band brightness and contrast augmentation (±10 % by default);
     lower it when the classes hinge on band ratios (labels from spectral indices).
     """
     folder = Path(out)
-    targets = [] if resume else [folder / "model.json", folder / "model.safetensors"]
+    targets = [] if resume else [folder / "model.json", folder / "model.safetensors",
+                                 folder / "model.onnx"]
     # A run that fails before its first checkpoint leaves no new folder behind.
     with atomic.outputs(targets, overwrite=overwrite):
         if not 0 <= val_fraction < 1:
@@ -110,6 +113,7 @@ def train(
 
         model = fit(spec, chips, validate, options, folder / "checkpoint", resume=resume,
                     progress=progress)
+        model = with_onnx(model)  # runs on ONNX Runtime on a CPU: faster at the same masks
         model.save(folder)
     return model
 
