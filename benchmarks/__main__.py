@@ -8,7 +8,8 @@ import importlib
 BENCHMARKS = {"efficiency": "benchmarks.efficiency", "model": "benchmarks.model",
               "peers": "benchmarks.peers", "scaling": "benchmarks.scaling",
               "vectorize": "benchmarks.vectorize",
-              "batch": "benchmarks.batch", "runtimes": "benchmarks.runtimes"}
+              "batch": "benchmarks.batch", "runtimes": "benchmarks.runtimes",
+              "csmask": "benchmarks.csmask"}
 
 
 def main() -> None:

@@ -3,10 +3,11 @@
 Side by side in one process, on one generated 4-band uint16 scene with data everywhere:
 
 * **model only**: the network's forward pass alone (no reading, normalizing, softmax or
-  copies back) on exactly the batches the pipeline runs (same tile size, batch size,
-  device and tiles, band-side repeats included), run two ways: from one thread with all
-  of torch's threads, and from one thread per pool worker as the pipeline runs it. The
-  faster way is the limit.
+  copies back), in the runtime the pipeline runs it in (ONNX Runtime on a CPU for the
+  default model, torch on a GPU), on exactly the batches the pipeline runs (same tile
+  size, batch size, device and tiles, band-side repeats included), run two ways: from one
+  thread, and from one thread per pool worker as the pipeline runs it. The faster way is
+  the limit.
 * **end to end**: ``geoseg.predict(scene, "mask.tif")``: reading, tiling, normalizing,
   inference, blending, the argmax, streaming blocks to disk, and the COG with overviews.
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     spec, handle = model_reference("default")
     options = prediction_options(spec, args.tile_size, args.overlap, args.batch_size,
                                  args.device, False, "threads", args.workers)
-    predictor = cached_predictor(handle, options.device, False)
+    predictor = cached_predictor(handle, options.device, False, options.threads)
     pool = args.workers or CPU_COUNT  # the size of the pool dask's threads scheduler makes
     with tempfile.TemporaryDirectory() as tmp:
         scene = args.scene or synthetic.write_sample_data(tmp, size=args.size, seed=3,
@@ -133,14 +134,14 @@ def _model_only(predictor: Any, sizes: list[int], options: Any, pool: int) -> di
 
     from geoseg.inference import torch_threads
 
+    layout = torch.channels_last if predictor.runtime.channels_last else torch.contiguous_format
     inputs = {n: torch.randn(n, len(predictor.spec.bands), options.tile_size, options.tile_size,
-                             device=predictor.device).contiguous(memory_format=torch.channels_last)
+                             device=predictor.device).contiguous(memory_format=layout)
               for n in set(sizes)}
 
-    def forward(n: int) -> None:
-        with torch.inference_mode(), torch.autocast(predictor.device.type,
-                                                    enabled=predictor.cuda):
-            predictor.network(inputs[n])
+    def forward(n: int) -> None:  # the network in the runtime the pipeline runs it in
+        with torch.inference_mode():
+            predictor.runtime(inputs[n])
 
     def from_pool(k: int) -> None:  # as a pipeline task: its torch threads, its CUDA stream
         with torch_threads(options.threads), predictor._stream():

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from geoseg.batch import run
     from geoseg.evaluation import evaluate
     from geoseg.model import Model, ModelSpec, load_model
+    from geoseg.model_export import export_model
+    from geoseg.model_import import import_model
     from geoseg.prediction import predict
     from geoseg.sources import open_source
     from geoseg.synthetic import sample_scene, write_sample_data
@@ -30,6 +32,8 @@ _API = {
     "evaluate": "geoseg.evaluation",
     "train": "geoseg.training",
     "load_model": "geoseg.model",
+    "import_model": "geoseg.model_import",
+    "export_model": "geoseg.model_export",
     "Model": "geoseg.model",
     "ModelSpec": "geoseg.model",
     "sample_scene": "geoseg.synthetic",
@@ -38,9 +42,9 @@ _API = {
     "TileGrid": "geoseg.tiling",
 }
 
-__all__ = ["Model", "ModelSpec", "TileGrid", "__version__", "evaluate", "load_model",
-           "open_source", "predict", "run", "sample_scene", "train", "vectorize",
-           "write_sample_data"]
+__all__ = ["Model", "ModelSpec", "TileGrid", "__version__", "evaluate", "export_model",
+           "import_model", "load_model", "open_source", "predict", "run", "sample_scene",
+           "train", "vectorize", "write_sample_data"]
 
 
 def __getattr__(name: str) -> Any:

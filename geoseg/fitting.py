@@ -89,8 +89,8 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
     network = build_network(spec).to(dev)
-    mean = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
+    mean = torch.tensor(spec.raw_mean, device=dev).view(1, -1, 1, 1)
+    std = torch.tensor(spec.raw_std, device=dev).view(1, -1, 1, 1)
     optimiser = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=1e-4)
     total = options.epochs * options.steps_per_epoch
     schedule = one_cycle(optimiser, options.lr, total)
@@ -105,7 +105,9 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
         saved = json.loads((checkpoint / "state.json").read_text())
         differ = [k for k in run["options"] if saved.get("options", {}).get(k)
                   != run["options"][k]]
-        differ += [f"model {k}" for k in run["spec"] if saved.get("spec", {}).get(k)
+        # A card field newer than the checkpoint is not compared (it did not exist then).
+        before = {**run["spec"], **saved["spec"]} if saved.get("spec") else {}
+        differ += [f"model {k}" for k in run["spec"] if before.get(k)
                    != json.loads(json.dumps(run["spec"][k]))]
         if differ:
             raise InputError(f"holds a run with other settings ({', '.join(differ)}); "

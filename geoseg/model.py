@@ -378,7 +378,8 @@ def build_network(spec: ModelSpec) -> torch.nn.Module:
               "in_channels": len(spec.bands), "classes": len(spec.classes), **options,
               "encoder_weights": None}  # never a download
     try:
-        return arch(**kwargs)
+        network: torch.nn.Module = arch(**kwargs)  # type: ignore[assignment]
+        return network
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
         raise ModelError(f"cannot build {spec.architecture} with encoder {spec.encoder!r}: {exc}") from None
 

@@ -86,7 +86,8 @@ def onnx_graph(model: Model, *, fixed_size: int | None = None, softmax: bool = F
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-            torch.onnx.export(network.eval(), (example,), buffer, dynamo=False,
+            torch.onnx.export(network.eval(), (example,), buffer,  # type: ignore[arg-type]
+                              dynamo=False,
                               input_names=["input"], output_names=["output"],
                               dynamic_axes={"input": dynamic, "output": dynamic},
                               opset_version=OPSET, do_constant_folding=True)
@@ -188,7 +189,7 @@ def _export_smp(model: Model, folder: Path, *, overwrite: bool) -> Path:
     with atomic.outputs(targets, overwrite=overwrite):
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=folder, prefix=".export-") as tmp:
-            model.network.save_pretrained(tmp)
+            model.network.save_pretrained(tmp)  # type: ignore[operator]
             (Path(tmp) / "geoseg.json").write_text(json.dumps(model.spec.to_dict(), indent=2) + "\n")
             with atomic.together(overwrite=overwrite) as files:
                 for p in Path(tmp).iterdir():

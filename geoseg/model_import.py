@@ -101,8 +101,11 @@ def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
     targets = [folder / "model.json", folder / "model.safetensors", folder / "model.onnx"]
     with atomic.outputs(targets, overwrite=overwrite):
         text = os.fspath(src)
+        sidecar = None
         if is_reference(text):
             path, origin = fetch_reference(text, sha256=sha256), text
+            if path.suffix.lower() == ".onnx" and text.lower().endswith(".onnx"):
+                sidecar = _optional_reference(text[:-len(".onnx")] + ".json")
         else:
             path, origin = Path(text), str(Path(text).resolve())
             if not path.exists():
@@ -118,13 +121,26 @@ def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
         unknown = sorted(set(settings) - set(SETTINGS))
         if unknown:
             raise InputError(f"unknown setting {unknown[0]!r}")
-        model = _import(path, origin, user, trust_pickle=trust_pickle)
+        model = _import(path, origin, user, trust_pickle=trust_pickle, sidecar=sidecar)
         model.save(folder, overwrite=overwrite)
         model.path = folder / "model.json"
     return model
 
 
-def _import(path: Path, origin: str, user: Settings, *, trust_pickle: bool) -> Model:
+def _optional_reference(reference: str) -> Path | None:
+    """A file that may sit beside a referenced model (its JSON): None when there is none."""
+    from geoseg.errors import DownloadError
+
+    try:
+        return fetch_reference(reference)
+    except DownloadError as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _import(path: Path, origin: str, user: Settings, *, trust_pickle: bool,
+            sidecar: Path | None = None) -> Model:
     if path.is_dir():
         if (path / "model.json").exists() and is_card(path / "model.json"):
             return _from_geoseg(path / "model.json", origin, user)
@@ -134,7 +150,7 @@ def _import(path: Path, origin: str, user: Settings, *, trust_pickle: bool) -> M
                          "or model.json (a geoseg model)", path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        return _from_onnx(path, origin, user)
+        return _from_onnx(path, origin, user, sidecar or path.with_suffix(".json"))
     if suffix == ".json" and is_card(path):
         return _from_geoseg(path, origin, user)
     if suffix in STATE_SUFFIXES:
@@ -153,9 +169,10 @@ def _from_geoseg(card: Path, origin: str, user: Settings) -> Model:
     return _finish(model.network, model.graph, model.spec, user, source)
 
 
-def _from_onnx(path: Path, origin: str, user: Settings) -> Model:
+def _from_onnx(path: Path, origin: str, user: Settings, beside: Path) -> Model:
     from geoseg.runtimes import onnx_signature, session
 
+    where = origin if is_reference(origin) else path  # what messages call it
     graph, metadata, final_op = read_onnx(path)
     said = Settings()
     fmt = "onnx"
@@ -164,14 +181,13 @@ def _from_onnx(path: Path, origin: str, user: Settings) -> Model:
         try:
             card = ModelSpec.from_dict(json.loads(metadata["geoseg_card"]))
         except (ValueError, ModelError) as exc:
-            raise ModelError(f"its geoseg_card metadata is not a geoseg card ({exc})", path) from None
+            raise ModelError(f"its geoseg_card metadata is not a geoseg card ({exc})", where) from None
         said.update({k: getattr(card, k) for k in SETTINGS if k not in ("architecture", "encoder",
                                                                          "runtime")}, "geoseg")
         said.update({"classes": list(card.classes)}, "geoseg")
     elif _deepness_keys(metadata):
         fmt = "deepness"
         said.update(_deepness_settings(metadata, path), "its Deepness metadata")
-    beside = path.with_suffix(".json")
     if beside.exists() and fmt == "onnx":
         found = _sidecar_settings(beside)
         if found is not None:
@@ -185,15 +201,16 @@ def _from_onnx(path: Path, origin: str, user: Settings) -> Model:
     n_bands = len(merged.get("bands") or []) or (channels if isinstance(channels, int) else None)
     if n_bands is None:
         raise ModelError("the ONNX graph does not say how many bands it reads: give the bands",
-                         path)
+                         where)
     if isinstance(channels, int) and channels != n_bands:
-        raise ModelError(f"the ONNX graph reads {channels} bands but {n_bands} were named", path)
+        raise ModelError(f"the ONNX graph reads {channels} bands but {n_bands} were named", where)
     tile = size or merged.get("tile_size") or 512
-    probe = _probe_onnx(sess, sig, n_bands, tile if size else min(tile, 256), path)
+    probe = _probe_onnx(sess, sig, n_bands, tile if size else min(tile, 256), where)
     if "outputs" not in merged.values:
         merged.update({"outputs": "probabilities" if final_op in ("Softmax", "Sigmoid")
                        else "logits"}, f"its final {final_op or 'node'}")
-    spec_values = _spec_values(merged, n_bands=n_bands, n_outputs=probe, path=path)
+    spec_values = _spec_values(merged, n_bands=n_bands, n_outputs=probe, path=where,
+                               name=path.stem)
     spec = ModelSpec(architecture=ONNX, encoder="", decoder_channels=(),
                      encoder_depth=ONNX_STRIDE_DEPTH, input_size=size,
                      tile_size=size or spec_values.pop("tile_size", None) or 512,
@@ -391,7 +408,9 @@ def _torch_model(state: dict[str, torch.Tensor], net: dict[str, Any], said: Sett
     if "architecture" in user.values or "encoder" in user.values:
         net = {**net, **{k: user.values[k] for k in ("architecture", "encoder")
                          if k in user.values}}
-    values = _spec_values(merged, n_bands=n_bands, n_outputs=n_outputs, path=where)
+    values = _spec_values(merged, n_bands=n_bands, n_outputs=n_outputs, path=where,
+                          name=Path(source["origin"]).stem if where.name.startswith("model.")
+                          else where.stem)
     n_classes = len(values["classes"])
     options = dict(net.get("network_options", {}))
     if n_outputs != n_classes:  # one sigmoid channel for two classes: the network keeps 1
@@ -421,8 +440,11 @@ def _finish(network: Any, graph: bytes | None, spec: ModelSpec, user: Settings,
             values[key] = _per_band(values[key], len(spec.bands), key)
     if "bands" in values:
         values["bands"] = tuple(values["bands"])
-    spec = replace(spec, source={**spec.source, **source} if not spec.source else spec.source,
-                   **values)
+    spec = replace(spec, source=spec.source or source, **values)
+    if spec.runtime == "onnxruntime" and graph is None and network is not None:
+        from geoseg.model_export import with_onnx
+
+        return with_onnx(Model(network, spec))
     return Model(network, spec, onnx=graph)
 
 
@@ -435,7 +457,8 @@ def _merge(said: Settings, user: Settings) -> Settings:
     return merged
 
 
-def _spec_values(merged: Settings, *, n_bands: int, n_outputs: int, path: Path) -> dict[str, Any]:
+def _spec_values(merged: Settings, *, n_bands: int, n_outputs: int, path: Path | str,
+                 name: str) -> dict[str, Any]:
     """The card's fields from the merged settings, with defaults for what nobody said
     (and a warning for the normalization, which decides whether the model sees anything)."""
     bands = tuple(merged.get("bands") or (f"band_{i + 1}" for i in range(n_bands)))
@@ -450,7 +473,7 @@ def _spec_values(merged: Settings, *, n_bands: int, n_outputs: int, path: Path) 
         warn("no normalization given or found: the network sees the values as they are "
              "(mean 0, std 1); give the mean and std it was trained with", path)
     values: dict[str, Any] = {
-        "name": merged.get("name") or path.stem,
+        "name": merged.get("name") or name,
         "description": merged.get("description") or "",
         "bands": bands, "classes": tuple(classes),
         "mean": _per_band(merged.get("mean", 0.0), n_bands, "mean"),
@@ -492,7 +515,7 @@ def _classes(values: Any) -> list[ClassInfo]:
             out.append(v)
             continue
         if isinstance(v, dict):
-            out.append(ClassInfo(str(v["name"]), tuple(v["color"])))  # type: ignore[arg-type]
+            out.append(ClassInfo(str(v["name"]), tuple(v["color"])))
             continue
         name, _, color = str(v).partition("=")
         out.append(ClassInfo(name.strip(), parse_color(color) if color else
@@ -595,7 +618,7 @@ def _all_tensors(proto: Any) -> list[Any]:
     return found
 
 
-def _probe_onnx(sess: Any, sig: Any, n_bands: int, size: int, path: Path) -> int:
+def _probe_onnx(sess: Any, sig: Any, n_bands: int, size: int, path: Path | str) -> int:
     """Run the graph once on zeros: its output must be one map per class at the input's
     size; returns the number of output channels."""
     import numpy as np

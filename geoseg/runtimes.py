@@ -61,7 +61,7 @@ def session(graph: bytes, device: str = "cpu", threads: int | None = None) -> An
         import onnxruntime as ort
     except ImportError:  # a dependency, but an environment can lack it
         raise ModelError("running an ONNX model needs onnxruntime (pip install onnxruntime)") from None
-    providers = ["CPUExecutionProvider"]
+    providers: list[Any] = ["CPUExecutionProvider"]
     if device.startswith("cuda"):
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise DeviceError("${device=cuda} asked for an ONNX model, but this onnxruntime has no "

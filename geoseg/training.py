@@ -131,9 +131,11 @@ def validation_scores(model: Model, pairs: Sequence[Pair],
 
     spec = model.spec
     multiple = spec.size_multiple
-    device = next(model.network.parameters()).device
-    mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
+    network = model.network
+    assert network is not None  # training makes torch networks
+    device = next(network.parameters()).device
+    mean = torch.tensor(spec.raw_mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.raw_std, device=device).view(1, -1, 1, 1)
     cm = np.zeros((len(spec.classes),) * 2, np.int64)
     for pair, windows in zip(pairs, blocks, strict=True):
         for row, col, h, w in windows:  # read to whole strides of the network
@@ -143,7 +145,7 @@ def validation_scores(model: Model, pairs: Sequence[Pair],
             normalized = torch.nan_to_num((torch.from_numpy(x[None]).to(device) - mean) / std,
                                           nan=0.0)
             with torch.no_grad():
-                logits = model.network(normalized)
+                logits = network(normalized)
             predicted = logits.argmax(1)[0].cpu().numpy()
             cm += confusion_matrix(predicted, reference, len(spec.classes))
     return scores(cm, spec.class_names)

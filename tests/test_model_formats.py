@@ -383,7 +383,7 @@ def test_two_imports_of_one_url_at_once_leave_one_good_copy(tmp_path, served, ca
                                    "-o", str(tmp_path / name)], env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
     for p in processes:
-        out, err = p.communicate(timeout=300)
+        _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     files = cached_files(cache)
     assert len(files) == 1 and files[0].read_bytes() == data
@@ -475,3 +475,17 @@ def test_ukis_csmask_model_agrees_with_csmask_on_a_real_sentinel2_scene(tmp_path
             assert agreement(ours, theirs) >= 0.98
         else:
             assert (theirs == 1).mean() > 0.02  # the blobs are clouds to CSmask too
+
+
+@pytest.mark.slow
+def test_an_imported_onnx_model_runs_the_same_on_a_dask_cluster(tmp_path, default_model,
+                                                              make_scene):
+    """Workers load the imported graph by its path, once per process, as any model."""
+    import_model(export_model(default_model, tmp_path / "m.onnx", "onnx"), tmp_path / "m")
+    image, _ = make_scene(300, 500)
+    here = mask_of(image, tmp_path / "m")
+    summary = geoseg.run([image], tmp_path / "out", model=tmp_path / "m", scheduler="local",
+                         workers=2)
+    assert summary["totals"]["failed"] == 0
+    with rasterio.open(tmp_path / "out" / "scene.mask.tif") as ds:
+        np.testing.assert_array_equal(ds.read(1), here)
