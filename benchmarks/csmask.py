@@ -35,34 +35,49 @@ import numpy as np
 from benchmarks import save
 from benchmarks.scaling import peak_rss_of
 
-CSMASK_SCRIPT = """
-import sys, numpy as np, rasterio
-from ukis_csmask.mask import CSmask
-src, dst, overlap = sys.argv[1], sys.argv[2], float(sys.argv[3])
-import ukis_csmask.mask as m
-tile, untile = m.tile_array, m.untile_array
-m.tile_array = lambda a, xsize, ysize, overlap: tile(a, xsize=xsize, ysize=ysize, overlap=share)
-m.untile_array = lambda a, shape, overlap, smooth_blending: untile(
-    a, shape, overlap=share, smooth_blending=smooth_blending)
-share = overlap
+ROOT = Path(__file__).resolve().parents[1]
+CSMASK_SCRIPT = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import rasterio
+from benchmarks.csmask import csmask
+src, dst, share = sys.argv[1], sys.argv[2], float(sys.argv[3])
 with rasterio.open(src) as ds:
-    img = np.moveaxis(ds.read(), 0, -1).astype(np.float32) / 10000
-    profile = ds.profile
-mask = CSmask(img, ["blue", "green", "red", "nir"], product_level="l1c",
-              intra_op_num_threads=2, inter_op_num_threads=1).csm[..., 0]
+    image, profile = ds.read(), ds.profile
+mask = csmask(image, share)
 profile.update(count=1, dtype="uint8", nodata=None)
 with rasterio.open(dst, "w", **profile) as ds:
     ds.write(mask, 1)
 """
 
 
-def scene(reps: int = 1) -> tuple[np.ndarray, object, object]:
-    """The real scene with clouds (bands, rows, cols) uint16, its CRS and transform; with
-    ``reps`` its mirrored tiling up to that many times its size."""
+def csmask(image: np.ndarray, share: float = 0.2) -> np.ndarray:
+    """ukis-csmask's own mask (``CSmask``, 2 threads) of ``image`` (blue, green, red, NIR
+    digital numbers; bands, rows, cols), with its tiles overlapping by ``share`` (CSmask
+    fixes 0.2 inside: its tiling functions are given another share)."""
+    import ukis_csmask.mask as module
+    from ukis_csmask.mask import CSmask
+
+    tile, untile = module.tile_array, module.untile_array
+    module.tile_array = lambda a, xsize, ysize, overlap: tile(  # type: ignore[assignment]
+        a, xsize=xsize, ysize=ysize, overlap=share)
+    module.untile_array = lambda a, shape, overlap, smooth_blending: untile(  # type: ignore[assignment]
+        a, shape, overlap=share, smooth_blending=smooth_blending)
+    try:
+        reflectance = np.moveaxis(image, 0, -1).astype(np.float32) / 10000
+        return CSmask(reflectance, ["blue", "green", "red", "nir"], product_level="l1c",
+                      intra_op_num_threads=2, inter_op_num_threads=1).csm[..., 0]
+    finally:
+        module.tile_array, module.untile_array = tile, untile
+
+
+def scene(clouds: bool = True) -> tuple[np.ndarray, object, object]:
+    """The real scene mirrored to 400 x 600 px, with clouds unless not ``clouds``: (bands,
+    rows, cols) uint16 digital numbers, its CRS and transform."""
     import rasterio
     from affine import Affine
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    sys.path.insert(0, str(ROOT / "tests"))
     from test_real_imagery import sentinel2_files
 
     files = sentinel2_files()
@@ -77,6 +92,8 @@ def scene(reps: int = 1) -> tuple[np.ndarray, object, object]:
     dn = np.stack(bands).astype(np.uint16)
     row = np.concatenate([dn, dn[:, :, ::-1]], axis=2)
     dn = np.concatenate([row, row[:, ::-1]], axis=1)
+    if not clouds:
+        return dn, crs, transform
     h, w = dn.shape[1:]
     yy, xx = np.mgrid[0:h, 0:w]
     rng = np.random.default_rng(1)

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     spec, handle = model_reference("default")
     options = prediction_options(spec, args.tile_size, args.overlap, args.batch_size,
                                  args.device, False, "threads", args.workers)
-    predictor = cached_predictor(handle, options.device, False, options.threads)
+    predictor = cached_predictor(handle, options.device, False)
     pool = args.workers or CPU_COUNT  # the size of the pool dask's threads scheduler makes
     with tempfile.TemporaryDirectory() as tmp:
         scene = args.scene or synthetic.write_sample_data(tmp, size=args.size, seed=3,
@@ -139,13 +139,13 @@ def _model_only(predictor: Any, sizes: list[int], options: Any, pool: int) -> di
                              device=predictor.device).contiguous(memory_format=layout)
               for n in set(sizes)}
 
-    def forward(n: int) -> None:  # the network in the runtime the pipeline runs it in
+    def forward(n: int, threads: int | None = None) -> None:  # in the pipeline's runtime
         with torch.inference_mode():
-            predictor.runtime(inputs[n])
+            predictor.runtime(inputs[n], threads)
 
     def from_pool(k: int) -> None:  # as a pipeline task: its torch threads, its CUDA stream
         with torch_threads(options.threads), predictor._stream():
-            forward(sizes[k])
+            forward(sizes[k], options.threads)
             if predictor.cuda:
                 torch.cuda.current_stream().synchronize()
 

@@ -99,13 +99,22 @@ def fetch_reference(reference: str, *, sha256: str | None = None) -> Path:
             raise InputError("a sha256 names one file: give hf://ORG/REPO/FILE with it")
         files = [download(hub.url(f), name=f"{reference}/{f}") for f in HF_FILES]
         for optional in HF_OPTIONAL:
-            try:
-                download(hub.url(optional), name=f"{reference}/{optional}")
-            except DownloadError as exc:
-                if exc.status != 404:
-                    raise
+            download_if_there(hub.url(optional), name=f"{reference}/{optional}")
         return files[0].parent
     return download(reference, sha256=sha256)
+
+
+def fetch_if_there(reference: str) -> Path | None:
+    """The local path of a file that may sit beside a referenced model (its JSON), or
+    ``None`` when there is none (remembered in the cache, see :func:`download_if_there`)."""
+    scheme = reference.split("://", 1)[0].lower()
+    if scheme == "file":
+        path = Path(urllib.request.url2pathname(urllib.parse.urlparse(reference).path))
+        return path if path.exists() else None
+    if scheme == "hf":
+        hub = HubReference.parse(reference)
+        return None if hub.path is None else download_if_there(hub.url(hub.path), name=reference)
+    return download_if_there(reference)
 
 
 def cached_path(url: str) -> Path:
@@ -120,13 +129,28 @@ def cached_path(url: str) -> Path:
 
 def download(url: str, *, sha256: str | None = None, name: str | None = None) -> Path:
     """``url`` in the cache (see the module's text); ``name`` is what errors call it."""
+    found = _fetch(url, sha256=sha256, label=name or url, optional=False)
+    assert found is not None
+    return found
+
+
+def download_if_there(url: str, *, name: str | None = None) -> Path | None:
+    """As :func:`download`, for a file that may not exist (a model's JSON beside it):
+    ``None`` on HTTP 404, and the cache remembers that, so that the next import of the
+    model makes no request either."""
+    return _fetch(url, sha256=None, label=name or url, optional=True)
+
+
+def _fetch(url: str, *, sha256: str | None, label: str, optional: bool) -> Path | None:
     target = cached_path(url)
-    label = name or url
+    absent = target.with_name(f".{target.name}.absent")
     with _locked(target):
         if target.exists():
             if sha256:
                 check_sha256(target, sha256, label)
             return target
+        if optional and absent.exists():
+            return None
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
         tmp = Path(tmp_name)
@@ -139,6 +163,13 @@ def download(url: str, *, sha256: str | None = None, name: str | None = None) ->
                 raise DownloadError(f"sha256 mismatch: got {digest}, expected {sha256.lower()} "
                                     f"(nothing was kept)", label)
             os.replace(tmp, target)
+        except DownloadError as exc:
+            tmp.unlink(missing_ok=True)
+            if optional and exc.status == 404:
+                absent.touch()
+                return None
+            _remove_empty(target.parent)
+            raise
         except BaseException:
             tmp.unlink(missing_ok=True)
             _remove_empty(target.parent)

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg.devices import select_device
-from geoseg.errors import DeviceError, ModelError, warn
+from geoseg.errors import ModelError, warn
 from geoseg.model import (
     Model,
     ModelSpec,
@@ -93,12 +93,12 @@ class ModelHandle:
         return Model(model.network, spec, onnx=self.onnx)
 
 
-def runtime_for(model: Model, device: torch.device, threads: int | None = None
-                ) -> TorchRuntime | OnnxRuntime:
+def runtime_for(model: Model, device: torch.device) -> TorchRuntime | OnnxRuntime:
     """The runtime for ``model`` on ``device``: its card's CPU runtime on a CPU; on a GPU
     torch when there is a torch network (autocast, cuDNN), else ONNX Runtime's CUDA
-    provider (or its CPU provider, with a warning, when this onnxruntime has none)."""
-    from geoseg.runtimes import OnnxRuntime, TorchRuntime, check_signature
+    provider (or its CPU provider, with a warning, when this onnxruntime has none). An
+    ONNX graph is checked against the card."""
+    from geoseg.runtimes import OnnxRuntime, TorchRuntime, check_signature, cuda_provider
 
     spec = model.spec
     graph = model.graph
@@ -107,14 +107,14 @@ def runtime_for(model: Model, device: torch.device, threads: int | None = None
         return TorchRuntime(model.network, device)
     assert graph is not None
     name = str(onnx_path(model.path)) if model.path else spec.name
-    runtime = None
+    where = "cpu"
     if device.type == "cuda":
-        try:
-            runtime = OnnxRuntime(graph, str(device), threads)
-        except DeviceError:
+        if cuda_provider():
+            where = str(device)
+        else:
             warn("this onnxruntime has no CUDA provider: the ONNX model runs on the CPU "
                  "(pip install onnxruntime-gpu)", name)
-    runtime = runtime or OnnxRuntime(graph, "cpu", threads)
+    runtime = OnnxRuntime(graph, where)
     check_signature(runtime.signature, len(spec.bands), len(spec.classes), spec.input_size, name)
     return runtime
 
@@ -126,11 +126,10 @@ class Predictor:
     dtype (uint16 is half the bytes of float32), are normalized there, and come back as
     probabilities already multiplied by their blend weights. The network runs in the
     runtime :func:`geoseg.runtimes.runtime_for` picks (a torch network is taken over: it
-    moves to the device); ``threads`` are an ONNX Runtime session's own threads.
+    moves to the device).
     """
 
-    def __init__(self, model: Model, device: str = "auto", *, tta: bool = False,
-                 threads: int | None = None) -> None:
+    def __init__(self, model: Model, device: str = "auto", *, tta: bool = False) -> None:
         import torch
 
         self.spec = model.spec
@@ -139,7 +138,7 @@ class Predictor:
         self.cuda = self.device.type == "cuda"
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # tiles have one shape: pick the fastest kernels
-        self.runtime = runtime_for(model, self.device, threads)
+        self.runtime = runtime_for(model, self.device)
         shape = (1, len(self.spec.bands), 1, 1)
         # In the raster's own units, so that scale and offset cost nothing per pixel.
         self.mean = torch.tensor(self.spec.raw_mean, dtype=torch.float32, device=self.device)
@@ -171,11 +170,20 @@ class Predictor:
             return x.contiguous(memory_format=torch.channels_last)
         return x
 
+    def prepare(self, threads: int | None = None) -> None:
+        """Make what running with ``threads`` needs now (an ONNX Runtime session), so that
+        a graph ONNX Runtime cannot load fails before any work."""
+        if hasattr(self.runtime, "session"):
+            self.runtime.session(threads)
+
     def predict_proba(self, tiles: np.ndarray, valid: np.ndarray | None = None,
                       weights: np.ndarray | None = None,
-                      dtype: type[np.floating[Any]] = np.float32) -> np.ndarray:
+                      dtype: type[np.floating[Any]] = np.float32,
+                      threads: int | None = None) -> np.ndarray:
         """Raw ``(B, bands, H, W)`` tiles (any real dtype) → class probabilities
-        ``(B, classes, H, W)`` as ``dtype``, times ``weights`` ``(B, H, W)`` when given."""
+        ``(B, classes, H, W)`` as ``dtype``, times ``weights`` ``(B, H, W)`` when given.
+        ``threads``: the intra-op threads of an ONNX Runtime session (torch's are the
+        caller's, :func:`torch_threads`)."""
         import torch
 
         from geoseg.runtimes import to_probabilities
@@ -187,7 +195,8 @@ class Predictor:
             total = None
             for dims in flips:
                 inp = torch.flip(t, dims) if dims else t
-                probs = to_probabilities(self.runtime(inp), self.spec.outputs, n_classes)
+                probs = to_probabilities(self.runtime(inp, threads), self.spec.outputs,
+                                         n_classes)
                 if dims:
                     probs = torch.flip(probs, dims)
                 total = probs if total is None else total + probs
@@ -262,20 +271,20 @@ def model_reference(model: str | os.PathLike[str] | Model) -> tuple[ModelSpec, M
 
 def check_weights(handle: ModelHandle, device: str, tta: bool, *, in_process: bool,
                   threads: int | None = None) -> None:
-    """Load a model's weights now, so that a bad file fails before any work. When this
-    process runs the tasks (``in_process``) the load goes into the cache they use;
-    otherwise it is a CPU load thrown away (each worker loads its own copy)."""
+    """Load a model now, so that a bad file fails before any work. When this process runs
+    the tasks (``in_process``) the load goes into the cache they use (with the session
+    they run, for ONNX Runtime); otherwise it is a CPU load thrown away (each worker loads
+    its own copy)."""
     if in_process:
-        cached_predictor(handle, select_device(device), tta, threads)
+        cached_predictor(handle, select_device(device), tta).prepare(threads)
     else:
-        handle.load()
+        Predictor(handle.load(runtime="onnxruntime"), "cpu").prepare(1)
 
 
 @lru_cache(maxsize=4)
-def cached_predictor(handle: ModelHandle, device: str, tta: bool,
-                     threads: int | None = None) -> Predictor:
-    """One predictor per (model, device, tta, threads) per process: workers load the model
-    once. On a CPU a model whose card runs it on ONNX Runtime is loaded without its torch
+def cached_predictor(handle: ModelHandle, device: str, tta: bool) -> Predictor:
+    """One predictor per (model, device, tta) per process: workers load the model once.
+    On a CPU a model whose card runs it on ONNX Runtime is loaded without its torch
     network."""
     runtime = "onnxruntime" if not device.startswith("cuda") else None
-    return Predictor(handle.load(runtime=runtime), device, tta=tta, threads=threads)
+    return Predictor(handle.load(runtime=runtime), device, tta=tta)

@@ -552,10 +552,23 @@ def load_pickle(path: str | os.PathLike[str], card: str | os.PathLike[str] | Non
     except Exception as exc:  # any unpickling failure: the file is not a torch checkpoint
         raise ModelError(f"cannot load the pickle checkpoint ({type(exc).__name__}: {exc})",
                          p) from None
-    return model_from_state(spec, _state_dict_of(obj, p), p, path=card_path)
+    candidates = state_candidates(obj, p)
+    for state in candidates[:-1]:  # a prefix's part that fits the card wins
+        try:
+            return model_from_state(spec, state, p, path=card_path)
+        except ModelError:
+            continue
+    return model_from_state(spec, candidates[-1], p, path=card_path)
 
 
-def _state_dict_of(obj: Any, where: Path) -> dict[str, torch.Tensor]:
+STATE_PREFIXES = ("model.", "module.", "network.", "net.")
+
+
+def state_candidates(obj: Any, where: str | os.PathLike[str]) -> list[dict[str, torch.Tensor]]:
+    """The state dicts a checkpoint may hold, most likely first: a module's, a training
+    loop's (under ``state_dict``, ``model_state_dict``, ``model`` or ``network``), with a
+    prefix all its keys share dropped; then each prefix's part (a Lightning module keeps
+    its network under ``model.`` beside a loss's buffers); then the whole."""
     import torch
 
     if isinstance(obj, torch.nn.Module):
@@ -563,14 +576,16 @@ def _state_dict_of(obj: Any, where: Path) -> dict[str, torch.Tensor]:
     if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("state_dict", "model_state_dict", "model", "network"):
             if key in obj:
-                return _state_dict_of(obj[key], where)
+                return state_candidates(obj[key], where)
     if not (isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                    for k, v in obj.items())):
         raise ModelError("holds no state dict of tensors", where)
-    for prefix in ("module.", "model.", "network."):
-        if all(k.startswith(prefix) for k in obj):
-            obj = {k.removeprefix(prefix): v for k, v in obj.items()}
-    return obj
+    found = [obj]
+    for prefix in STATE_PREFIXES:
+        part = {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
+        if part:
+            found.insert(0 if len(part) == len(obj) else len(found) - 1, part)
+    return found
 
 
 def model_from_state(spec: ModelSpec, state: dict[str, torch.Tensor], where: str | os.PathLike[str],
@@ -607,9 +622,9 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         "output": f"[batch, {len(spec.classes)}, H, W] {spec.outputs}"}
     graph = onnx_path(card)
     if graph.exists() and (spec.architecture == ONNX or spec.runtime == "onnxruntime"):
-        from geoseg.runtimes import onnx_signature, session
+        from geoseg.runtimes import graph_signature
 
-        signature = onnx_signature(session(graph.read_bytes())).as_dict()
+        signature = graph_signature(graph.read_bytes()).as_dict()
         io = {k: f"{v['name']} {v['shape']} {v['type']}" for k, v in signature.items()}
         io["output"] += f" ({spec.outputs})"
     form = "ONNX graph" if spec.architecture == ONNX else (

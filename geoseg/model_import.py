@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg import atomic, maskfile
-from geoseg.downloads import fetch_reference, file_sha256, is_reference
+from geoseg.downloads import fetch_if_there, fetch_reference, file_sha256, is_reference
 from geoseg.errors import InputError, ModelError, warn
 from geoseg.model import (
     CARD_FORMAT,
@@ -47,6 +47,7 @@ from geoseg.model import (
     is_card,
     load_model,
     model_from_state,
+    state_candidates,
 )
 
 if TYPE_CHECKING:
@@ -55,7 +56,6 @@ if TYPE_CHECKING:
 STATE_SUFFIXES = (*PICKLE_SUFFIXES, ".safetensors")
 DEFAULT_CPU_RUNTIME = "onnxruntime"  # 1.47x torch's speed on CPU (python -m benchmarks runtimes)
 ONNX_STRIDE_DEPTH = 5  # a dynamic ONNX graph takes tiles in multiples of 2**5 (U-Nets)
-PREFIXES = ("model.", "module.", "network.", "net.")
 # TorchGeo's task names for smp architectures (its Lightning checkpoints' hyper_parameters).
 TORCHGEO_MODELS = {"unet": "Unet", "deeplabv3+": "DeepLabV3Plus", "fpn": "FPN"}
 SETTINGS = ("name", "description", "bands", "classes", "mean", "std", "scale", "offset",
@@ -105,7 +105,7 @@ def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
         if is_reference(text):
             path, origin = fetch_reference(text, sha256=sha256), text
             if path.suffix.lower() == ".onnx" and text.lower().endswith(".onnx"):
-                sidecar = _optional_reference(text[:-len(".onnx")] + ".json")
+                sidecar = fetch_if_there(text[:-len(".onnx")] + ".json")
         else:
             path, origin = Path(text), str(Path(text).resolve())
             if not path.exists():
@@ -125,18 +125,6 @@ def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
         model.save(folder, overwrite=overwrite)
         model.path = folder / "model.json"
     return model
-
-
-def _optional_reference(reference: str) -> Path | None:
-    """A file that may sit beside a referenced model (its JSON): None when there is none."""
-    from geoseg.errors import DownloadError
-
-    try:
-        return fetch_reference(reference)
-    except DownloadError as exc:
-        if exc.status == 404:
-            return None
-        raise
 
 
 def _import(path: Path, origin: str, user: Settings, *, trust_pickle: bool,
@@ -170,7 +158,7 @@ def _from_geoseg(card: Path, origin: str, user: Settings) -> Model:
 
 
 def _from_onnx(path: Path, origin: str, user: Settings, beside: Path) -> Model:
-    from geoseg.runtimes import onnx_signature, session
+    from geoseg.runtimes import graph_signature, session
 
     where = origin if is_reference(origin) else path  # what messages call it
     graph, metadata, final_op = read_onnx(path)
@@ -193,8 +181,8 @@ def _from_onnx(path: Path, origin: str, user: Settings, beside: Path) -> Model:
         if found is not None:
             fmt = found.pop("_format")
             said.update(found, str(beside))
+    sig = graph_signature(graph)
     sess = session(graph)
-    sig = onnx_signature(sess)
     size = sig.fixed_size
     channels = sig.input_shape[1]
     merged = _merge(said, user)
@@ -275,7 +263,7 @@ def _from_state_file(path: Path, origin: str, user: Settings, *, trust_pickle: b
     if encoder is None:
         raise ModelError("a bare state dict does not say its network: give the encoder "
                          "(and the architecture unless it is Unet), e.g. ${encoder=resnet34}", path)
-    candidates = _state_candidates(obj, path)
+    candidates = state_candidates(obj, path)
     first_error: ModelError | None = None
     for state in candidates:
         try:
@@ -331,29 +319,7 @@ def read_state_file(path: Path, *, trust_pickle: bool, whole: bool = False) -> A
                          f"{str(exc).splitlines()[0] if str(exc) else ''})", path) from None
     if whole:
         return obj
-    return _state_candidates(obj, path)[0]
-
-
-def _state_candidates(obj: Any, path: Path) -> list[dict[str, torch.Tensor]]:
-    """The state dicts a checkpoint may hold: the whole, then each prefix's part (a
-    Lightning module keeps its network under ``model.`` beside a loss's buffers)."""
-    import torch
-
-    if isinstance(obj, torch.nn.Module):
-        obj = obj.state_dict()
-    if isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("state_dict", "model_state_dict", "model", "network"):
-            if key in obj:
-                return _state_candidates(obj[key], path)
-    if not (isinstance(obj, dict) and obj and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                                   for k, v in obj.items())):
-        raise ModelError("holds no state dict of tensors", path)
-    found = [obj]
-    for prefix in PREFIXES:
-        part = {k[len(prefix):]: v for k, v in obj.items() if k.startswith(prefix)}
-        if part:
-            found.insert(0 if len(part) == len(obj) else len(found), part)
-    return found
+    return state_candidates(obj, path)[0]
 
 
 def _network_from_shapes(architecture: str, encoder: str, state: dict[str, torch.Tensor],

@@ -54,14 +54,15 @@ def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int
     ``after`` only orders the task behind the marker that the batches a window before it
     are used up (see :func:`probabilities`); its value is unused.
     """
-    predictor = cached_predictor(handle, options.device, options.tta, options.threads)
+    predictor = cached_predictor(handle, options.device, options.tta)
     data, valid = read_tiles(source, grid, ids)
     if not valid.any():  # all nodata (e.g. outside a scene's footprint): nothing to predict
         n_classes = len(predictor.spec.classes)
         return np.zeros((len(ids), n_classes, grid.size, grid.size), TILE_DTYPE), valid
     weights = np.stack([grid.blend_weights(grid.tile(i, j)) for i, j in ids])
     with torch_threads(options.threads):
-        probs = predictor.predict_proba(data, valid, weights, dtype=TILE_DTYPE)
+        probs = predictor.predict_proba(data, valid, weights, dtype=TILE_DTYPE,
+                                        threads=options.threads)
     return probs, valid
 
 

@@ -3,7 +3,7 @@
 A runtime takes ``(B, bands, H, W)`` float32 input on the predictor's device and gives
 the network's raw ``(B, outputs, H, W)`` output as float32; :func:`to_probabilities`
 turns that into class probabilities as the card says (logits or probabilities, one
-sigmoid channel or a softmax over classes). :func:`onnx_signature` reads what an ONNX
+sigmoid channel or a softmax over classes). :func:`graph_signature` reads what an ONNX
 graph takes and gives without running it.
 """
 
@@ -54,6 +54,15 @@ class Signature:
                            "shape": list(self.output_shape)}}
 
 
+def cuda_provider() -> bool:
+    """Whether this onnxruntime has its CUDA provider (onnxruntime-gpu)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
 def session(graph: bytes, device: str = "cpu", threads: int | None = None) -> Any:
     """An ONNX Runtime session on ``graph`` (``threads``: its intra-op threads, ``None``
     for ONNX Runtime's own choice); on ``cuda`` the CUDA provider, which must be there."""
@@ -80,19 +89,41 @@ def session(graph: bytes, device: str = "cpu", threads: int | None = None) -> An
         raise ModelError(f"ONNX Runtime cannot load the graph ({first})") from None
 
 
-def onnx_signature(sess: Any) -> Signature:
-    """What a session's graph takes and gives; one input and 4-D tensors are required."""
-    inputs, outputs = sess.get_inputs(), sess.get_outputs()
-    if len(inputs) != 1:
+def graph_signature(graph: bytes) -> Signature:
+    """What an ONNX graph takes and gives, as it declares them (no session needed): one
+    image input (initializers listed as inputs by old exporters aside) of float32 or
+    float16, and 4-D tensors."""
+    import onnx
+
+    try:
+        proto = onnx.load_from_string(graph)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ModelError(f"not an ONNX graph ({type(exc).__name__})") from None
+    weights = {t.name for t in proto.graph.initializer}
+    inputs = [v for v in proto.graph.input if v.name not in weights]
+    if len(inputs) != 1 or not proto.graph.output:
         raise ModelError(f"the ONNX graph has {len(inputs)} inputs; geoseg feeds one image tensor")
-    i, o = inputs[0], outputs[0]
-    for what, node in (("input", i), ("output", o)):
-        if len(node.shape) != 4:
-            raise ModelError(f"the ONNX graph's {what} {node.name!r} has shape {node.shape}; "
+    i, o = inputs[0], proto.graph.output[0]
+
+    def described(value: Any) -> tuple[str, tuple[int | str | None, ...]]:
+        tensor = value.type.tensor_type
+        kind = _TYPES.get(tensor.elem_type, f"tensor(type {tensor.elem_type})")
+        dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+                     for d in tensor.shape.dim)
+        return kind, dims
+
+    (in_type, in_shape), (out_type, out_shape) = described(i), described(o)
+    for what, value, shape in (("input", i, in_shape), ("output", o, out_shape)):
+        if len(shape) != 4:
+            raise ModelError(f"the ONNX graph's {what} {value.name!r} has shape {list(shape)}; "
                              f"geoseg needs (batch, channels, height, width)")
-    if i.type not in ("tensor(float)", "tensor(float16)"):
-        raise ModelError(f"the ONNX graph's input is {i.type}; geoseg feeds float32 or float16")
-    return Signature(i.name, i.type, tuple(i.shape), o.name, o.type, tuple(o.shape))
+    if in_type not in ("tensor(float)", "tensor(float16)"):
+        raise ModelError(f"the ONNX graph's input is {in_type}; geoseg feeds float32 or float16")
+    return Signature(i.name, in_type, in_shape, o.name, out_type, out_shape)
+
+
+_TYPES = {1: "tensor(float)", 10: "tensor(float16)", 11: "tensor(double)", 2: "tensor(uint8)",
+          3: "tensor(int8)", 6: "tensor(int32)", 7: "tensor(int64)", 16: "tensor(bfloat16)"}
 
 
 class TorchRuntime:
@@ -108,7 +139,8 @@ class TorchRuntime:
         self.device = device
         self.network = network.to(device).eval().to(memory_format=torch.channels_last)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
+        """``threads`` are set by the caller for torch (:func:`geoseg.inference.torch_threads`)."""
         import torch
 
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
@@ -117,19 +149,33 @@ class TorchRuntime:
 
 class OnnxRuntime:
     """An ONNX graph in ONNX Runtime: float16 inputs are fed as such, a fixed batch size
-    is honoured by running the batch in parts."""
+    is honoured by running the batch in parts. A session is made for each number of
+    intra-op threads asked for (tasks that share the cores ask for fewer), when first
+    asked for."""
 
     name = "onnxruntime"
     channels_last = False
 
-    def __init__(self, graph: bytes, device: str, threads: int | None = None) -> None:
-        self.session = session(graph, device, threads)
-        self.signature = onnx_signature(self.session)
-        self.input_dtype = np.float16 if self.signature.input_type == "tensor(float16)" else np.float32
+    def __init__(self, graph: bytes, device: str) -> None:
+        import threading
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.graph, self.device = graph, device
+        self.signature = graph_signature(graph)
+        self.input_dtype = np.float16 if self.signature.input_type == "tensor(float16)" else np.float32
+        self._sessions: dict[int | None, Any] = {}
+        self._lock = threading.Lock()
+
+    def session(self, threads: int | None = None) -> Any:
+        """The session with ``threads`` intra-op threads (``None``: ONNX Runtime's choice)."""
+        with self._lock:
+            if threads not in self._sessions:
+                self._sessions[threads] = session(self.graph, self.device, threads)
+            return self._sessions[threads]
+
+    def __call__(self, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
         import torch
 
+        run = self.session(threads).run
         a = x.detach().cpu().contiguous().numpy().astype(self.input_dtype, copy=False)
         step = self.signature.fixed_batch or len(a)
         parts = []
@@ -138,7 +184,7 @@ class OnnxRuntime:
             short = step - len(part)
             if short:  # a fixed batch size: fill the last part with zeros, drop their outputs
                 part = np.concatenate([part, np.zeros((short, *part.shape[1:]), part.dtype)])
-            out = self.session.run([self.signature.output_name], {self.signature.input_name: part})[0]
+            out = run([self.signature.output_name], {self.signature.input_name: part})[0]
             parts.append(out[:len(out) - short])
         out = np.concatenate(parts) if len(parts) > 1 else parts[0]
         return torch.from_numpy(np.asarray(out, np.float32)).to(x.device)

@@ -327,7 +327,8 @@ def served(tmp_path) -> Iterator[Served]:
 
 
 def cached_files(cache: Path) -> list[Path]:
-    return [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    """The files the cache holds (not its lock files, nor its notes of files not there)."""
+    return [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith((".lock", ".absent"))]
 
 
 def test_a_url_is_downloaded_once_then_used_from_the_cache(tmp_path, served, cache, default_model):
@@ -338,11 +339,13 @@ def test_a_url_is_downloaded_once_then_used_from_the_cache(tmp_path, served, cac
     url = f"{served.url}/m.onnx"
     result = run_cli("models", "import", url, "-o", tmp_path / "a", "--sha256", digest)
     assert result.exit_code == 0, result.output
-    assert served.requests == ["/m.onnx"] and len(cached_files(cache)) == 1
+    # The model, and a look for a JSON beside it (none: the cache remembers that).
+    assert served.requests == ["/m.onnx", "/m.json"]
+    assert [p.name for p in cached_files(cache)] == ["m.onnx"]
     (served.root / "m.onnx").unlink()  # offline from now on: the cache answers
     result = run_cli("models", "import", url, "-o", tmp_path / "b", "--sha256", digest)
     assert result.exit_code == 0, result.output
-    assert served.requests == ["/m.onnx"]
+    assert served.requests == ["/m.onnx", "/m.json"]
     assert load_model(tmp_path / "b").spec.source == {**load_model(tmp_path / "b").spec.source,
                                                       "origin": url, "sha256": digest}
 
@@ -386,8 +389,9 @@ def test_two_imports_of_one_url_at_once_leave_one_good_copy(tmp_path, served, ca
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
     files = cached_files(cache)
-    assert len(files) == 1 and files[0].read_bytes() == data
-    assert served.requests == ["/m.onnx"]  # the second waited for the first, then found it
+    assert [p.name for p in files] == ["m.onnx"] and files[0].read_bytes() == data
+    # The second waited for the first, then found it (and that there is no JSON beside).
+    assert served.requests == ["/m.onnx", "/m.json"]
     for name in ("a", "b"):
         assert (tmp_path / name / "model.onnx").exists()
 
@@ -417,28 +421,13 @@ def test_ukis_csmask_model_agrees_with_csmask_on_a_real_sentinel2_scene(tmp_path
     agree with CSmask's own at least as well as CSmask agrees with itself when only its
     overlap changes (20 % and 25 %), less 2 points, and by 98 % on the clear scene."""
     from test_real_imagery import sentinel2_files
-    from ukis_csmask.mask import CSmask
 
-    files = sentinel2_files()
-    if not {"blue", "green", "red", "nir"} <= set(files):
+    from benchmarks.csmask import csmask, scene
+
+    if not {"blue", "green", "red", "nir"} <= set(sentinel2_files()):
         pytest.skip("xarray-spatial is not installed")
-    import ukis_csmask.mask as csmask_module
-
-    bands = []
-    for b in ("blue", "green", "red", "nir"):
-        with rasterio.open(files[b]) as ds:
-            bands.append(ds.read(1))
-    dn = np.stack(bands).astype(np.uint16)
-    row = np.concatenate([dn, dn[:, :, ::-1]], axis=2)
-    dn = np.concatenate([row, row[:, ::-1]], axis=1)
-    h, w = dn.shape[1:]
-    yy, xx = np.mgrid[0:h, 0:w]
-    rng = np.random.default_rng(1)
-    blobs = np.zeros((h, w))
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, h), rng.uniform(0, w), rng.uniform(8, 30)
-        blobs = np.maximum(blobs, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)))
-    cloudy = (dn * (1 - blobs) + 6500 * blobs).astype(np.uint16)
+    dn, crs, transform = scene(clouds=False)
+    cloudy, _, _ = scene()
 
     result = run_cli("models", "import", ukis_folder() / "model_4b_l1c.onnx", "-o",
                      tmp_path / "csmask", "--classes", "clear,cloud=#ffffff,shadow=#404040",
@@ -446,22 +435,8 @@ def test_ukis_csmask_model_agrees_with_csmask_on_a_real_sentinel2_scene(tmp_path
     assert result.exit_code == 0, result.output
     assert "input 256 px" in result.output
 
-    def csmask(image: np.ndarray, share: float) -> np.ndarray:
-        """CSmask's mask with its tiles overlapping by ``share`` (it fixes 0.2 inside)."""
-        tile, untile = csmask_module.tile_array, csmask_module.untile_array
-        csmask_module.tile_array = lambda a, xsize, ysize, overlap: tile(
-            a, xsize=xsize, ysize=ysize, overlap=share)
-        csmask_module.untile_array = lambda a, shape, overlap, smooth_blending: untile(
-            a, shape, overlap=share, smooth_blending=smooth_blending)
-        try:
-            reflectance = np.moveaxis(image, 0, -1).astype(np.float32) / 10000
-            return CSmask(reflectance, ["blue", "green", "red", "nir"], product_level="l1c",
-                          intra_op_num_threads=2).csm[..., 0]
-        finally:
-            csmask_module.tile_array, csmask_module.untile_array = tile, untile
-
     for name, image in (("clear", dn), ("cloudy", cloudy)):
-        path = write_raster(tmp_path / f"{name}.tif", image)
+        path = write_raster(tmp_path / f"{name}.tif", image, crs=crs, transform=transform)
         result = run_cli("predict", path, "-o", tmp_path / f"{name}.mask.tif", "--model",
                          tmp_path / "csmask", "--no-progress")
         assert result.exit_code == 0, result.output

@@ -42,15 +42,6 @@ def _scheduler(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.BadParameter(exc.text("cli")) from None
 
 
-def _classes(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise click.BadParameter("name classes by id or name, separated by commas")
-    return names
-
-
 def names(ctx: click.Context, param: click.Parameter, value: str | None) -> list[str] | None:
     """A comma-separated list of names (empty items dropped)."""
     if value is None:
@@ -172,7 +163,7 @@ def tile_size(help: str = "Tile size in pixels [default: the model's].") -> Call
 
 
 def classes(help: str) -> Callable[[F], F]:
-    return click.option("--classes", callback=_classes, help=help)
+    return click.option("--classes", callback=names, help=help)
 
 
 def background(help: str) -> Callable[[F], F]:
