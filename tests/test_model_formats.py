@@ -464,3 +464,21 @@ def test_an_imported_onnx_model_runs_the_same_on_a_dask_cluster(tmp_path, defaul
     assert summary["totals"]["failed"] == 0
     with rasterio.open(tmp_path / "out" / "scene.mask.tif") as ds:
         np.testing.assert_array_equal(ds.read(1), here)
+
+
+def test_a_yaml_card_says_what_the_source_does_not_and_flags_win(tmp_path):
+    torch.save(small_unet().state_dict(), tmp_path / "weights.pth")
+    (tmp_path / "card.yaml").write_text(
+        "encoder: resnet18\nbands: [blue, green, red, nir]\nmean: 1500\nstd: [900, 900, 950, 1000]\n"
+        "classes: [a, b, c]\nresolution: 10\n")
+    result = run_cli("models", "import", tmp_path / "weights.pth", "-o", tmp_path / "m",
+                     "--card", tmp_path / "card.yaml", "--classes", "water=#0000ff,land,cloud")
+    assert result.exit_code == 0, result.output
+    spec = load_model(tmp_path / "m").spec
+    assert spec.bands == ("blue", "green", "red", "nir") and spec.resolution == 10
+    assert spec.mean == (1500,) * 4 and spec.std == (900, 900, 950, 1000)
+    assert spec.class_names == ["water", "land", "cloud"] and spec.colors[0] == (0, 0, 255)
+    (tmp_path / "bad.yaml").write_text("encoder: resnet18\nlearning_rate: 3\n")
+    result = invoke("models", "import", tmp_path / "weights.pth", "-o", tmp_path / "x",
+                    "--card", tmp_path / "bad.yaml")
+    assert_one_line_error(result, "unknown setting 'learning_rate'", named=tmp_path / "bad.yaml")
