@@ -125,8 +125,8 @@ class Predictor:
     Everything per pixel after reading happens on the device: tiles travel in their own
     dtype (uint16 is half the bytes of float32), are normalized there, and come back as
     probabilities already multiplied by their blend weights. The network runs in the
-    runtime :func:`geoseg.runtimes.runtime_for` picks (a torch network is taken over: it
-    moves to the device).
+    runtime :func:`runtime_for` picks (a torch network is taken over: it moves to the
+    device).
     """
 
     def __init__(self, model: Model, device: str = "auto", *, tta: bool = False) -> None:
@@ -173,7 +173,9 @@ class Predictor:
     def prepare(self, threads: int | None = None) -> None:
         """Make what running with ``threads`` needs now (an ONNX Runtime session), so that
         a graph ONNX Runtime cannot load fails before any work."""
-        if hasattr(self.runtime, "session"):
+        from geoseg.runtimes import OnnxRuntime
+
+        if isinstance(self.runtime, OnnxRuntime):
             self.runtime.session(threads)
 
     def predict_proba(self, tiles: np.ndarray, valid: np.ndarray | None = None,

@@ -345,18 +345,14 @@ def fingerprint_of(*parts: bytes) -> str:
 
 def state_digest(network: torch.nn.Module) -> str:
     """A hash of a network's tensors (names, dtypes, shapes and values)."""
+    import torch
+
     digest = hashlib.sha256()
     for name, tensor in sorted(network.state_dict().items()):
         t = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        digest.update(t.view(-1).view(torch_uint8()).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()
-
-
-def torch_uint8() -> Any:
-    import torch
-
-    return torch.uint8
 
 
 def _contiguous_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -366,11 +362,12 @@ def _contiguous_state(network: torch.nn.Module) -> dict[str, torch.Tensor]:
 def build_network(spec: ModelSpec) -> torch.nn.Module:
     """A freshly initialised network for ``spec`` (never downloads pretrained weights)."""
     import segmentation_models_pytorch as smp
+    import torch
 
     if spec.architecture == ONNX:
         raise ModelError("this model is an ONNX graph: it has no torch network to build")
     arch = getattr(smp, spec.architecture, None)
-    if not (isinstance(arch, type) and issubclass(arch, torch_module())):
+    if not (isinstance(arch, type) and issubclass(arch, torch.nn.Module)):
         raise ModelError(f"unknown architecture {spec.architecture!r}")
     options = {**({"decoder_channels": list(spec.decoder_channels)} if spec.decoder_channels
                   else {}), **spec.network_options}
@@ -378,16 +375,10 @@ def build_network(spec: ModelSpec) -> torch.nn.Module:
               "in_channels": len(spec.bands), "classes": len(spec.classes), **options,
               "encoder_weights": None}  # never a download
     try:
-        network: torch.nn.Module = arch(**kwargs)  # type: ignore[assignment]
+        network: torch.nn.Module = arch(**kwargs)
         return network
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
         raise ModelError(f"cannot build {spec.architecture} with encoder {spec.encoder!r}: {exc}") from None
-
-
-def torch_module() -> type:
-    import torch
-
-    return torch.nn.Module
 
 
 def card_and_weights(path: str | os.PathLike[str]) -> tuple[Path, Path]:
