@@ -69,7 +69,6 @@ class Settings:
     ``None`` (or an empty value) means not said."""
 
     values: dict[str, Any] = field(default_factory=dict)
-    said_by: dict[str, str] = field(default_factory=dict)
 
     def update(self, values: dict[str, Any], by: str) -> None:
         for key, value in values.items():
@@ -78,7 +77,6 @@ class Settings:
             if key not in SETTINGS:
                 raise InputError(f"{by}: unknown setting {key!r} (known: {', '.join(SETTINGS)})")
             self.values[key] = value
-            self.said_by[key] = by
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.values.get(key, default)
@@ -417,9 +415,8 @@ def _finish(network: Any, graph: bytes | None, spec: ModelSpec, user: Settings,
 # --- settings ------------------------------------------------------------------------
 
 def _merge(said: Settings, user: Settings) -> Settings:
-    merged = Settings(dict(said.values), dict(said.said_by))
+    merged = Settings(dict(said.values))
     merged.values.update(user.values)
-    merged.said_by.update(user.said_by)
     return merged
 
 
