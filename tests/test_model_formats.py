@@ -99,7 +99,10 @@ def test_deepness_export_as_the_plugin_reads_it_reproduces_geoseg_normalization(
         plugin_probs = session.run(None, {session.get_inputs()[0].name: plugin_input})[0]
         np.testing.assert_allclose(plugin_probs.sum(axis=1), 1.0, atol=1e-4)  # softmax inside
         ours = predictor.predict_proba(tiles)
-        assert agreement(plugin_probs.argmax(1), ours.argmax(1)) >= 0.999
+        top2 = np.sort(ours, axis=1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 0.002  # not a tie that rounding can turn
+        assert clear.mean() > 0.9
+        np.testing.assert_array_equal(plugin_probs.argmax(1)[clear], ours.argmax(1)[clear])
 
 
 def test_deepness_metadata_is_read_on_import(tmp_path, default_model, make_scene):
@@ -155,6 +158,7 @@ def test_smp_round_trip_both_ways_offline(tmp_path, default_model, make_raster, 
                                   mask_of(image, torch_model(default_model)))
 
     # A folder smp itself saved, whose config names ImageNet weights: nothing downloads.
+    torch.manual_seed(1)
     net = smp.Unet("resnet18", encoder_weights=None, in_channels=3, classes=1,
                    encoder_depth=3, decoder_channels=(32, 16, 8), activation="sigmoid")
     net.save_pretrained(str(tmp_path / "hub"))
@@ -170,8 +174,13 @@ def test_smp_round_trip_both_ways_offline(tmp_path, default_model, make_raster, 
     probs = geoseg.predict(rgb, model=tmp_path / "roofs", device="cpu")
     with torch.inference_mode():
         p = net.eval()((torch.from_numpy(rasterio.open(rgb).read().astype(np.float32))[None] - 120) / 60)
-    expected = (p[0, 0].numpy() > 0.5).astype(np.uint8)
-    assert agreement(probs.values, expected) >= 0.999
+    p = p[0, 0].numpy()
+    # An untrained network sits near 0.5: compare where the answer is clearer than the
+    # float16 that tile results travel in (its step is 0.0005 there) and ONNX Runtime's
+    # rounding can move.
+    clear = np.abs(p - 0.5) > 0.002
+    assert clear.mean() > 0.5
+    np.testing.assert_array_equal(probs.values[clear], (p[clear] > 0.5).astype(np.uint8))
 
 
 # --- state dicts ------------------------------------------------------------------------
@@ -197,7 +206,11 @@ def test_torchgeo_and_lightning_state_dicts_import(tmp_path, make_raster):
     image = make_raster(data=np.random.default_rng(6).integers(0, 3000, (4, 128, 128), np.uint16))
     with torch.inference_mode():
         x = (torch.from_numpy(rasterio.open(image).read().astype(np.float32))[None] - 1500) / 900
-        expected = net(x).argmax(1)[0].numpy()
+        probs = torch.softmax(net(x), 1)[0].numpy()
+    expected = probs.argmax(0)
+    top2 = np.sort(probs, axis=0)[-2:]
+    clear = top2[1] - top2[0] > 0.002  # beyond float16 tile results and runtime rounding
+    assert clear.mean() > 0.5
     settings = ["--mean", "1500", "--std", "900", "--classes", "a,b,c"]
     result = run_cli("models", "import", tmp_path / "torchgeo.pth", "-o", tmp_path / "tg",
                      "--encoder", "resnet18", *settings)
@@ -208,7 +221,7 @@ def test_torchgeo_and_lightning_state_dicts_import(tmp_path, make_raster):
         model = load_model(folder)
         assert model.spec.source["format"] == fmt and model.spec.decoder_channels == (32, 16, 8)
         assert (folder / "model.onnx").exists() and model.spec.runtime == "onnxruntime"
-        assert agreement(mask_of(image, folder), expected) >= 0.999
+        np.testing.assert_array_equal(mask_of(image, folder)[clear], expected[clear])
     # Without the encoder a bare state dict cannot be built: one line says what to give.
     result = invoke("models", "import", tmp_path / "torchgeo.pth", "-o", tmp_path / "x")
     assert_one_line_error(result, "--encoder")
