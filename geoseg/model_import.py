@@ -196,7 +196,7 @@ def _from_onnx(path: Path, origin: str, user: Settings, beside: Path) -> Model:
         merged.update({"outputs": "probabilities" if final_op in ("Softmax", "Sigmoid")
                        else "logits"}, f"its final {final_op or 'node'}")
     spec_values = _spec_values(merged, n_bands=n_bands, n_outputs=probe, path=where,
-                               name=path.stem)
+                               name=default_name(origin))
     spec = ModelSpec(architecture=ONNX, encoder="", decoder_channels=(),
                      encoder_depth=ONNX_STRIDE_DEPTH, input_size=size,
                      tile_size=size or spec_values.pop("tile_size", None) or 512,
@@ -242,7 +242,7 @@ def _from_smp_folder(folder: Path, origin: str, user: Settings, *, trust_pickle:
     n_classes = int(config.get("classes", 1))
     return _torch_model(state, net, said, user, n_bands=n_bands, n_outputs=n_classes,
                         source={"format": "smp", "origin": origin,
-                                "sha256": file_sha256(weights)}, where=weights)
+                                "sha256": file_sha256(weights)}, where=folder)
 
 
 def _from_state_file(path: Path, origin: str, user: Settings, *, trust_pickle: bool) -> Model:
@@ -313,8 +313,12 @@ def read_state_file(path: Path, *, trust_pickle: bool, whole: bool = False) -> A
             raise ModelError(f"cannot load the checkpoint ({type(exc2).__name__}: {exc2})",
                              path) from None
     except Exception as exc:  # zip/pickle/EOF errors: not a torch checkpoint at all
-        raise ModelError(f"is not a torch checkpoint ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})", path) from None
+        # torch's own message helps for a broken zip; an unpickler's KeyError or EOFError
+        # on bytes that are no pickle says nothing.
+        text = str(exc).strip() if isinstance(exc, RuntimeError) else ""
+        detail = text.splitlines()[0] if text else ""
+        raise ModelError("is not a torch checkpoint" + (f" ({detail})" if detail else ""),
+                         path) from None
     if whole:
         return obj
     return state_candidates(obj, path)[0]
@@ -373,8 +377,7 @@ def _torch_model(state: dict[str, torch.Tensor], net: dict[str, Any], said: Sett
         net = {**net, **{k: user.values[k] for k in ("architecture", "encoder")
                          if k in user.values}}
     values = _spec_values(merged, n_bands=n_bands, n_outputs=n_outputs, path=where,
-                          name=Path(source["origin"]).stem if where.name.startswith("model.")
-                          else where.stem)
+                          name=default_name(source["origin"]))
     n_classes = len(values["classes"])
     options = dict(net.get("network_options", {}))
     if n_outputs != n_classes:  # one sigmoid channel for two classes: the network keeps 1
@@ -418,6 +421,12 @@ def _merge(said: Settings, user: Settings) -> Settings:
     merged = Settings(dict(said.values))
     merged.values.update(user.values)
     return merged
+
+
+def default_name(origin: str) -> str:
+    """A model's name from where it came from: the file or folder name without its suffix
+    (and a hub reference's revision)."""
+    return Path(origin.rstrip("/")).stem.split("@")[0] or "model"
 
 
 def _spec_values(merged: Settings, *, n_bands: int, n_outputs: int, path: Path | str,
