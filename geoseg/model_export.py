@@ -58,7 +58,9 @@ def with_onnx(model: Model) -> Model:
     masks (``python -m benchmarks runtimes``)."""
     import dataclasses
 
-    graph = model.graph if model.graph is not None else onnx_graph(model)
+    graph = model.graph  # the one it has, if still the network's (a digest of its tensors)
+    if graph is None:
+        graph = onnx_graph(model)
     spec = dataclasses.replace(model.spec, runtime="onnxruntime")
     return Model(model.network, spec, model.path, graph)
 

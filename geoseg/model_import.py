@@ -168,9 +168,7 @@ def _from_onnx(path: Path, origin: str, user: Settings, beside: Path) -> Model:
             card = ModelSpec.from_dict(json.loads(metadata["geoseg_card"]))
         except (ValueError, ModelError) as exc:
             raise ModelError(f"its geoseg_card metadata is not a geoseg card ({exc})", where) from None
-        said.update({k: getattr(card, k) for k in SETTINGS if k not in ("architecture", "encoder",
-                                                                         "runtime")}, "geoseg")
-        said.update({"classes": list(card.classes)}, "geoseg")
+        said.update(card_settings(card), "geoseg")
     elif _deepness_keys(metadata):
         fmt = "deepness"
         said.update(_deepness_settings(metadata, path), "its Deepness metadata")
@@ -219,9 +217,7 @@ def _from_smp_folder(folder: Path, origin: str, user: Settings, *, trust_pickle:
     geoseg_card = folder / "geoseg.json"  # what geoseg's smp export puts beside
     if geoseg_card.exists():
         card = ModelSpec.from_dict(json.loads(geoseg_card.read_text()))
-        said.update({k: getattr(card, k) for k in SETTINGS if k not in ("architecture", "encoder",
-                                                                         "runtime")}, "geoseg.json")
-        said.update({"classes": list(card.classes)}, "geoseg.json")
+        said.update(card_settings(card), "geoseg.json")
     weights = next((folder / n for n in ("model.safetensors", "pytorch_model.bin")
                     if (folder / n).exists()), None)
     if weights is None:
@@ -416,6 +412,13 @@ def _finish(network: Any, graph: bytes | None, spec: ModelSpec, user: Settings,
 
 
 # --- settings ------------------------------------------------------------------------
+
+def card_settings(card: ModelSpec) -> dict[str, Any]:
+    """What a geoseg card says of a model's use, as import settings (its network is the
+    source's own: architecture, encoder and runtime are left out)."""
+    return {k: list(card.classes) if k == "classes" else getattr(card, k) for k in SETTINGS
+            if k not in ("architecture", "encoder", "runtime")}
+
 
 def _merge(said: Settings, user: Settings) -> Settings:
     merged = Settings(dict(said.values))
@@ -671,9 +674,7 @@ def _sidecar_settings(path: Path) -> dict[str, Any] | None:
         return None
     if data.get("format") == CARD_FORMAT:
         card = ModelSpec.from_dict(data)
-        found: dict[str, Any] = {k: getattr(card, k) for k in SETTINGS
-                                 if k not in ("architecture", "encoder", "runtime")}
-        found["classes"] = list(card.classes)
+        found = card_settings(card)
         return {**found, "_format": "onnx + geoseg card"}
     stats = data.get("data", {}).get("dataset_statistics") if isinstance(data.get("data"), dict) else None
     if isinstance(stats, dict) and isinstance(stats.get("img"), list) and len(stats["img"]) == 2:
