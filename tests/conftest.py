@@ -158,8 +158,15 @@ def geoseg_paused() -> Iterator[Callable[..., subprocess.Popen[str]]]:
 def own_lines(stderr: str) -> list[str]:
     """geoseg's lines of a process's stderr: libtiff (inside GDAL) prints a failed write
     straight to the file descriptor, from whichever thread meets it, before or after
-    geoseg's own line."""
-    return [line for line in stderr.splitlines() if line and not line.startswith("_tiff")]
+    geoseg's own line, and in three writes (``_tiffWriteProc: ``, ``File too large``,
+    ``.\n``) that geoseg's line can fall between; its pieces are taken out wherever they
+    landed."""
+    import re
+
+    reason = r"(File too large|No space left on device)"
+    text = re.sub(rf"_tiff\w+: {reason}?", "", stderr)
+    text = re.sub(rf"(?m)^{reason}\.?$", "", text)  # its reason, when geoseg came before
+    return [line for line in text.splitlines() if line.strip() not in ("", ".")]
 
 
 def interruptible() -> None:
