@@ -53,6 +53,20 @@ def is_gdal_path(path: str) -> bool:
     return "://" in path or path.startswith("/vsi")
 
 
+# URL schemes and the GDAL file system that reads each (as rasterio maps them).
+VSI_SCHEMES = {"http://": "/vsicurl/http://", "https://": "/vsicurl/https://", "s3://": "/vsis3/",
+               "gs://": "/vsigs/", "az://": "/vsiaz/", "file://": ""}
+
+
+def vsi_path(path: str) -> str:
+    """``path`` as GDAL itself opens it (in a VRT, say): a URL becomes its ``/vsicurl/``,
+    ``/vsis3/``… path; anything else stays as it is."""
+    for scheme, prefix in VSI_SCHEMES.items():
+        if path.startswith(scheme):
+            return prefix + path[len(scheme):]
+    return path
+
+
 def reads_over_network(path: str) -> bool:
     """Whether GDAL reads ``path`` over a network (/vsicurl/, /vsis3/, https://…, also
     inside a chain such as /vsizip//vsicurl/…)."""

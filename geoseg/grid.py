@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from affine import Affine
     from rasterio.crs import CRS
 
+# GDAL's resampling methods a scene's bands of another pixel size may be read with.
+RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average")
+
 
 @dataclass(frozen=True)
 class Grid:
@@ -59,6 +62,18 @@ class Grid:
         """The same extent on a coarser (or finer) grid of ``height × width`` pixels."""
         scale = self.transform.scale(self.width / width, self.height / height)
         return Grid(self.crs, self.transform * scale, height, width)
+
+    def resampled(self, resolution: float) -> Grid:
+        """The grid of square ``resolution`` pixels (CRS units) from the same top-left
+        corner over the same area (the last row and column rounded to whole pixels)."""
+        from affine import Affine
+
+        t = self.transform
+        width = max(1, round(abs(t.a) * self.width / resolution))
+        height = max(1, round(abs(t.e) * self.height / resolution))
+        step_x = resolution if t.a > 0 else -resolution
+        step_y = -resolution if t.e < 0 else resolution
+        return Grid(self.crs, Affine(step_x, 0.0, t.c, 0.0, step_y, t.f), height, width)
 
     def pixel_centres(self) -> tuple[np.ndarray, np.ndarray]:
         """Map ``x`` of every column's and ``y`` of every row's pixel centres."""

@@ -1,8 +1,9 @@
-"""Several GeoTIFF tiles on one pixel grid as one raster: GDAL's own VRT XML.
+"""Several rasters as one: GDAL's own VRT XML.
 
-The tiles must agree in CRS, band count, data type and pixel size, and lie on one pixel
-grid; the VRT places each at its offset and carries a dataset mask, so gaps between the
-tiles are nodata.
+A mosaic: tiles that agree in CRS, band count, data type and pixel size, and lie on one
+pixel grid; the VRT places each at its offset and carries a dataset mask, so gaps between
+the tiles are nodata. A band stack: bands of several files (of any pixel size) on one
+grid, each resampled by GDAL as it is read.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from affine import Affine
 from rasterio.dtypes import _gdal_typename
 
 from geoseg.errors import InputError
+from geoseg.gdal import vsi_path
 from geoseg.grid import Grid
 
 if TYPE_CHECKING:
@@ -62,7 +64,8 @@ def vrt(infos: Sequence[RasterInfo]) -> tuple[str, Grid]:
             nd = info.nodata
             w, h = info.grid.width, info.grid.height
             out.append(
-                f"<{tag}><SourceFilename relativeToVRT=\"0\">{escape(info.path)}</SourceFilename>"
+                f"<{tag}><SourceFilename relativeToVRT=\"0\">{escape(vsi_path(info.path))}"
+                f"</SourceFilename>"
                 f"<SourceBand>{band}</SourceBand>"
                 f"<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{w}\" ySize=\"{h}\"/>"
                 f"<DstRect xOff=\"{c - col0}\" yOff=\"{r - row0}\" "
@@ -89,6 +92,35 @@ def vrt(infos: Sequence[RasterInfo]) -> tuple[str, Grid]:
     xml = (f"<VRTDataset rasterXSize=\"{width}\" rasterYSize=\"{height}\">{srs}"
            f"<GeoTransform>{gt}</GeoTransform>{bands}{mask}</VRTDataset>")
     return xml, Grid(crs, transform, height, width)
+
+
+def stack_vrt(layers: Sequence[tuple[str, int, Grid, float | None]], grid: Grid, dtype: str,
+              resampling: str) -> str:
+    """GDAL VRT XML of a band stack on ``grid``: one band per ``(GDAL path, band in that
+    file, the file's grid, nodata)``, placed by georeferencing and resampled with
+    ``resampling`` where its pixels differ from the grid's (same CRS assumed)."""
+    t = grid.transform
+    gdal_type = _gdal_typename(dtype)
+    bands = []
+    for k, (path, band, src, nodata) in enumerate(layers, 1):
+        s = src.transform
+        dst = (f"xOff=\"{(s.c - t.c) / t.a!r}\" yOff=\"{(s.f - t.f) / t.e!r}\" "
+               f"xSize=\"{src.width * s.a / t.a!r}\" ySize=\"{src.height * s.e / t.e!r}\"")
+        nd = _xml_number(nodata) if nodata is not None else None
+        bands.append(
+            f"<VRTRasterBand dataType=\"{gdal_type}\" band=\"{k}\">"
+            + (f"<NoDataValue>{nd}</NoDataValue>" if nd is not None else "")
+            + f"<ComplexSource resampling=\"{resampling}\">"
+            f"<SourceFilename relativeToVRT=\"0\">{escape(path)}</SourceFilename>"
+            f"<SourceBand>{band}</SourceBand>"
+            f"<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{src.width}\" ySize=\"{src.height}\"/>"
+            f"<DstRect {dst}/>"
+            + (f"<NODATA>{nd}</NODATA>" if nd is not None else "")
+            + "</ComplexSource></VRTRasterBand>")
+    srs = f"<SRS>{escape(grid.crs.to_wkt())}</SRS>" if grid.crs is not None else ""
+    gt = ", ".join(repr(float(v)) for v in t.to_gdal())
+    return (f"<VRTDataset rasterXSize=\"{grid.width}\" rasterYSize=\"{grid.height}\">{srs}"
+            f"<GeoTransform>{gt}</GeoTransform>{''.join(bands)}</VRTDataset>")
 
 
 def _xml_number(value: float) -> str:

@@ -1,10 +1,17 @@
 """Raster inputs: open and validate a scene up front, then read windows of it lazily.
 
-A scene is one file, a VRT, a folder of GeoTIFF tiles or several tiles of one mosaic
-(made one VRT by :mod:`geoseg.mosaic`, never a hand-merged array). A :class:`Source` is a
-small picklable value (a path or VRT text, its :class:`~geoseg.grid.Grid` and bands);
-tasks get their dataset handle from it through :meth:`Source.open`, one per thread,
-because GDAL handles are not thread-safe.
+A scene is one file, a VRT, a folder of GeoTIFF tiles or several tiles of one mosaic, a
+band stack (one file per band: ``B02.tif+B03.tif+B04.tif``, ``red=a.tif+nir=b.tif``, a
+product folder of band files, or several band files given at once) or a STAC Item
+(:mod:`geoseg.stac`). Mosaics and stacks become one VRT (:mod:`geoseg.mosaic`), never a
+hand-merged array: a stack's bands of other resolutions are resampled by GDAL onto the
+finest band's grid (or one of ``resolution``) as windows are read.
+
+Bands are matched to the model's band names (:mod:`geoseg.bands`) wherever the scene names
+them; a scale and offset the product declares (STAC ``raster:bands``, the GeoTIFF's own)
+travel with the source. A :class:`Source` is a small picklable value (a path or VRT text,
+its :class:`~geoseg.grid.Grid` and bands); tasks get their dataset handle from it through
+:meth:`Source.open`, one per thread, because GDAL handles are not thread-safe.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -27,7 +35,8 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from geoseg import mosaic
+from geoseg import mosaic, stac
+from geoseg.bands import BandFile, common_name, match, name_in_file
 from geoseg.errors import InputError, RasterReadError
 from geoseg.gdal import (
     GDAL_ERRORS,
@@ -37,8 +46,9 @@ from geoseg.gdal import (
     read_errors,
     read_message,
     reads_over_network,
+    vsi_path,
 )
-from geoseg.grid import Grid
+from geoseg.grid import RESAMPLING, Grid
 
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32",
                     "uint64", "int64", "float32", "float64")
@@ -57,13 +67,19 @@ class RasterInfo:
     count: int
     dtype: str
     nodata: float | None
+    names: tuple[str | None, ...] = ()  # each band's common name (None: unknown)
+    scales: tuple[float, ...] = ()  # each band's own scale and offset (1 and 0: none)
+    offsets: tuple[float, ...] = ()
+    nodatas: tuple[float | None, ...] = ()
 
 
 @dataclass(frozen=True)
 class Source:
-    """A validated raster input: one file, a VRT, or a mosaic of GeoTIFFs (as VRT text).
+    """A validated raster input: one file, a VRT, or a mosaic or band stack (as VRT text).
 
-    ``bands`` are the 1-based band indexes to read, in model order.
+    ``bands`` are the 1-based band indexes to read, in model order; ``band_names`` their
+    common names ("" where unknown). ``scale`` and ``offset`` (per read band; empty when
+    the product declares none) turn stored values into the product's physical units.
     """
 
     name: str
@@ -74,6 +90,9 @@ class Source:
     dtype: str
     nodata: float | None
     remote: bool = False  # read over a network (a file, or any tile of a mosaic)
+    band_names: tuple[str, ...] = ()
+    scale: tuple[float, ...] = ()
+    offset: tuple[float, ...] = ()
 
     @contextlib.contextmanager
     def open(self) -> Iterator[rasterio.io.DatasetReader]:
@@ -120,13 +139,45 @@ def open_source(
     paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     bands: Sequence[int] | None = None,
+    want: Sequence[str] | None = None,
+    assets: Sequence[str] | None = None,
+    resolution: float | None = None,
+    resampling: str = "bilinear",
     allow_no_crs: bool = False,
 ) -> Source:
-    """Open and validate one raster, a VRT, a folder of GeoTIFF tiles or several tiles (a mosaic).
+    """Open and validate a scene: one raster, a VRT, a folder of GeoTIFF tiles or several
+    tiles (a mosaic), a band stack or a STAC Item (see the module's text).
 
-    Raises :class:`RasterReadError` / :class:`InputError` naming the file at fault.
+    ``want`` are the band names the model reads: the scene's bands are matched to them by
+    name wherever it names its bands (``bands``, 1-based indexes, choose by position
+    instead). ``assets`` choose a STAC Item's assets by key. A stack's grid is its finest
+    band's, or one of ``resolution`` (CRS units) over the same area; other bands are
+    resampled with ``resampling``. Raises :class:`RasterReadError` / :class:`InputError`
+    naming the file at fault.
     """
-    infos = [inspect(real, shown, allow_no_crs=allow_no_crs) for shown, real in expand(paths)]
+    if resampling not in RESAMPLING:
+        raise InputError(f"resampling {resampling!r} is not one of {', '.join(RESAMPLING)}")
+    if resolution is not None and not (math.isfinite(resolution) and resolution > 0):
+        raise InputError(f"resolution must be a positive number, not {resolution}")
+    items = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [
+        os.fspath(p) for p in paths]
+    if assets and not (len(items) == 1 and stac.is_stac(items[0])):
+        raise InputError("${assets} chooses the assets of a STAC Item; the scene is no Item")
+    stack = scene_bands(items, assets)
+    if stack is not None:
+        name, band_files = stack
+        return open_stack(band_files, name=name, bands=bands, want=want, resolution=resolution,
+                          resampling=resampling, allow_no_crs=allow_no_crs)
+    infos = [inspect(real, shown, allow_no_crs=allow_no_crs) for shown, real in expand(items)]
+    if resolution is not None:
+        if len(infos) > 1:
+            raise InputError("${resolution} resamples one raster, a band stack or a STAC "
+                             "Item, not a mosaic of tiles", infos[0].shown)
+        info = infos[0]
+        layers = [BandFile(info.path, info.shown, b) for b in range(1, info.count + 1)]
+        return open_stack(layers, name=info.shown, bands=bands, want=want,
+                          resolution=resolution, resampling=resampling,
+                          allow_no_crs=allow_no_crs, infos={info.path: info})
     if len(infos) == 1:
         info = infos[0]
         name, path, vrt = info.shown, info.path, None
@@ -135,11 +186,212 @@ def open_source(
         vrt, grid = mosaic.vrt(infos)
         info = replace(infos[0], grid=grid)
         name, path = f"{infos[0].shown} (+{len(infos) - 1} tiles)", ""
+    chosen = _choose_bands(bands, want, info.names, info.count, name)
+    scale, offset = _declared(info.scales, info.offsets, chosen)
     return Source(
         name=name, path=path, vrt_xml=vrt, grid=info.grid,
-        bands=_select_bands(bands, info.count, name), dtype=info.dtype, nodata=info.nodata,
+        bands=chosen, dtype=info.dtype, nodata=info.nodata,
         remote=any(reads_over_network(i.path) for i in infos),
+        band_names=tuple(info.names[b - 1] or "" for b in chosen), scale=scale, offset=offset,
     )
+
+
+def scene_bands(items: Sequence[str], assets: Sequence[str] | None = None
+                ) -> tuple[str, list[BandFile]] | None:
+    """The bands of a scene stored one file per band (with its name), or None when the
+    scene is a raster or a mosaic. A stack is a STAC Item; ``A+B+C`` (each part a file,
+    or ``NAME=FILE`` to name its band); files given apart with ``NAME=FILE``, or whose
+    names announce distinct bands (``B02``, ``SR_B4``…); or a folder of such files."""
+    if len(items) == 1 and stac.is_stac(items[0]) and not (
+            not is_gdal_path(items[0]) and Path(items[0]).is_dir()):
+        return stac.item_bands(items[0], assets)
+    if len(items) == 1 and not is_gdal_path(items[0]) and Path(items[0]).is_dir():
+        folder = Path(items[0])
+        found = stac.folder_items(folder)
+        if found and not _raster_files(folder):
+            if len(found) > 1:
+                raise InputError(f"holds {len(found)} STAC Items; a scene is one of them "
+                                 f"(give one, or run them all with geoseg run)", folder)
+            return stac.item_bands(found[0], assets)
+        files = [(str(p), str(p.absolute()), name_in_file(p.name)) for p in _raster_files(folder)]
+        band_files = [BandFile(real, shown, name=n) for shown, real, n in files if n is not None]
+        if len(band_files) >= 2 and len({b.name for b in band_files}) > 1:
+            return folder.name or str(folder), band_files
+        return None
+    parts = items
+    if len(items) == 1 and "+" in items[0] and not _exists(items[0]):
+        parts = items[0].split("+")
+        if any(not p for p in parts):
+            raise InputError("a band stack is FILE+FILE+… (a file on each side of every +)",
+                             items[0])
+    elif len(items) == 1 and _named(items[0]) is None:
+        return None
+    explicit = any(_named(p) for p in parts)
+    if not explicit:
+        names = [name_in_file(p) for p in parts]
+        if len(parts) == len(items) and (None in names or len(set(names)) < len(names)):
+            return None  # tiles of a mosaic
+    band_files = []
+    for part in parts:
+        named = _named(part)
+        name, path = named if named is not None else (None, part)
+        shown, real = expand([path])[0]
+        if named is not None and common_name(name) is None:
+            raise InputError(f"band name {name!r} is no band name geoseg knows (use a "
+                             f"common name such as blue, green, red, nir, swir16, or an id "
+                             f"such as B04)", part)
+        band_files.append(BandFile(real, shown, name=common_name(name) if name else None))
+    return stack_name([b.shown for b in band_files]), band_files
+
+
+def stack_name(files: Sequence[str]) -> str:
+    """A band stack's name: what its files' names share up to a separator
+    (``T32_B02_10m.tif+T32_B08_20m.tif`` → ``T32``), else the first file's."""
+    stems = [Path(f.split("?")[0]).stem for f in files]
+    prefix = stems[0]
+    for stem in stems[1:]:
+        prefix = prefix[:next((k for k, (a, b) in enumerate(zip(prefix, stem, strict=False))
+                               if a != b),
+                              min(len(prefix), len(stem)))]
+    if any(len(s) > len(prefix) and s[len(prefix)] not in "_-. " for s in stems):
+        prefix = re.sub(r"[^_\-. ]*$", "", prefix)
+    return prefix.rstrip("_-. ") or stems[0]
+
+
+def _named(part: str) -> tuple[str, str] | None:
+    """``"red=B04.tif"`` → ``("red", "B04.tif")``; None for a plain path."""
+    name, sep, path = part.partition("=")
+    if sep and path and name and "/" not in name and "\\" not in name and not _exists(part):
+        return name, path
+    return None
+
+
+def _exists(text: str) -> bool:
+    return not is_gdal_path(text) and Path(text).exists()
+
+
+def _raster_files(folder: Path) -> list[Path]:
+    return sorted(c for c in folder.iterdir()
+                  if c.suffix.lower() in FOLDER_SUFFIXES and c.is_file())
+
+
+FOLDER_SUFFIXES = (".tif", ".tiff", ".jp2")
+
+
+def open_stack(layers: Sequence[BandFile], *, name: str, bands: Sequence[int] | None = None,
+               want: Sequence[str] | None = None, resolution: float | None = None,
+               resampling: str = "bilinear", allow_no_crs: bool = False,
+               infos: dict[str, RasterInfo] | None = None) -> Source:
+    """A scene of bands from several files (or one file's bands on another grid) as one
+    VRT: the finest band's grid, or ``resolution`` over its area; every band must be in
+    one CRS and cover that grid."""
+    infos = dict(infos or {})
+    for layer in layers:
+        if layer.path not in infos:
+            infos[layer.path] = inspect(layer.path, layer.shown, allow_no_crs=allow_no_crs)
+        if layer.band > infos[layer.path].count:
+            raise InputError(f"has no band {layer.band}", layer.shown)
+    def named(layer: BandFile) -> str | None:
+        info = infos[layer.path]
+        return layer.name or info.names[layer.band - 1]
+
+    layers = _finest_per_name(list(layers), infos, named)
+    names = [named(layer) for layer in layers]
+    chosen = [layers[b - 1] for b in _choose_bands(bands, want, tuple(names), len(layers), name)]
+    first = infos[chosen[0].path]
+    for layer in chosen[1:]:
+        crs = infos[layer.path].grid.crs
+        if crs != first.grid.crs:
+            raise InputError(f"is in {_crs_text(crs)} but {first.shown} is in "
+                             f"{_crs_text(first.grid.crs)}: the bands of a scene share one CRS "
+                             f"(warp them to one first, e.g. gdalwarp -t_srs)", layer.shown)
+    finest = min(chosen, key=lambda b: abs(infos[b.path].grid.transform.a))
+    grid = infos[finest.path].grid
+    if resolution is not None:
+        grid = grid.resampled(resolution)
+    for layer in chosen:
+        _check_covers(infos[layer.path], grid)
+    dtype = np.result_type(*[infos[b.path].dtype for b in chosen]).name
+    nodatas = [b.nodata if b.nodata is not None else infos[b.path].nodatas[b.band - 1]
+               for b in chosen]
+    xml = mosaic.stack_vrt([(vsi_path(b.path), b.band, infos[b.path].grid, nd)
+                            for b, nd in zip(chosen, nodatas, strict=True)],
+                           grid, dtype, resampling)
+    scales = tuple(b.scale if b.scale is not None else infos[b.path].scales[b.band - 1]
+                   for b in chosen)
+    offsets = tuple(b.offset if b.offset is not None else infos[b.path].offsets[b.band - 1]
+                    for b in chosen)
+    scale, offset = _declared(scales, offsets, tuple(range(1, len(chosen) + 1)))
+    return Source(name=name, path="", vrt_xml=xml, grid=grid,
+                  bands=tuple(range(1, len(chosen) + 1)), dtype=dtype, nodata=nodatas[0],
+                  remote=any(reads_over_network(b.path) for b in chosen),
+                  band_names=tuple(named(b) or "" for b in chosen), scale=scale, offset=offset)
+
+
+def _finest_per_name(layers: list[BandFile], infos: dict[str, RasterInfo],
+                     named: Any) -> list[BandFile]:
+    """Of several bands of one name (B02 at 10, 20 and 60 m), the finest, in place of the first."""
+    best: dict[str, BandFile] = {}
+    for layer in layers:
+        n = named(layer)
+        if n is None:
+            continue
+        if n not in best or (abs(infos[layer.path].grid.transform.a)
+                             < abs(infos[best[n].path].grid.transform.a)):
+            best[n] = layer
+    out, seen = [], set()
+    for layer in layers:
+        n = named(layer)
+        if n is None:
+            out.append(layer)
+        elif n not in seen:
+            seen.add(n)
+            out.append(best[n])
+    return out
+
+
+def _check_covers(info: RasterInfo, grid: Grid) -> None:
+    """A band must cover the scene's grid (to within half of its own pixel)."""
+    have, need = info.grid.bounds, grid.bounds
+    slack = abs(info.grid.transform.a) / 2, abs(info.grid.transform.e) / 2
+    if (have[0] > need[0] + slack[0] or have[2] < need[2] - slack[0]
+            or have[1] > need[1] + slack[1] or have[3] < need[3] - slack[1]):
+        raise InputError(f"covers {_bounds_text(have)}, less than the scene's "
+                         f"{_bounds_text(need)}: every band of a scene must cover it", info.shown)
+
+
+def _bounds_text(b: tuple[float, float, float, float]) -> str:
+    return "(" + ", ".join(f"{v:.6g}" for v in b) + ")"
+
+
+def _crs_text(crs: Any) -> str:
+    if crs is None:
+        return "no CRS"
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_string()
+
+
+def _choose_bands(bands: Sequence[int] | None, want: Sequence[str] | None,
+                  names: tuple[str | None, ...], count: int, scene: str) -> tuple[int, ...]:
+    """The 1-based bands to read: as ``bands`` says, else matched to the model's ``want``
+    by name where the scene names its bands, else all of them in order."""
+    if bands is not None:
+        return _select_bands(bands, count, scene)
+    if want is not None and names:
+        picked = match(want, names, scene)
+        if picked is not None:
+            return tuple(i + 1 for i in picked)
+    return tuple(range(1, count + 1))
+
+
+def _declared(scales: Sequence[float], offsets: Sequence[float], chosen: Sequence[int]
+              ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The chosen bands' scale and offset, or ``((), ())`` when none declares any."""
+    scale = tuple(float(scales[b - 1]) if scales else 1.0 for b in chosen)
+    offset = tuple(float(offsets[b - 1]) if offsets else 0.0 for b in chosen)
+    if all(s == 1.0 for s in scale) and all(o == 0.0 for o in offset):
+        return (), ()
+    return scale, offset
 
 
 def expand(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -155,8 +407,7 @@ def expand(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
     for item in items:
         p = Path(item)
         if p.is_dir():
-            tiles = sorted(c for c in p.iterdir()
-                           if c.suffix.lower() in (".tif", ".tiff") and c.is_file())
+            tiles = _raster_files(p)
             if not tiles:
                 raise RasterReadError("is a directory without GeoTIFF tiles", p)
             files.extend((str(c), str(c.absolute())) for c in tiles)
@@ -191,7 +442,13 @@ def inspect(path: str, shown: str, *, allow_no_crs: bool) -> RasterInfo:
                 raise InputError("has no CRS (use ${allow_no_crs=True} to process it anyway)",
                                  shown)
             _check_readable(ds, shown)
-            return RasterInfo(path, shown, Grid.of(ds), ds.count, dtype, ds.nodata)
+            names = tuple(common_name(d, path) for d in ds.descriptions)
+            if ds.count == 1 and names[0] is None:
+                names = (name_in_file(path),)
+            return RasterInfo(path, shown, Grid.of(ds), ds.count, dtype, ds.nodata, names,
+                              tuple(1.0 if v is None else float(v) for v in ds.scales),
+                              tuple(0.0 if v is None else float(v) for v in ds.offsets),
+                              tuple(ds.nodatavals))
 
 
 def _check_readable(ds: rasterio.io.DatasetReader, path: str) -> None:

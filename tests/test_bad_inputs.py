@@ -91,7 +91,7 @@ ERRORS = [
         RasterReadError, "is an empty file (0 bytes)"),
     Row("complex64", lambda d: [write_raster(d / "sar.tif", image(dtype=np.complex64))],
         InputError, "data type complex64 is not supported"),
-    Row("1 band for a 4-band model", lambda d: [write_raster(d / "pan.tif", image(bands=1))],
+    Row("1 band for a 4-band model", lambda d: [write_raster(d / "gray.tif", image(bands=1))],
         InputError, "has 1 band but the model needs 4 (blue, green, red, nir); choose them with "
                     "${bands}"),
     Row("--bands naming a band that is not there",

@@ -1,0 +1,138 @@
+"""Band names: what a band is called in a model card, a file name, a GeoTIFF band
+description or a STAC asset, reduced to one vocabulary (STAC's ``eo`` common names), and a
+scene's bands matched to the bands a model reads.
+
+Sentinel-2 (``B01`` … ``B12``, ``B8A``) and Landsat (``B1`` … ``B11``, ``SR_B4``, ``ST_B10``;
+TM/ETM+ numbering for ``LT04``/``LT05``/``LE07`` products) band names are known; so are the
+common names and the usual spellings of them (``rededge1``, ``swir1``, ``nir_narrow``…).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from geoseg.errors import InputError
+
+# STAC eo common names (the v2 names of the red-edge bands; "rededge" alone is generic).
+COMMON_NAMES = ("coastal", "blue", "green", "red", "yellow", "pan", "rededge", "rededge071",
+                "rededge075", "rededge078", "nir", "nir08", "nir09", "cirrus", "swir16",
+                "swir22", "lwir", "lwir11", "lwir12")
+
+SPELLINGS = {
+    "aerosol": "coastal", "coastal_aerosol": "coastal", "ultrablue": "coastal",
+    "panchromatic": "pan",
+    "rededge1": "rededge071", "rededge2": "rededge075", "rededge3": "rededge078",
+    "re1": "rededge071", "re2": "rededge075", "re3": "rededge078",
+    "vre1": "rededge071", "vre2": "rededge075", "vre3": "rededge078",
+    "nir_narrow": "nir08", "nirnarrow": "nir08", "narrow_nir": "nir08", "nir2": "nir08",
+    "nir1": "nir", "near_infrared": "nir", "nir_broad": "nir",
+    "water_vapour": "nir09", "water_vapor": "nir09", "wvp": "nir09",
+    "swir1": "swir16", "swir_1": "swir16", "swir2": "swir22", "swir_2": "swir22",
+    "tir": "lwir", "thermal": "lwir", "tirs1": "lwir11", "tirs2": "lwir12",
+}
+
+SENTINEL2 = {"B01": "coastal", "B02": "blue", "B03": "green", "B04": "red",
+             "B05": "rededge071", "B06": "rededge075", "B07": "rededge078", "B08": "nir",
+             "B8A": "nir08", "B09": "nir09", "B10": "cirrus", "B11": "swir16", "B12": "swir22"}
+LANDSAT_OLI = {"B1": "coastal", "B2": "blue", "B3": "green", "B4": "red", "B5": "nir08",
+               "B6": "swir16", "B7": "swir22", "B8": "pan", "B9": "cirrus", "B10": "lwir11",
+               "B11": "lwir12"}
+LANDSAT_TM = {"B1": "blue", "B2": "green", "B3": "red", "B4": "nir08", "B5": "swir16",
+              "B6": "lwir", "B7": "swir22", "B8": "pan"}
+
+# Where a band is missing, the band that stands in for it (broad and narrow NIR; a
+# generic red edge for the one red-edge band a scene has).
+STAND_INS = {"nir": ("nir08",), "nir08": ("nir",), "lwir": ("lwir11",), "lwir11": ("lwir",)}
+
+_BAND_ID = re.compile(r"^(?:(SR|ST|TOA)_)?B(8A|\d{1,2})$", re.IGNORECASE)
+_LANDSAT_TM = re.compile(r"(^|[_\W])L[TE]0[4-7]", re.IGNORECASE)
+_LANDSAT = re.compile(r"(^|[_\W])L[COTEM]0\d", re.IGNORECASE)
+_PARTS = re.compile(r"[_\-.\s]+")
+
+
+def common_name(text: str | None, context: str = "") -> str | None:
+    """The eo common name that ``text`` denotes (a common name, a spelling of one, or a
+    Sentinel-2/Landsat band id such as ``B8A`` or ``SR_B5``), else None. ``context`` (a
+    file name) tells Landsat numbering from Sentinel-2's where the id alone cannot."""
+    if not text:
+        return None
+    word = text.strip().lower().replace(" ", "_").replace("-", "_")
+    if word in COMMON_NAMES:
+        return word
+    if word in SPELLINGS:
+        return SPELLINGS[word]
+    found = _BAND_ID.match(text.strip())
+    if found is None:
+        return None
+    prefix, number = found.group(1), found.group(2).upper()
+    landsat = prefix is not None or bool(_LANDSAT.search(context))
+    if number == "8A" or (len(number) == 2 and number.startswith("0")):
+        return None if landsat else SENTINEL2.get(f"B{number.zfill(2)}")
+    if landsat or len(number) == 1:  # Sentinel-2 writes B01…B09: one digit is Landsat's
+        table = LANDSAT_TM if _LANDSAT_TM.search(context) else LANDSAT_OLI
+        return table.get(f"B{int(number)}")
+    return SENTINEL2.get(f"B{number}")
+
+
+def name_in_file(path: str) -> str | None:
+    """The common name of the band a file's name announces (``…_B04_10m.jp2``,
+    ``LC09_…_SR_B4.TIF``, ``scene_nir.tif``), or None when it names none or several."""
+    stem = re.split(r"[/\\]", path.split("?")[0])[-1]
+    stem = re.sub(r"\.(tiff?|jp2|vrt|img)$", "", stem, flags=re.IGNORECASE)
+    parts = [p for p in _PARTS.split(stem) if p]
+    found = set()
+    for k, part in enumerate(parts):
+        prefixed = f"{parts[k - 1]}_{part}" if k and parts[k - 1].upper() in ("SR", "ST") else part
+        name = common_name(prefixed, stem)
+        if name is not None:
+            found.add(name)
+    return found.pop() if len(found) == 1 else None
+
+
+def match(wanted: Sequence[str], have: Sequence[str | None], scene: str) -> list[int] | None:
+    """Indexes into ``have`` (a scene's band common names, None where unknown) of the
+    bands ``wanted`` (a model card's names), in the model's order.
+
+    None when names cannot decide (the card's or all of the scene's are unknown): the
+    caller then goes by order. A band the model needs that the scene lacks is an
+    :class:`InputError` that says which bands the scene has.
+    """
+    want = [common_name(w) for w in wanted]
+    if any(w is None for w in want) or all(h is None for h in have):
+        return None
+    picked, missing = [], []
+    for w, shown in zip(want, wanted, strict=True):
+        assert w is not None
+        options = [i for i, h in enumerate(have) if h == w]
+        for stand_in in STAND_INS.get(w, ()):
+            options = options or [i for i, h in enumerate(have) if h == stand_in]
+        if not options and w.startswith("rededge"):
+            generic = [i for i, h in enumerate(have) if h == "rededge"]
+            options = generic if len(generic) == 1 else []
+        if options:
+            picked.append(options[0])
+        else:
+            missing.append(shown if shown.lower() == w else f"{shown} ({w})")
+    if missing:
+        if any(h is None for h in have) and len(have) == len(wanted):
+            return None  # unnamed bands may be the missing ones: go by order
+        names = ", ".join(h or f"band {i + 1} (unnamed)" for i, h in enumerate(have))
+        raise InputError(f"lacks the {', '.join(missing)} band{'s' * (len(missing) > 1)} the "
+                         f"model needs (it has {names})", scene)
+    return picked
+
+
+@dataclass(frozen=True)
+class BandFile:
+    """One band of a scene as it is stored: a band of a file (a band-per-file product, a
+    STAC asset), with what the product says about it (None: ask the file)."""
+
+    path: str  # as GDAL opens it
+    shown: str  # as the user (or the STAC Item) names it in errors
+    band: int = 1  # 1-based, in the file
+    name: str | None = None  # common name (None: from the file's band description or name)
+    scale: float | None = None
+    offset: float | None = None
+    nodata: float | None = None
