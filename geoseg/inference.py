@@ -139,14 +139,26 @@ class Predictor:
         if self.cuda:
             torch.backends.cudnn.benchmark = True  # tiles have one shape: pick the fastest kernels
         self.runtime = runtime_for(model, self.device)
-        shape = (1, len(self.spec.bands), 1, 1)
-        # In the raster's own units, so that scale and offset cost nothing per pixel.
-        self.mean = torch.tensor(self.spec.raw_mean, dtype=torch.float32, device=self.device)
-        self.mean = self.mean.view(shape)
-        self.inv_std = 1.0 / torch.tensor(self.spec.raw_std, dtype=torch.float32,
-                                          device=self.device)
-        self.inv_std = self.inv_std.view(shape)
+        # Mean and 1/std in a scene's stored units, per declared (scale, offset), so that
+        # scale and offset cost nothing per pixel.
+        self._normalizations: dict[tuple[tuple[float, ...], tuple[float, ...]],
+                                   tuple[torch.Tensor, torch.Tensor]] = {}
         self._local = threading.local()  # a CUDA stream per calling thread
+
+    def normalization(self, scale: tuple[float, ...] = (), offset: tuple[float, ...] = ()
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, 1 / std)`` on the device for a scene that declares ``scale`` and
+        ``offset`` (:meth:`geoseg.model.ModelSpec.normalization`)."""
+        import torch
+
+        key = (tuple(scale), tuple(offset))
+        if key not in self._normalizations:
+            mean, std = self.spec.normalization(scale, offset)
+            shape = (1, len(self.spec.bands), 1, 1)
+            self._normalizations[key] = (
+                torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape),
+                1.0 / torch.tensor(std, dtype=torch.float32, device=self.device).view(shape))
+        return self._normalizations[key]
 
     def to_device(self, a: np.ndarray) -> torch.Tensor:
         import torch
@@ -156,14 +168,17 @@ class Predictor:
             t = t.pin_memory().to(self.device, non_blocking=True)
         return t
 
-    def normalize(self, tiles: np.ndarray, valid: np.ndarray | None = None) -> torch.Tensor:
-        """``(B, bands, H, W)`` raw values → normalized float32 on the device (channels-last
-        for a torch network); invalid pixels become 0 (the band mean)."""
+    def normalize(self, tiles: np.ndarray, valid: np.ndarray | None = None,
+                  scale: tuple[float, ...] = (), offset: tuple[float, ...] = ()) -> torch.Tensor:
+        """``(B, bands, H, W)`` stored values (of a scene that declares ``scale`` and
+        ``offset``) → normalized float32 on the device (channels-last for a torch
+        network); invalid pixels become 0 (the band mean)."""
         import torch
 
+        mean, inv_std = self.normalization(scale, offset)
         # The fastest order on CPU (~4x the naive one): convert, scale, fill only when some
         # pixel is invalid (most tiles have none), and change layout last.
-        x = (self.to_device(tiles).to(torch.float32) - self.mean) * self.inv_std
+        x = (self.to_device(tiles).to(torch.float32) - mean) * inv_std
         if valid is not None and not valid.all():
             x.masked_fill_(~self.to_device(valid)[:, None], 0.0)
         if self.runtime.channels_last:
@@ -181,18 +196,19 @@ class Predictor:
     def predict_proba(self, tiles: np.ndarray, valid: np.ndarray | None = None,
                       weights: np.ndarray | None = None,
                       dtype: type[np.floating[Any]] = np.float32,
-                      threads: int | None = None) -> np.ndarray:
+                      threads: int | None = None, scale: tuple[float, ...] = (),
+                      offset: tuple[float, ...] = ()) -> np.ndarray:
         """Raw ``(B, bands, H, W)`` tiles (any real dtype) → class probabilities
         ``(B, classes, H, W)`` as ``dtype``, times ``weights`` ``(B, H, W)`` when given.
         ``threads``: the intra-op threads of an ONNX Runtime session (torch's are the
-        caller's, :func:`torch_threads`)."""
+        caller's, :func:`torch_threads`); ``scale``/``offset``: what the scene declares."""
         import torch
 
         from geoseg.runtimes import to_probabilities
 
         n_classes = len(self.spec.classes)
         with torch.inference_mode(), self._stream():
-            t = self.normalize(tiles, valid)
+            t = self.normalize(tiles, valid, scale, offset)
             flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
             total = None
             for dims in flips:

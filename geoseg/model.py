@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from importlib import resources
 from pathlib import Path
@@ -61,6 +62,12 @@ class ModelSpec:
     network ends in logits or in probabilities (a softmax or sigmoid inside it); ``runtime``
     is what runs it on a CPU (``onnxruntime`` needs an ONNX graph beside or instead of the
     weights); ``source`` records where it came from (format, origin, sha256).
+
+    ``units`` names what the network's input values are before ``mean``/``std`` (e.g.
+    ``"reflectance"``). A model that names units, or has a ``scale``/``offset``, reads
+    physical values: where a scene declares its own scale and offset (STAC
+    ``raster:bands``, the GeoTIFF's), those turn its values into physical ones instead of
+    the card's (:meth:`conversion`). A model without either reads values as stored.
     """
 
     name: str
@@ -84,6 +91,7 @@ class ModelSpec:
     network_options: dict[str, Any] = field(default_factory=dict)
     runtime: str = "torch"
     source: dict[str, Any] = field(default_factory=dict)
+    units: str = ""
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -153,12 +161,38 @@ class ModelSpec:
         return 1 if self.input_size is not None else 2**self.encoder_depth
 
     @property
+    def physical(self) -> bool:
+        """Whether the model reads physical values (a product's scale and offset applied)
+        rather than values as stored."""
+        return bool(self.units or self.scale or self.offset)
+
+    def conversion(self, scale: Sequence[float] = (), offset: Sequence[float] = ()
+                   ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per band ``(scale, offset)`` that turn a scene's stored values into the model's
+        units: the scene's own (``scale``/``offset``, empty when it declares none) for a
+        model that reads physical values, else the card's."""
+        n = len(self.bands)
+        if self.physical and (scale or offset):
+            return tuple(scale) or (1.0,) * n, tuple(offset) or (0.0,) * n
+        return self.scale or (1.0,) * n, self.offset or (0.0,) * n
+
+    def normalization(self, scale: Sequence[float] = (), offset: Sequence[float] = ()
+                      ) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` in the stored units of a scene that declares ``scale`` and
+        ``offset`` (see :meth:`conversion`), so that ``(v - mean) / std`` is the network's
+        input exactly and scale and offset cost nothing per pixel (a negative scale gives
+        a negative std)."""
+        sc, of = self.conversion(scale, offset)
+        mean = tuple((m - o) / s for m, o, s in zip(self.mean, of, sc, strict=True))
+        std = tuple(d / s for d, s in zip(self.std, sc, strict=True))
+        return mean, std
+
+    @property
     def raw_mean(self) -> tuple[float, ...]:
         """The mean in the raster's own units: ``(mean - offset) / scale`` per band."""
         if not self.scale and not self.offset:
             return self.mean
-        scale, offset = self.scale or (1.0,) * len(self.mean), self.offset or (0.0,) * len(self.mean)
-        return tuple((m - o) / s for m, o, s in zip(self.mean, offset, scale, strict=True))
+        return self.normalization()[0]
 
     @property
     def raw_std(self) -> tuple[float, ...]:
@@ -166,7 +200,7 @@ class ModelSpec:
         scale, so that ``(v - raw_mean) / raw_std`` is the network's input exactly)."""
         if not self.scale:
             return self.std
-        return tuple(d / s for d, s in zip(self.std, self.scale, strict=True))
+        return self.normalization()[1]
 
     @property
     def class_names(self) -> list[str]:
@@ -251,7 +285,7 @@ _FIELDS: dict[str, Any] = {
     "name": _text, "architecture": _text, "encoder": _text, "description": _text,
     "encoder_depth": _integer, "tile_size": _integer, "resolution": _optional_number,
     "metrics": _mapping, "network_options": _mapping, "source": _mapping,
-    "outputs": _text, "runtime": _text,
+    "outputs": _text, "runtime": _text, "units": _text,
     "input_size": lambda v: None if v is None else _integer(v),
     "overlap": lambda v: None if v is None else _integer(v),
     "bands": lambda v: tuple(_text(b) for b in _list(v)),

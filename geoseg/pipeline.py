@@ -62,7 +62,8 @@ def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int
     weights = np.stack([grid.blend_weights(grid.tile(i, j)) for i, j in ids])
     with torch_threads(options.threads):
         probs = predictor.predict_proba(data, valid, weights, dtype=TILE_DTYPE,
-                                        threads=options.threads)
+                                        threads=options.threads, scale=source.scale,
+                                        offset=source.offset)
     return probs, valid
 
 

@@ -50,6 +50,9 @@ def predict(
     batch_size: int | None = None,
     device: Device = "auto",
     bands: Sequence[int] | None = None,
+    assets: Sequence[str] | None = None,
+    resolution: float | None = None,
+    resampling: str = "bilinear",
     tta: bool = False,
     probabilities_path: str | os.PathLike[str] | None = None,
     quicklook: str | os.PathLike[str] | None = None,
@@ -59,7 +62,9 @@ def predict(
     allow_no_crs: bool = False,
     progress: bool = False,
 ) -> xr.DataArray:
-    """Predict a land-cover class mask for a raster (a file, a VRT or a mosaic of tiles).
+    """Predict a land-cover class mask for a scene: a raster, a VRT, a mosaic of tiles, a
+    band stack or a STAC Item (see :func:`geoseg.sources.open_source`, which takes
+    ``bands``, ``assets``, ``resolution`` and ``resampling``).
 
     Returns a lazy, dask-backed ``xarray.DataArray`` (uint8, nodata 255) with the source's
     CRS and transform. With ``dst`` the mask is written as a Cloud-Optimized GeoTIFF (plus a
@@ -71,13 +76,16 @@ def predict(
         raise InputError("probabilities and quicklook outputs need a mask path (dst)")
     targets = [] if dst is None else [dst, style_path(dst), probabilities_path, quicklook]
     with atomic.outputs(targets, overwrite=overwrite):  # a failure leaves no new folder
-        source = open_source(src, bands=bands, allow_no_crs=allow_no_crs)
         spec, handle = model_reference(model)
+        source = open_source(src, bands=bands, want=spec.bands, assets=assets,
+                             resolution=resolution, resampling=resampling,
+                             allow_no_crs=allow_no_crs)
         options = prediction_options(spec, tile_size, overlap, batch_size, device, tta,
                                      scheduler, workers, scene=source.grid.shape)
         if dst is None:  # computed later by any scheduler: leave torch's threads as they are
             options = dataclasses.replace(options, threads=None)
         check_bands(source, spec)
+        check_units(source, spec)
         check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS,
                       threads=options.threads)
         probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None)
@@ -137,6 +145,32 @@ def check_bands(source: Source, spec: ModelSpec) -> None:
         raise InputError(
             f"has {have} band{'s' * (have != 1)} but the model needs {want} "
             f"({', '.join(spec.bands)}); choose them with ${{bands}}", source.name)
+
+
+def check_units(source: Source, spec: ModelSpec) -> None:
+    """Warn where the scene's stored values and the model's units disagree in a way that
+    can be seen: a declared scale and offset that a model reading stored values ignores,
+    one that differs from the card's (the scene's wins), or integers for a model that
+    reads physical units with no scale to turn them into those."""
+    if source.scale:
+        declared = _affine_text(source.scale, source.offset)
+        if not spec.physical:
+            warn(f"declares its values as {declared}, but the model's card names no units "
+                 f"(nor scale and offset): the model gets the values as stored", source.name)
+        elif (spec.scale or spec.offset) and spec.conversion() != (source.scale, source.offset):
+            card = _affine_text(*spec.conversion())
+            warn(f"declares its values as {declared}; the model's card says {card}: the "
+                 f"scene's own scale and offset are used", source.name)
+    elif spec.units and not (spec.scale or spec.offset) and source.dtype[0] in "iu":
+        warn(f"stores integers and declares no scale or offset, but the model reads "
+             f"{spec.units}: the model gets the values as stored", source.name)
+
+
+def _affine_text(scale: Sequence[float], offset: Sequence[float]) -> str:
+    """``value × 0.0001 − 0.1`` (one term per band where the bands differ)."""
+    terms = [f"value × {s:g} {'−' if o < 0 else '+'} {abs(o):g}"
+             for s, o in zip(scale, offset or [0.0] * len(scale), strict=True)]
+    return terms[0] if len(set(terms)) == 1 else "(" + "; ".join(terms) + ")"
 
 
 def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Array,
