@@ -39,10 +39,13 @@ def fingerprint(paths: Mapping[str, str | os.PathLike[str]]) -> dict[str, dict[s
 
 
 def source_stamp(source: str | os.PathLike[str]) -> list[list[Any]]:
-    """Size and modification time of a scene's file, or of each file in its folder."""
-    p = Path(source)
+    """Size and modification time of a scene's files (:func:`geoseg.scenes.scene_files`),
+    or of each file in its folder."""
+    from geoseg.scenes import scene_files
+
     try:
-        files = sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else [p]
+        files = [f for p in scene_files(os.fspath(source))
+                 for f in (sorted(c for c in p.iterdir() if c.is_file()) if p.is_dir() else [p])]
         return [[f.name, st.st_size, st.st_mtime_ns] for f in files for st in [f.stat()]]
     except OSError:
         return []

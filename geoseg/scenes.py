@@ -1,8 +1,11 @@
 """Which scenes a batch run has, and where each one's outputs go.
 
-A scene is a GeoTIFF, a VRT or a folder of mosaic tiles; arguments may also be glob
-patterns or text lists of scenes. Each scene is named after its file (without the raster
-suffix) or folder, and its outputs are ``OUT/NAME.mask.tif``, ``OUT/NAME.gpkg`` and so on.
+A scene is a GeoTIFF, a VRT, a folder of mosaic tiles or of one product's band files, a
+band stack (``B02.tif+B03.tif+…``) or a STAC Item; an ItemCollection or a folder of Items
+is one scene per Item. Arguments may also be glob patterns or text lists of scenes. Each
+scene is named after its file (without the raster suffix), its folder, what its band
+files' names share, or its Item's id; its outputs are ``OUT/NAME.mask.tif``,
+``OUT/NAME.gpkg`` and so on.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from geoseg import stac
 from geoseg.errors import InputError
 from geoseg.gdal import is_gdal_path
 from geoseg.styles import style_path
@@ -70,7 +74,15 @@ def _expand_one(text: str) -> list[str]:
         matches = sorted(glob.glob(text, recursive=True))
         if not matches:
             raise InputError("matches no file", text)
-        return matches
+        return [s for m in matches for s in _items(m)]
+    return _items(text)
+
+
+def _items(text: str) -> list[str]:
+    """A STAC document or a folder of Items as one ``HREF#ID`` per Item; else ``text``."""
+    local_dir = not is_gdal_path(text) and Path(text).is_dir()
+    if (local_dir and stac.folder_items(Path(text))) or (not local_dir and stac.is_stac(text)):
+        return stac.scene_refs(text)
     return [text]
 
 
@@ -78,6 +90,16 @@ def scene_name(source: str | os.PathLike[str]) -> str:
     """``data/scene_7.tif`` → ``scene_7``, ``ortho.2024-05.tif`` → ``ortho.2024-05``; a
     folder of tiles is named after the folder."""
     text = os.fspath(source)
+    _, item_id = stac.split(text)
+    if item_id is not None:
+        return item_id
+    if stac.is_stac(text):
+        return stac.read_item(text)[0].id
+    parts = stack_parts(text)
+    if len(parts) > 1:
+        from geoseg.sources import stack_name
+
+        return stack_name(parts)
     if is_gdal_path(text):
         text = text.split("?")[0]  # a signed URL's query is not part of the name
     p = Path(text)
@@ -86,12 +108,41 @@ def scene_name(source: str | os.PathLike[str]) -> str:
     return p.stem if p.suffix.lower() in RASTER_SUFFIXES else p.name
 
 
+def stack_parts(text: str) -> list[str]:
+    """The files of a band stack ``A+B+C`` (``NAME=`` prefixes dropped); ``[text]`` for
+    anything else."""
+    if "+" not in text or (not is_gdal_path(text) and Path(text).exists()):
+        return [text]
+    return [p.split("=", 1)[1] if "=" in p and "/" not in p.split("=", 1)[0] else p
+            for p in text.split("+")]
+
+
+def scene_files(source: str) -> list[Path]:
+    """The local files a scene is read from (a stack's band files, an Item's JSON), so
+    that a resumed run sees when one changed; a folder stands for its files."""
+    href, _ = stac.split(source)
+    return [Path(p) for p in stack_parts(href) if not is_gdal_path(p)]
+
+
+def _absolute_part(part: str) -> str:
+    name, sep, path = part.partition("=")
+    if not sep or "/" in name:
+        name, sep, path = "", "", part
+    return name + sep + (path if is_gdal_path(path) else os.path.abspath(path))
+
+
 def absolute(scene: SceneOutputs) -> SceneOutputs:
     """The scene with absolute paths, for workers that run in another directory."""
     def whole(p: Path | None) -> Path | None:
         return None if p is None else Path(os.path.abspath(p))
 
-    source = scene.source if is_gdal_path(scene.source) else os.path.abspath(scene.source)
+    source = scene.source
+    href, item_id = stac.split(source)
+    parts = stack_parts(href)
+    if len(parts) > 1:
+        source = "+".join(_absolute_part(p) for p in href.split("+"))
+    elif not is_gdal_path(href):
+        source = os.path.abspath(href) + (f"#{item_id}" if item_id else "")
     return SceneOutputs(scene.name, source, Path(os.path.abspath(scene.mask)),
                         Path(os.path.abspath(scene.gpkg)), whole(scene.probabilities),
                         whole(scene.quicklook))

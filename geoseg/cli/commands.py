@@ -32,6 +32,7 @@ def _model(model: str | None, trust_pickle: bool) -> Any:
 @click.argument("src", nargs=-1, required=True)
 @opt.output("The class mask to write (Cloud-Optimized GeoTIFF).", name="dst")
 @opt.prediction
+@opt.scene
 @opt.file("--probabilities", "Also write per-class probabilities (uint8, value / 254) to this COG.")
 @opt.file("--quicklook", "Also write a colored PNG preview of the mask.")
 @opt.trust_pickle
@@ -39,7 +40,8 @@ def _model(model: str | None, trust_pickle: bool) -> Any:
 @click.pass_context
 def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
             tile_size: int | None, overlap: int | None, batch_size: int | None, device: Device,
-            bands: tuple[int, ...] | None, tta: bool, probabilities: str | None,
+            bands: tuple[int, ...] | None, tta: bool, assets: list[str] | None,
+            resolution: float | None, resampling: str, probabilities: str | None,
             quicklook: str | None, trust_pickle: bool, allow_no_crs: bool,
             progress: bool | None, scheduler: str, workers: int | None,
             overwrite: bool) -> None:
@@ -57,7 +59,8 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
     mask = run_predict(
         list(src), dst, _model(model, trust_pickle), tile_size=tile_size, overlap=overlap,
         batch_size=batch_size,
-        device=device, bands=bands, tta=tta, probabilities_path=probabilities,
+        device=device, bands=bands, assets=assets, resolution=resolution,
+        resampling=resampling, tta=tta, probabilities_path=probabilities,
         quicklook=quicklook, overwrite=overwrite, scheduler=scheduler, workers=workers,
         allow_no_crs=allow_no_crs, progress=opt.show_progress(progress),
     )
@@ -114,6 +117,7 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
 @opt.config("A YAML file of options (e.g. workflows/batch.yaml); `scenes:` lists the SRC. "
             "Flags given here win.")
 @opt.prediction
+@opt.scene
 @click.option("--probabilities", is_flag=True,
               help="Also write NAME.prob.tif, and give each polygon its confidence.")
 @click.option("--quicklook", is_flag=True, help="Also write NAME.png, a colored preview.")
@@ -128,7 +132,8 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
 @click.pass_context
 def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
         tile_size: int | None, overlap: int | None, batch_size: int | None, device: Device,
-        bands: tuple[int, ...] | None, tta: bool, probabilities: bool, quicklook: bool,
+        bands: tuple[int, ...] | None, tta: bool, assets: list[str] | None,
+        resolution: float | None, resampling: str, probabilities: bool, quicklook: bool,
         min_area: float, simplify: float, classes: list[str] | None, resume: bool,
         threads_per_worker: int, allow_no_crs: bool, progress: bool | None, scheduler: str,
         workers: int | None, overwrite: bool) -> None:
@@ -157,7 +162,8 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
         threads_per_worker=threads_per_worker,
         progress=opt.show_progress(progress), report=lambda text: say_on(ctx, text),
         speaker="cli", tile_size=tile_size, overlap=overlap,
-        batch_size=batch_size, device=device, bands=bands, tta=tta, allow_no_crs=allow_no_crs)
+        batch_size=batch_size, device=device, bands=bands, tta=tta, allow_no_crs=allow_no_crs,
+        assets=assets, resolution=resolution, resampling=resampling)
     say_on(ctx, format_summary(summary))
     kinds = ["NAME.mask.tif", "NAME.gpkg"] + ["NAME.prob.tif"] * probabilities + \
         ["NAME.png"] * quicklook
@@ -180,6 +186,7 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
 @opt.model(None, "SRC is an image: predict it with this model first (bundled name or path).")
 @opt.tile_size("With --model: tile size in pixels [default: the model's].")
 @opt.bands("With --model: image bands in model order.")
+@opt.scene
 @opt.device("With --model: where the model runs.")
 @opt.file("-o/--output", "Write the scores as JSON.", name="report")
 @opt.file("--confusion-png", "Draw the confusion matrix to this PNG.")
@@ -190,7 +197,8 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
 @click.pass_context
 def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
              background: str | None, model: str | None, tile_size: int | None,
-             bands: tuple[int, ...] | None, device: str, report: str | None,
+             bands: tuple[int, ...] | None, assets: list[str] | None,
+             resolution: float | None, resampling: str, device: str, report: str | None,
              confusion_png: str | None, compare_png: str | None, image: str | None,
              trust_pickle: bool, overwrite: bool) -> None:
     """Score a predicted mask SRC (or, with --model, the prediction for image SRC) against
@@ -203,7 +211,8 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
     """
     from geoseg.evaluation import evaluate as run_evaluation
 
-    options = ({"tile_size": tile_size, "bands": bands, "device": device}
+    options = ({"tile_size": tile_size, "bands": bands, "device": device, "assets": assets,
+                "resolution": resolution, "resampling": resampling}
                if model is not None else {})
     result = run_evaluation(src, labels, class_field=class_field, background=background,
                             model=_model(model, trust_pickle), report=report, confusion_png=confusion_png,
@@ -228,6 +237,7 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
 @opt.class_field
 @opt.background("Train unlabelled pixels as this class instead of ignoring them.")
 @opt.bands("Image bands to use, e.g. 3,2,1,4.")
+@opt.scene
 @click.option("--chip-size", "--tile-size", "chip_size", type=click.IntRange(min=16),
               default=256, show_default=True,
               help="Training chip size in pixels (validation blocks are twice that).")
@@ -254,7 +264,8 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
 @click.pass_context
 def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], out: str,
           classes: list[str] | None, class_field: str | None, background: str | None,
-          bands: tuple[int, ...] | None, chip_size: int, encoder: str, encoder_depth: int,
+          bands: tuple[int, ...] | None, assets: list[str] | None, resolution: float | None,
+          resampling: str, chip_size: int, encoder: str, encoder_depth: int,
           val_fraction: float, jitter: float, epochs: int, steps_per_epoch: int,
           batch_size: int, lr: float,
           patience: int, seed: int, device: Device, resume: bool, progress: bool | None,
@@ -274,7 +285,8 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], 
 
     model = run_training(
         list(images), list(labels), out, classes=classes, class_field=class_field,
-        background=background, bands=bands, chip_size=chip_size, encoder=encoder,
+        background=background, bands=bands, assets=assets, resolution=resolution,
+        resampling=resampling, chip_size=chip_size, encoder=encoder,
         encoder_depth=encoder_depth, val_fraction=val_fraction, jitter=jitter, epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, patience=patience,
         seed=seed, device=device, resume=resume, overwrite=overwrite,

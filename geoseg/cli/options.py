@@ -15,6 +15,7 @@ import click
 
 from geoseg.devices import DEVICES
 from geoseg.errors import GeoSegError
+from geoseg.grid import RESAMPLING
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -194,6 +195,23 @@ def _with(f: F, *options: Callable[[Any], Any]) -> F:
     for option in reversed(options):
         f = option(f)
     return f
+
+
+assets = click.option(
+    "--assets", callback=names,
+    help="A STAC Item's assets to read, by key (comma-separated) [default: its data assets, "
+         "matched to the model's bands by common name].")
+resolution = click.option(
+    "--resolution", type=click.FloatRange(min=0, min_open=True), default=None,
+    help="Pixel size of the scene's grid, in its CRS units [default: the finest band's].")
+resampling = click.option(
+    "--resampling", type=click.Choice(RESAMPLING), default="bilinear", show_default=True,
+    help="How bands of another pixel size are resampled (reflectance: bilinear or cubic).")
+
+
+def scene(f: F) -> F:
+    """How a scene of several files or a STAC Item becomes one raster."""
+    return _with(f, assets, resolution, resampling)
 
 
 def prediction(f: F) -> F:
