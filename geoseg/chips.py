@@ -33,15 +33,25 @@ class Pair:
 
 def open_pairs(images: Sequence[str | os.PathLike[str]], labels: Sequence[str | os.PathLike[str]],
                class_names: Sequence[str], *, class_field: str | None = None,
-               background: int | str | None = None, bands: Sequence[int] | None = None
-               ) -> list[Pair]:
-    """Validated (image, labels) pairs; every image must have the same bands."""
+               background: int | str | None = None, bands: Sequence[int] | None = None,
+               assets: Sequence[str] | None = None, resolution: float | None = None,
+               resampling: str = "bilinear") -> list[Pair]:
+    """Validated (image, labels) pairs; every image must have the same bands (matched by
+    name to the first image's where the images name them) and declare a scale and offset
+    alike (chips are in physical units when they do)."""
     if not images or len(images) != len(labels):
         raise InputError(f"give one labels file per image ({len(images)} images, "
                          f"{len(labels)} labels)")
-    pairs = []
+    pairs: list[Pair] = []
     for image, label in zip(images, labels, strict=True):
-        source = open_source(image, bands=bands)
+        first = pairs[0].image if pairs else None
+        want = first.band_names if first is not None and all(first.band_names) else None
+        source = open_source(image, bands=bands, want=want, assets=assets,
+                             resolution=resolution, resampling=resampling)
+        if first is not None and bool(first.scale) != bool(source.scale):
+            declares, lacks = (first, source) if first.scale else (source, first)
+            raise InputError(f"declares no scale and offset, but {declares.name} does: train "
+                             f"on images in one kind of units", lacks.name)
         pairs.append(Pair(source, open_labels(label, source.grid, class_names,
                                               class_field=class_field, background=background)))
     counts = {len(p.image.bands) for p in pairs}
@@ -104,10 +114,14 @@ def read_chip(pair: Pair, row: int, col: int, shape: tuple[int, int],
               labelled: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Image ``(bands, *shape)`` float32 and labels ``shape`` of the window at (row, col);
     pixels without image data are NaN and unlabelled, and so is all beyond ``labelled``
-    (height, width: default, as far as the image goes)."""
+    (height, width: default, as far as the image goes). Values are physical where the
+    image declares a scale and offset, else as stored."""
     height, width = shape
     with pair.image.open() as ds:
         x, valid = read_window(ds, pair.image, row, col, height, width)
+    if pair.image.scale:
+        x = (x * np.array(pair.image.scale, np.float32)[:, None, None]
+             + np.array(pair.image.offset, np.float32)[:, None, None])
     x[:, ~valid] = np.nan  # no data: zero once normalized, as in prediction
     y = np.full(shape, NODATA, np.uint8)
     h, w = labelled or (min(height, pair.image.grid.height - row),

@@ -72,6 +72,8 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
         validate: Callable[[Model], dict[str, object]], options: FitOptions,
         checkpoint: Path, *, resume: bool = False, progress: bool = False) -> Model:
     """Train for up to ``options.epochs`` epochs, validating after each; keep the best.
+    The ``sampler``'s chips are in the model's units (normalized here by ``spec.mean`` and
+    ``spec.std``).
 
     Stops early when validation mIoU has not improved for ``patience`` epochs. After each
     epoch the state (weights, optimiser, schedule, random generators, history) goes to
@@ -89,8 +91,8 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
     network = build_network(spec).to(dev)
-    mean = torch.tensor(spec.raw_mean, device=dev).view(1, -1, 1, 1)
-    std = torch.tensor(spec.raw_std, device=dev).view(1, -1, 1, 1)
+    mean = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
     optimiser = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=1e-4)
     total = options.epochs * options.steps_per_epoch
     schedule = one_cycle(optimiser, options.lr, total)

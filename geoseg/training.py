@@ -49,6 +49,9 @@ def train(
     class_field: str | None = None,
     background: int | str | None = None,
     bands: Sequence[int] | None = None,
+    assets: Sequence[str] | None = None,
+    resolution: float | None = None,
+    resampling: str = "bilinear",
     chip_size: int = 256,
     encoder: str = "tu-mobilenetv3_small_100",
     encoder_depth: int = 3,
@@ -72,6 +75,12 @@ def train(
 
     ``jitter`` is the per-band brightness and contrast augmentation (±10 % by default);
     lower it when the classes hinge on band ratios (labels from spectral indices).
+
+    Images are scenes in any form :func:`geoseg.sources.open_source` takes (``bands``,
+    ``assets``, ``resolution``, ``resampling`` as there). Where they declare a scale and
+    offset (STAC ``raster:bands``, a GeoTIFF's own) the model learns physical values: its
+    card keeps the first image's scale and offset and the units ``"physical"``, so later
+    scenes are converted by their own declared scale and offset.
     """
     folder = Path(out)
     targets = [] if resume else [folder / "model.json", folder / "model.safetensors",
@@ -82,7 +91,8 @@ def train(
             raise InputError(f"the validation fraction must be in [0, 1), not {val_fraction}")
         names, colors = label_classes(labels, class_field, classes)
         pairs = open_pairs(images, labels, names, class_field=class_field, background=background,
-                           bands=bands)
+                           bands=bands, assets=assets, resolution=resolution,
+                           resampling=resampling)
         rng = np.random.default_rng(seed)
         block = 2 * chip_size
         split = [split_blocks(p, block, val_fraction, rng) for p in pairs]
@@ -101,7 +111,8 @@ def train(
             classes=tuple(ClassInfo(n, c) for n, c in zip(names, colors, strict=True)),
             encoder=encoder, encoder_depth=encoder_depth,
             decoder_channels=DECODER[-encoder_depth:], tile_size=max(chip_size, 512),
-            resolution=first.grid.resolution_m(), description=(
+            resolution=first.grid.resolution_m(), scale=first.scale, offset=first.offset,
+            units="physical" if first.scale else "", description=(
                 f"Trained by geoseg on {len(pairs)} image(s): "
                 + ", ".join(Path(p.image.name).name for p in pairs)))
         options = FitOptions(epochs=epochs, steps_per_epoch=steps_per_epoch,
@@ -119,9 +130,12 @@ def train(
 
 
 def _band_names(source: Source) -> tuple[str, ...]:
+    """Common names where the scene gives them, else its band descriptions or ``band_N``."""
     with source.open() as ds:
         described = [ds.descriptions[b - 1] for b in source.bands]
-    return tuple(d or f"band_{b}" for d, b in zip(described, source.bands, strict=True))
+    known = source.band_names or ("",) * len(source.bands)
+    return tuple(k or d or f"band_{b}"
+                 for k, d, b in zip(known, described, source.bands, strict=True))
 
 
 def validation_scores(model: Model, pairs: Sequence[Pair],
@@ -134,8 +148,8 @@ def validation_scores(model: Model, pairs: Sequence[Pair],
     network = model.network
     assert network is not None  # training makes torch networks
     device = next(network.parameters()).device
-    mean = torch.tensor(spec.raw_mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(spec.raw_std, device=device).view(1, -1, 1, 1)
+    mean = torch.tensor(spec.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
     cm = np.zeros((len(spec.classes),) * 2, np.int64)
     for pair, windows in zip(pairs, blocks, strict=True):
         for row, col, h, w in windows:  # read to whole strides of the network
