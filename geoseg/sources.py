@@ -161,7 +161,7 @@ def open_source(
         raise InputError(f"resolution must be a positive number, not {resolution}")
     items = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [
         os.fspath(p) for p in paths]
-    if assets and not (len(items) == 1 and stac.is_stac(items[0])):
+    if assets and not (len(items) == 1 and _is_item(items[0])):
         raise InputError("${assets} chooses the assets of a STAC Item; the scene is no Item")
     stack = scene_bands(items, assets)
     if stack is not None:
@@ -169,6 +169,12 @@ def open_source(
         return open_stack(band_files, name=name, bands=bands, want=want, resolution=resolution,
                           resampling=resampling, allow_no_crs=allow_no_crs)
     infos = [inspect(real, shown, allow_no_crs=allow_no_crs) for shown, real in expand(items)]
+    if (len(infos) > 1 and want is not None and len(want) > 1 and bands is None
+            and all(i.count == 1 for i in infos)):
+        raise InputError(f"is one of {len(infos)} single-band files, taken as tiles of a mosaic "
+                         f"because their names do not say which band each is; the bands of one "
+                         f"scene are joined with + and named where their file names do not "
+                         f"(blue=a.tif+green=b.tif+…)", infos[0].shown)
     if resolution is not None:
         if len(infos) > 1:
             raise InputError("${resolution} resamples one raster, a band stack or a STAC "
@@ -242,6 +248,13 @@ def scene_bands(items: Sequence[str], assets: Sequence[str] | None = None
                              f"such as B04)", part)
         band_files.append(BandFile(real, shown, name=common_name(name) if name else None))
     return stack_name([b.shown for b in band_files]), band_files
+
+
+def _is_item(ref: str) -> bool:
+    """Whether ``ref`` is a STAC Item, or a folder of Items."""
+    if not is_gdal_path(ref) and Path(ref).is_dir():
+        return bool(stac.folder_items(Path(ref)))
+    return stac.is_stac(ref)
 
 
 def stack_name(files: Sequence[str]) -> str:

@@ -196,12 +196,10 @@ def _json(href: str) -> dict[str, Any]:
     """A JSON document (a file or a URL) through pystac's reader; one-line errors."""
     import urllib.error
 
-    import pystac
-
     if not is_gdal_path(href) and not Path(href).is_file():
         raise InputError("no such file" if not Path(href).exists() else "is not a file", href)
     try:
-        data = pystac.StacIO.default().read_json(href)
+        data = json.loads(_read_text(href))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"is not valid JSON ({exc})", href) from None
     except OSError as exc:
@@ -216,3 +214,36 @@ def _json(href: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InputError("is not a STAC Item (not a JSON object)", href)
     return data
+
+
+# HTTP answers worth asking again (as GDAL_HTTP_MAX_RETRY treats them for rasters).
+TRANSIENT = (429, 500, 502, 503, 504)
+
+
+def _read_text(href: str) -> str:
+    """A document's text through pystac's reader; a URL is asked again after a transient
+    failure (HTTP 429, 500, 502, 503, 504) as often, and with the same growing
+    delay, as GDAL retries raster reads (``GDAL_HTTP_MAX_RETRY``, ``GDAL_HTTP_RETRY_DELAY``)."""
+    import time
+    import urllib.error
+
+    import pystac
+
+    from geoseg.gdal import GDAL_DEFAULTS
+
+    reader = pystac.StacIO.default()
+    retries = int(os.environ.get("GDAL_HTTP_MAX_RETRY", GDAL_DEFAULTS["GDAL_HTTP_MAX_RETRY"]))
+    delay = float(os.environ.get("GDAL_HTTP_RETRY_DELAY",
+                                 GDAL_DEFAULTS["GDAL_HTTP_RETRY_DELAY"]))
+    for attempt in range(retries + 1):
+        try:
+            return reader.read_text(href)
+        except OSError:
+            raise
+        except Exception as exc:  # pystac wraps an HTTP failure in a bare Exception
+            cause = exc.__cause__ or exc
+            transient = isinstance(cause, urllib.error.HTTPError) and cause.code in TRANSIENT
+            if not transient or attempt == retries:
+                raise
+            time.sleep(delay * 2**attempt)
+    raise AssertionError("unreachable")

@@ -90,6 +90,33 @@ def default_model() -> Any:
     return geoseg.load_model("default")
 
 
+@pytest.fixture
+def flaky_http() -> Iterator[Callable[[Path], tuple[str, Callable[[], int]]]]:
+    """Factory: ``serve(folder)`` → ``(base URL, request counter)`` of tests/flaky_http.py
+    serving ``folder`` on 127.0.0.1 (the first of every three requests for a URL fails
+    with 503); the servers stop when the test ends."""
+    import urllib.request
+
+    servers: list[subprocess.Popen[str]] = []
+
+    def serve(folder: Path) -> tuple[str, Callable[[], int]]:
+        server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("flaky_http.py")),
+                                   str(folder)], stdout=subprocess.PIPE, text=True)
+        servers.append(server)
+        assert server.stdout is not None
+        url = f"http://127.0.0.1:{server.stdout.readline().strip()}"
+
+        def requests() -> int:
+            return int(urllib.request.urlopen(f"{url}/count", timeout=10).read())
+
+        return url, requests
+
+    yield serve
+    for server in servers:
+        server.kill()
+        server.wait()
+
+
 def invoke(*args: object, catch_exceptions: bool = True) -> Result:
     """The real CLI (click's runner) on ``args`` (paths and numbers are made strings)."""
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=catch_exceptions)

@@ -160,31 +160,12 @@ def test_internal_mask_band_marks_nodata(tmp_path):
     assert not valid[:, :10].any() and valid[:, 10:].all()
 
 
-@pytest.fixture
-def flaky_server(tmp_path):
-    """``(base URL, request counter)`` of tests/flaky_http.py serving ``tmp_path``."""
-    import subprocess
-    import sys
-    import urllib.request
-    from pathlib import Path
-
-    server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("flaky_http.py")),
-                               str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{server.stdout.readline().strip()}"
-
-    def requests():
-        return int(urllib.request.urlopen(f"{url}/count", timeout=10).read())
-
-    yield f"/vsicurl/{url}", requests
-    server.kill()
-    server.wait()
-
-
 def test_network_reads_retry_transient_errors_as_gdal_options_say(make_raster, tmp_path,
-                                                                   flaky_server, monkeypatch):
+                                                                   flaky_http, monkeypatch):
     import geoseg
 
-    base, requests = flaky_server
+    url, requests = flaky_http(tmp_path)
+    base = f"/vsicurl/{url}"
     image = make_raster(data=np.random.default_rng(3).integers(1, 4000, (4, 300, 260), np.uint16))
     monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.01")
     remote = geoseg.predict(f"{base}/{image.name}?run=1", tmp_path / "remote.tif", tile_size=128)
