@@ -60,7 +60,7 @@ ONNX_STRIDE_DEPTH = 5  # a dynamic ONNX graph takes tiles in multiples of 2**5 (
 TORCHGEO_MODELS = {"unet": "Unet", "deeplabv3+": "DeepLabV3Plus", "fpn": "FPN"}
 SETTINGS = ("name", "description", "bands", "classes", "mean", "std", "scale", "offset",
             "tile_size", "resolution", "overlap", "outputs", "architecture", "encoder",
-            "runtime")
+            "runtime", "units")
 
 
 @dataclass
@@ -91,9 +91,10 @@ def import_model(src: str | os.PathLike[str], out: str | os.PathLike[str], *,
 
     ``card`` is a YAML file of settings; keyword ``settings`` (``bands``, ``classes`` as
     names or ``name=#rrggbb``, ``mean``, ``std``, ``scale``, ``offset`` as one value or one
-    per band, ``tile_size``, ``resolution`` in metres, ``overlap`` in pixels, ``outputs``
-    ``logits|probabilities``, ``architecture``/``encoder`` for a bare state dict,
-    ``runtime``, ``name``, ``description``) override both it and the source.
+    per band, ``units`` (what the network reads, e.g. ``reflectance``), ``tile_size``,
+    ``resolution`` in metres, ``overlap`` in pixels, ``outputs`` ``logits|probabilities``,
+    ``architecture``/``encoder`` for a bare state dict, ``runtime``, ``name``,
+    ``description``) override both it and the source.
     """
     folder = Path(out)
     targets = [folder / "model.json", folder / "model.safetensors", folder / "model.onnx"]
@@ -455,6 +456,7 @@ def _spec_values(merged: Settings, *, n_bands: int, n_outputs: int, path: Path |
         "std": _per_band(merged.get("std", 1.0), n_bands, "std"),
         "scale": _per_band(merged.get("scale", ()), n_bands, "scale"),
         "offset": _per_band(merged.get("offset", ()), n_bands, "offset"),
+        "units": str(merged.get("units") or ""),
         "outputs": merged.get("outputs", "logits"),
         "resolution": merged.get("resolution"),
         "overlap": merged.get("overlap"),

@@ -232,9 +232,10 @@ def _read_text(href: str) -> str:
     from geoseg.gdal import GDAL_DEFAULTS
 
     reader = pystac.StacIO.default()
-    retries = int(os.environ.get("GDAL_HTTP_MAX_RETRY", GDAL_DEFAULTS["GDAL_HTTP_MAX_RETRY"]))
+    retries = int(os.environ.get("GDAL_HTTP_MAX_RETRY",
+                                 str(GDAL_DEFAULTS["GDAL_HTTP_MAX_RETRY"])))
     delay = float(os.environ.get("GDAL_HTTP_RETRY_DELAY",
-                                 GDAL_DEFAULTS["GDAL_HTTP_RETRY_DELAY"]))
+                                 str(GDAL_DEFAULTS["GDAL_HTTP_RETRY_DELAY"])))
     for attempt in range(retries + 1):
         try:
             return reader.read_text(href)

@@ -271,7 +271,15 @@ def test_an_l2a_item_with_the_baseline_offset_gives_the_mask_of_its_reflectance(
     float_files = write_product(tmp_path / "float", reflectance, nodata=np.nan)
     with rasterio.open(float_files["nir"]) as ds:  # resampled as reflectance, not as DN
         assert ds.dtypes[0] == "float32"
-    model = physical_model(tmp_path / "model", units="reflectance")
+    # A model that reads reflectance, imported as users import theirs.
+    default = geoseg.load_model().spec
+    result = run_cli("models", "import", Path(geoseg.__file__).parent / "models" / "default" /
+                     "model.safetensors", "-o", tmp_path / "model", "--units", "reflectance",
+                     "--mean", ",".join(repr(m / 1e4) for m in default.mean),
+                     "--std", ",".join(repr(v / 1e4) for v in default.std))
+    assert result.exit_code == 0, result.output
+    model = tmp_path / "model"
+    assert geoseg.load_model(model).spec.units == "reflectance"
     assert run_cli("predict", *float_files.values(), "--model", model, "-o", tmp_path / "ref.tif",
                    *TILE).exit_code == 0
     with warnings.catch_warnings(record=True) as said:

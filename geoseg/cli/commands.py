@@ -45,12 +45,19 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
             quicklook: str | None, trust_pickle: bool, allow_no_crs: bool,
             progress: bool | None, scheduler: str, workers: int | None,
             overwrite: bool) -> None:
-    """Predict a land-cover mask for SRC (one raster, a VRT, or several GeoTIFF tiles of a
-    mosaic, or a folder of them) and write it as a Cloud-Optimized GeoTIFF.
+    """Predict a land-cover mask for SRC and write it as a Cloud-Optimized GeoTIFF.
+
+    SRC is one raster or VRT; several GeoTIFF tiles of a mosaic, or a folder of them; a
+    scene stored one file per band (B02.tif+B03.tif+…, red=a.tif+nir=b.tif, band files
+    whose names say their band, or a product folder of them); or a STAC Item (JSON file
+    or URL). Bands are matched to the model's by name wherever the scene names them;
+    bands of other pixel sizes are resampled onto the finest band's grid.
 
     \b
-    Example:
+    Examples:
       geoseg predict scene.tif -o scene.mask.tif --probabilities scene.prob.tif
+      geoseg predict B02_10m.jp2+B03_10m.jp2+B04_10m.jp2+B8A_20m.jp2 -o s2.mask.tif
+      geoseg predict S2B_33UUP_20240611_0_L2A.json -o s2.mask.tif
     """
     from geoseg.prediction import predict as run_predict
     from geoseg.styles import style_path
@@ -140,7 +147,9 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
     """Predict and vectorize each scene SRC into OUT_DIR: NAME.mask.tif, NAME.gpkg
     (QGIS-styled, with .qml files) and summary.json with the area of every class.
 
-    A scene is a GeoTIFF, a VRT or a folder of mosaic tiles; SRC may also be a quoted glob
+    A scene is a GeoTIFF, a VRT, a folder of mosaic tiles or of one product's band files,
+    a band stack (B02.tif+B03.tif+…) or a STAC Item; a STAC ItemCollection or a folder of
+    Items is one scene per Item, named by its id. SRC may also be a quoted glob
     ('tiles/*.tif') or a text file listing scenes, one per line. On a Dask cluster
     (--scheduler local or tcp://HOST:PORT) scenes run in parallel on its workers. A
     journal in OUT_DIR records each finished scene: --resume skips them. A scene that
@@ -150,6 +159,7 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
     Examples:
       geoseg run data/scene_0.tif data/tiles/ -o out/ --min-area 200
       geoseg run 'archive/**/*.tif' -o out/ --scheduler local --workers 4 --resume
+      geoseg run search-results.json -o out/ --resume
       geoseg run --config workflows/batch.yaml
     """
     from geoseg.batch import SUMMARY, format_summary
@@ -272,7 +282,8 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], 
           overwrite: bool) -> None:
     """Train a model on IMAGES and their labels; predict with it by `--model OUT`.
 
-    Training chips come from most of each image; spatially separate blocks are kept for
+    IMAGES take every form `geoseg predict` takes (band stacks, STAC Items). Training
+    chips come from most of each image; spatially separate blocks are kept for
     validation after every epoch. The best model is kept, training stops early when
     validation stops improving, and every epoch is checkpointed (--resume).
 
@@ -387,6 +398,8 @@ def models_list() -> None:
 @click.option("--scale", callback=opt.numbers, help="Raw pixel value × scale + offset = the "
               "model's units (e.g. 0.0001 for reflectance × 10000).")
 @click.option("--offset", callback=opt.numbers, help="See --scale.")
+@click.option("--units", help="What the network reads, e.g. reflectance: a scene's own declared "
+              "scale and offset (STAC raster:bands, GeoTIFF) then turn its values into these.")
 @opt.tile_size("The tile size the model works best at [default: what the source says, "
                "else 512].")
 @click.option("--resolution", type=click.FloatRange(min=0, min_open=True),
