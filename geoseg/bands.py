@@ -28,7 +28,7 @@ SPELLINGS = {
     "vre1": "rededge071", "vre2": "rededge075", "vre3": "rededge078",
     "nir_narrow": "nir08", "nirnarrow": "nir08", "narrow_nir": "nir08", "nir2": "nir08",
     "nir1": "nir", "near_infrared": "nir", "nir_broad": "nir",
-    "water_vapour": "nir09", "water_vapor": "nir09", "wvp": "nir09",
+    "water_vapour": "nir09", "water_vapor": "nir09",
     "swir1": "swir16", "swir_1": "swir16", "swir2": "swir22", "swir_2": "swir22",
     "tir": "lwir", "thermal": "lwir", "tirs1": "lwir11", "tirs2": "lwir12",
 }

@@ -9,6 +9,7 @@ finished files in place together (:mod:`geoseg.atomic`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -149,21 +150,31 @@ def check_bands(source: Source, spec: ModelSpec) -> None:
 
 def check_units(source: Source, spec: ModelSpec) -> None:
     """Warn where the scene's stored values and the model's units disagree in a way that
-    can be seen: a declared scale and offset that a model reading stored values ignores,
-    one that differs from the card's (the scene's wins), or integers for a model that
-    reads physical units with no scale to turn them into those."""
+    can be seen: a declared offset that a model reading stored values does not apply (the
+    Sentinel-2 baseline 04.00 trap), a scale and offset that differ from the card's (the
+    scene's win), or integers for a model that reads physical units with no scale to turn
+    them into those."""
     if source.scale:
         declared = _affine_text(source.scale, source.offset)
         if not spec.physical:
-            warn(f"declares its values as {declared}, but the model's card names no units "
-                 f"(nor scale and offset): the model gets the values as stored", source.name)
-        elif (spec.scale or spec.offset) and spec.conversion() != (source.scale, source.offset):
+            if any(o != 0 for o in source.offset):  # a scale alone: the numbers models know
+                warn(f"declares its values as {declared}, but the model's card names no "
+                     f"units (nor scale and offset): the model gets the values as stored, "
+                     f"offset included", source.name)
+        elif (spec.scale or spec.offset) and not _same(spec.conversion(),
+                                                       (source.scale, source.offset)):
             card = _affine_text(*spec.conversion())
             warn(f"declares its values as {declared}; the model's card says {card}: the "
                  f"scene's own scale and offset are used", source.name)
     elif spec.units and not (spec.scale or spec.offset) and source.dtype[0] in "iu":
         warn(f"stores integers and declares no scale or offset, but the model reads "
              f"{spec.units}: the model gets the values as stored", source.name)
+
+
+def _same(a: tuple[Sequence[float], Sequence[float]],
+          b: tuple[Sequence[float], Sequence[float]]) -> bool:
+    return all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
+               for u, v in zip(a, b, strict=True) for x, y in zip(u, v, strict=True))
 
 
 def _affine_text(scale: Sequence[float], offset: Sequence[float]) -> str:

@@ -1,10 +1,11 @@
 """Which scenes a batch run has, and where each one's outputs go.
 
 A scene is a GeoTIFF, a VRT, a folder of mosaic tiles or of one product's band files, a
-band stack (``B02.tif+B03.tif+…``) or a STAC Item; an ItemCollection or a folder of Items
-is one scene per Item. Arguments may also be glob patterns or text lists of scenes. Each
-scene is named after its file (without the raster suffix), its folder, what its band
-files' names share, or its Item's id; its outputs are ``OUT/NAME.mask.tif``,
+band stack (``B02.tif+B03.tif+…``), a Sentinel-2 SAFE product (folder or zip) or a STAC
+Item; an ItemCollection or a folder of Items is one scene per Item. Arguments may also be
+glob patterns or text lists of scenes. Each scene is named after its file (without the
+raster suffix), its folder, its product, what its band files' names share, or its Item's
+id; its outputs are ``OUT/NAME.mask.tif``,
 ``OUT/NAME.gpkg`` and so on.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoseg import stac
+from geoseg import safe, stac
 from geoseg.errors import InputError
 from geoseg.gdal import is_gdal_path
 from geoseg.styles import style_path
@@ -102,6 +103,8 @@ def scene_name(source: str | os.PathLike[str]) -> str:
         return stack_name(parts)
     if is_gdal_path(text):
         text = text.split("?")[0]  # a signed URL's query is not part of the name
+    elif safe.is_product(Path(text)):
+        return safe.product_name(Path(text))
     p = Path(text)
     if p.is_dir():
         return Path(os.path.abspath(p)).name
@@ -109,12 +112,12 @@ def scene_name(source: str | os.PathLike[str]) -> str:
 
 
 def stack_parts(text: str) -> list[str]:
-    """The files of a band stack ``A+B+C`` (``NAME=`` prefixes dropped); ``[text]`` for
-    anything else."""
-    if "+" not in text or (not is_gdal_path(text) and Path(text).exists()):
-        return [text]
-    return [p.split("=", 1)[1] if "=" in p and "/" not in p.split("=", 1)[0] else p
-            for p in text.split("+")]
+    """The files of a band stack ``A+B+C`` (:func:`geoseg.sources.stack_parts`, ``NAME=``
+    prefixes dropped); ``[text]`` for anything else."""
+    from geoseg.sources import part_path
+    from geoseg.sources import stack_parts as parts
+
+    return [part_path(p) for p in parts(text)]
 
 
 def scene_files(source: str) -> list[Path]:
@@ -125,10 +128,11 @@ def scene_files(source: str) -> list[Path]:
 
 
 def _absolute_part(part: str) -> str:
-    name, sep, path = part.partition("=")
-    if not sep or "/" in name:
-        name, sep, path = "", "", part
-    return name + sep + (path if is_gdal_path(path) else os.path.abspath(path))
+    from geoseg.sources import part_path
+
+    path = part_path(part)
+    prefix = part[:len(part) - len(path)]  # "NAME=" or ""
+    return prefix + (path if is_gdal_path(path) else os.path.abspath(path))
 
 
 def absolute(scene: SceneOutputs) -> SceneOutputs:
@@ -138,9 +142,11 @@ def absolute(scene: SceneOutputs) -> SceneOutputs:
 
     source = scene.source
     href, item_id = stac.split(source)
-    parts = stack_parts(href)
+    from geoseg.sources import stack_parts as parts_of
+
+    parts = parts_of(href)
     if len(parts) > 1:
-        source = "+".join(_absolute_part(p) for p in href.split("+"))
+        source = "+".join(_absolute_part(p) for p in parts)
     elif not is_gdal_path(href):
         source = os.path.abspath(href) + (f"#{item_id}" if item_id else "")
     return SceneOutputs(scene.name, source, Path(os.path.abspath(scene.mask)),

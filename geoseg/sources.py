@@ -35,7 +35,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from geoseg import mosaic, stac
+from geoseg import mosaic, safe, stac
 from geoseg.bands import BandFile, common_name, match, name_in_file
 from geoseg.errors import InputError, RasterReadError
 from geoseg.gdal import (
@@ -172,9 +172,9 @@ def open_source(
     if (len(infos) > 1 and want is not None and len(want) > 1 and bands is None
             and all(i.count == 1 for i in infos)):
         raise InputError(f"is one of {len(infos)} single-band files, taken as tiles of a mosaic "
-                         f"because their names do not say which band each is; the bands of one "
-                         f"scene are joined with + and named where their file names do not "
-                         f"(blue=a.tif+green=b.tif+…)", infos[0].shown)
+                         f"(their names do not say which band each is, or they cover different "
+                         f"areas); the bands of one scene are joined with + and named where "
+                         f"their file names do not (blue=a.tif+green=b.tif+…)", infos[0].shown)
     if resolution is not None:
         if len(infos) > 1:
             raise InputError("${resolution} resamples one raster, a band stack or a STAC "
@@ -207,10 +207,13 @@ def scene_bands(items: Sequence[str], assets: Sequence[str] | None = None
     """The bands of a scene stored one file per band (with its name), or None when the
     scene is a raster or a mosaic. A stack is a STAC Item; ``A+B+C`` (each part a file,
     or ``NAME=FILE`` to name its band); files given apart with ``NAME=FILE``, or whose
-    names announce distinct bands (``B02``, ``SR_B4``…); or a folder of such files."""
+    names announce distinct bands (``B02``, ``SR_B4``…); a folder of such files; or a
+    Sentinel-2 SAFE product (:mod:`geoseg.safe`)."""
     if len(items) == 1 and stac.is_stac(items[0]) and not (
             not is_gdal_path(items[0]) and Path(items[0]).is_dir()):
         return stac.item_bands(items[0], assets)
+    if len(items) == 1 and not is_gdal_path(items[0]) and safe.is_product(Path(items[0])):
+        return safe.product_bands(Path(items[0]))
     if len(items) == 1 and not is_gdal_path(items[0]) and Path(items[0]).is_dir():
         folder = Path(items[0])
         found = stac.folder_items(folder)
@@ -221,21 +224,23 @@ def scene_bands(items: Sequence[str], assets: Sequence[str] | None = None
             return stac.item_bands(found[0], assets)
         files = [(str(p), str(p.absolute()), name_in_file(p.name)) for p in _raster_files(folder)]
         band_files = [BandFile(real, shown, name=n) for shown, real, n in files if n is not None]
-        if len(band_files) >= 2 and len({b.name for b in band_files}) > 1:
+        if (len(band_files) >= 2 and len({b.name for b in band_files}) > 1
+                and _one_footprint([b.path for b in band_files])):
             return folder.name or str(folder), band_files
         return None
     parts = items
-    if len(items) == 1 and "+" in items[0] and not _exists(items[0]):
-        parts = items[0].split("+")
+    if len(items) == 1 and len(stack_parts(items[0])) > 1:
+        parts = stack_parts(items[0])
         if any(not p for p in parts):
             raise InputError("a band stack is FILE+FILE+… (a file on each side of every +)",
                              items[0])
     elif len(items) == 1 and _named(items[0]) is None:
         return None
     explicit = any(_named(p) for p in parts)
-    if not explicit:
+    if not explicit and len(parts) == len(items):  # files given apart, named by their names
         names = [name_in_file(p) for p in parts]
-        if len(parts) == len(items) and (None in names or len(set(names)) < len(names)):
+        if (None in names or len(set(names)) < len(names)
+                or not _one_footprint([real for _, real in expand(parts)])):
             return None  # tiles of a mosaic
     band_files = []
     for part in parts:
@@ -248,6 +253,24 @@ def scene_bands(items: Sequence[str], assets: Sequence[str] | None = None
                              f"such as B04)", part)
         band_files.append(BandFile(real, shown, name=common_name(name) if name else None))
     return stack_name([b.shown for b in band_files]), band_files
+
+
+def _one_footprint(paths: Sequence[str]) -> bool:
+    """Whether the rasters cover one area (to within their coarsest pixel), as the band
+    files of one product do and the tiles of a mosaic do not (tiles named ``…_B1.tif``,
+    ``…_B2.tif`` stay a mosaic). False where one cannot be read: the mosaic's checks
+    then say why."""
+    bounds, pixels = [], []
+    try:
+        for path in paths:
+            with rasterio.Env(**gdal_env(reads_over_network(path))), rasterio.open(path) as ds:
+                bounds.append(ds.bounds)
+                pixels.append(max(abs(ds.transform.a), abs(ds.transform.e)))
+    except (*GDAL_ERRORS, OSError):
+        return False
+    slack = max(pixels)
+    return all(abs(a - b) <= slack for other in bounds[1:] for a, b in zip(bounds[0], other,
+                                                                            strict=True))
 
 
 def _is_item(ref: str) -> bool:
@@ -269,6 +292,27 @@ def stack_name(files: Sequence[str]) -> str:
     if any(len(s) > len(prefix) and s[len(prefix)] not in "_-. " for s in stems):
         prefix = re.sub(r"[^_\-. ]*$", "", prefix)
     return prefix.rstrip("_-. ") or stems[0]
+
+
+def stack_parts(text: str) -> list[str]:
+    """The parts of a band stack ``A+B+C`` (each ``FILE`` or ``NAME=FILE``), or ``[text]``
+    where ``text`` is one path with a ``+`` in it: an existing file, a URL whose parts are
+    not all URLs, or a path none of whose parts exists."""
+    if "+" not in text or _exists(text):
+        return [text]
+    parts = text.split("+")
+    paths = [(_named(p) or ("", p))[1] for p in parts]
+    if is_gdal_path(text):
+        stack = all(is_gdal_path(p) for p in paths if p)
+    else:
+        stack = any(p and (is_gdal_path(p) or Path(p).exists()) for p in paths)
+    return parts if stack else [text]
+
+
+def part_path(part: str) -> str:
+    """A band stack's part without its ``NAME=``."""
+    named = _named(part)
+    return part if named is None else named[1]
 
 
 def _named(part: str) -> tuple[str, str] | None:
@@ -572,7 +616,12 @@ def _alpha_bands(ds: rasterio.io.DatasetReader) -> set[int]:
 
 
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """What ``geoseg info`` shows about a raster: geometry, bands, nodata, classes, COG layout."""
+    """What ``geoseg info`` shows about a raster: geometry, bands, nodata, classes, COG
+    layout; about a band stack or STAC Item: its grid and each band's file, name, scale
+    and offset."""
+    stack = scene_bands([os.fspath(path)])
+    if stack is not None:
+        return _describe_stack(os.fspath(path), stack[1])
     shown, real = expand(path)[0]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -591,3 +640,20 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
             if "CLASS_NAMES" in tags:
                 out["classes"] = tags["CLASS_NAMES"]
     return out
+
+
+def _describe_stack(path: str, band_files: Sequence[BandFile]) -> dict[str, Any]:
+    src = open_source(path, allow_no_crs=True)
+    t = src.grid.transform
+    scale, offset = src.scale or (1.0,) * len(src.bands), src.offset or (0.0,) * len(src.bands)
+    with src.open() as ds:
+        files = [ds.files[1 + k] if len(ds.files) > 1 + k else "" for k in range(ds.count)]
+        nodata = list(ds.nodatavals)
+    return {
+        "scene": src.name, "driver": "band stack (VRT)",
+        "size": f"{src.grid.width} x {src.grid.height}", "bands": len(src.bands),
+        "dtype": src.dtype, "crs": src.grid.crs.to_string() if src.grid.crs else None,
+        "resolution": [abs(t.a), abs(t.e)], "bounds": list(src.grid.bounds),
+        "band_names": list(src.band_names), "scale": list(scale), "offset": list(offset),
+        "nodata": nodata, "files": files or [b.shown for b in band_files],
+    }

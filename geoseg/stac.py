@@ -44,6 +44,20 @@ def is_stac(ref: str | os.PathLike[str]) -> bool:
     return path.lower().endswith(SUFFIXES) or ("://" in path and "/items/" in path)
 
 
+def is_item_document(ref: str) -> bool:
+    """Whether ``ref`` is STAC Item JSON (or an ItemCollection's, or one Item of it), not
+    some other JSON (a model card, say)."""
+    href, item_id = split(ref)
+    if item_id is not None or "/items/" in href:
+        return True
+    if not is_stac(href) or is_gdal_path(href) or not Path(href).is_file():
+        return False
+    try:
+        return _json(href).get("type") in ("Feature", "FeatureCollection")
+    except InputError:
+        return False
+
+
 def folder_items(folder: Path) -> list[str]:
     """The STAC Item files of a folder (JSON files whose ``type`` is ``Feature``)."""
     found = []

@@ -147,6 +147,18 @@ def test_band_files_at_10_and_20_m_give_the_mask_of_the_prestacked_scene(product
                           "blue=a.tif+green=b.tif")
 
 
+def test_tiles_whose_names_look_like_bands_stay_a_mosaic(product, tmp_path):
+    """Blocks named B1 and B2 side by side are tiles: band files of one product cover one
+    area."""
+    image = product["image"]
+    left = write_raster(tmp_path / "block_B1.tif", image[:, :, :96], transform=TEN, nodata=0)
+    right = write_raster(tmp_path / "block_B2.tif", image[:, :, 96:], nodata=0,
+                         transform=TEN * Affine.translation(96, 0))
+    for args in ([left, right], [tmp_path]):
+        mask = geoseg.predict([str(a) for a in args], tile_size=128)
+        assert mask.shape == (SIZE, SIZE) and mask.rio.transform() == TEN
+
+
 def test_the_scene_grid_can_be_a_resolution_the_user_asks_for(product, tmp_path):
     files = product["files"]
     args = [str(files[n]) for n in ("blue", "green", "red", "nir")]
@@ -271,6 +283,9 @@ def test_an_l2a_item_with_the_baseline_offset_gives_the_mask_of_its_reflectance(
     float_files = write_product(tmp_path / "float", reflectance, nodata=np.nan)
     with rasterio.open(float_files["nir"]) as ds:  # resampled as reflectance, not as DN
         assert ds.dtypes[0] == "float32"
+    info = json.loads(run_cli("info", l2a_item, "--json").output)  # what the Item declares
+    assert info["band_names"] == ["blue", "green", "red", "nir08"] and info["size"] == "192 x 192"
+    assert info["scale"] == [0.0001] * 4 and info["offset"] == [-0.1] * 4
     # A model that reads reflectance, imported as users import theirs.
     default = geoseg.load_model().spec
     result = run_cli("models", "import", Path(geoseg.__file__).parent / "models" / "default" /
@@ -327,7 +342,7 @@ def test_bad_scenes_are_one_line_errors(case, product, tmp_path):
     elif case == "another crs":
         moved = write_raster(tmp_path / "T32_B8A_20m.tif", np.ones((96, 96), np.uint16),
                              crs="EPSG:32632", transform=TWENTY)
-        args = [str(files["blue"]), str(files["green"]), str(files["red"]), str(moved)]
+        args = ["+".join([str(files["blue"]), str(files["green"]), str(files["red"]), str(moved)])]
         words = ["is in EPSG:32632 but", "is in EPSG:32633", "share one CRS"]
     elif case == "no assets":
         bare = item("EMPTY", {n: str(f) for n, f in files.items()}, extra_assets=False)
@@ -344,7 +359,7 @@ def test_bad_scenes_are_one_line_errors(case, product, tmp_path):
     else:
         small = write_raster(tmp_path / "T33_B8A_20m.tif", np.ones((40, 40), np.uint16),
                              transform=TWENTY)
-        args = [str(files["blue"]), str(files["green"]), str(files["red"]), str(small)]
+        args = ["+".join([str(files["blue"]), str(files["green"]), str(files["red"]), str(small)])]
         words = ["every band of a scene must cover it"]
     result = invoke("predict", *args, "-o", out)
     assert_one_line_error(result, *words)
@@ -382,3 +397,90 @@ def test_train_and_evaluate_take_the_same_scene_forms(product, tmp_path):
         assert result.exit_code == 0, result.output
         scores.append(json.loads(report.read_text())["miou"])
     assert 0 < scores[0] == scores[1] <= 1
+
+
+def write_safe(folder: Path, image: np.ndarray, level: str, offset: int) -> Path:
+    """A Sentinel-2 product as the Copernicus Data Space delivers it (unzipped): real
+    JPEG 2000 band files at 10, 20 and 60 m under GRANULE/*/IMG_DATA, beside the
+    products of the bands (TCI, AOT, WVP, SCL), and MTD_MSIL1C/2A.xml with the
+    quantification value and, when ``offset`` is not 0, the per-band offsets."""
+    safe = folder / f"S2B_MSI{level}_20240611T100559_N0510_R022_T33UUP_20240611T130000.SAFE"
+    stem = "T33UUP_20240611T100559"
+    granule = safe / "GRANULE" / f"{level}_T33UUP_A037000_20240611T100829" / "IMG_DATA"
+    dn = {"B02": image[0], "B03": image[1], "B04": image[2], "B08": image[3]}
+    if level == "L2A":
+        files = {f"R10m/{stem}_{b}_10m.jp2": (v, TEN) for b, v in dn.items()}
+        files[f"R10m/{stem}_TCI_10m.jp2"] = (image[2] // 16, TEN)
+        files[f"R10m/{stem}_WVP_10m.jp2"] = (image[0], TEN)
+        files[f"R20m/{stem}_B8A_20m.jp2"] = (image[3, ::2, ::2], TWENTY)
+        files[f"R20m/{stem}_B02_20m.jp2"] = (image[0, ::2, ::2], TWENTY)
+        files[f"R20m/{stem}_SCL_20m.jp2"] = (np.full((96, 96), 4, np.uint16), TWENTY)
+        files[f"R60m/{stem}_B01_60m.jp2"] = (image[0, ::6, ::6], TEN * Affine.scale(6))
+    else:
+        files = {f"{stem}_{b}.jp2": (v, TEN) for b, v in dn.items()}
+        files[f"{stem}_TCI.jp2"] = (image[2] // 16, TEN)
+    for name, (data, transform) in files.items():
+        path = granule / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        stored = np.where(data > 0, data.astype(np.int32) - offset, 0).astype(np.uint16)
+        with rasterio.open(path, "w", driver="JP2OpenJPEG", width=data.shape[1],
+                           height=data.shape[0], count=1, dtype="uint16", crs=UTM,
+                           transform=transform, nodata=0, QUALITY=100, REVERSIBLE="YES") as ds:
+            ds.write(stored, 1)
+    if level == "L2A":
+        rule = ('<QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE unit="none">10000'
+                '</BOA_QUANTIFICATION_VALUE><AOT_QUANTIFICATION_VALUE unit="none">1000.0'
+                '</AOT_QUANTIFICATION_VALUE></QUANTIFICATION_VALUES_LIST>')
+        tag, listing = "BOA_ADD_OFFSET", "BOA_ADD_OFFSET_VALUES_LIST"
+    else:
+        rule = '<QUANTIFICATION_VALUE unit="none">10000</QUANTIFICATION_VALUE>'
+        tag, listing = "RADIO_ADD_OFFSET", "Radiometric_Offset_List"
+    if offset:
+        rule += (f"<{listing}>" + "".join(f'<{tag} band_id="{k}">{offset}</{tag}>'
+                                          for k in range(13)) + f"</{listing}>")
+    ns = f"https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-{level[1:]}.xsd"
+    (safe / f"MTD_MSI{level}.xml").write_text(
+        f'<?xml version="1.0" encoding="UTF-8"?><n1:Level-{level[1:]}_User_Product xmlns:n1="{ns}">'
+        f"<n1:General_Info><Product_Image_Characteristics>{rule}"
+        f"</Product_Image_Characteristics></n1:General_Info></n1:Level-{level[1:]}_User_Product>")
+    return safe
+
+
+@pytest.mark.parametrize(("level", "offset"), [("L2A", -1000), ("L1C", -1000), ("L2A", 0)])
+def test_a_sentinel_2_safe_product_folder_or_zip_is_one_scene_in_reflectance(
+        level, offset, product, tmp_path):
+    """The SAFE's metadata gives the rule (value + offset) / 10 000: a reflectance model
+    reads every baseline alike, from the folder and from the zip, on the 10 m grid."""
+    image = product["image"]
+    safe = write_safe(tmp_path, image, level, offset)
+    reflectance = np.where(image > 0, image / 1e4, np.nan).astype(np.float32)
+    ref_image = write_raster(tmp_path / "reflectance.tif", reflectance, transform=TEN,
+                             nodata=np.nan)
+    model = physical_model(tmp_path / "model", units="reflectance")
+    expected = geoseg.predict(ref_image, tmp_path / "ref.tif", model=model, tile_size=128).values
+    zipped = shutil.make_archive(str(tmp_path / safe.stem), "zip", tmp_path, safe.name)
+    masks = {}
+    for form in (safe, Path(zipped), safe / f"MTD_MSI{level}.xml"):
+        info = json.loads(run_cli("info", form, "--json").output)
+        assert info["band_names"] == ["blue", "green", "red", "nir", "nir08", "coastal"][
+            :6 if level == "L2A" else 4]
+        assert info["scale"][0] == 0.0001 and info["offset"][0] == pytest.approx(offset / 1e4)
+        out = tmp_path / f"{form.name}.tif"
+        result = run_cli("predict", form, "--model", model, "-o", out, *TILE)
+        assert result.exit_code == 0, result.output
+        with rasterio.open(out) as ds:
+            assert ds.transform == TEN and ds.shape == (SIZE, SIZE)
+            masks[form.name] = ds.read(1)
+        assert (masks[form.name] == expected).mean() > 0.9999
+    assert len({m.tobytes() for m in masks.values()}) == 1  # folder and zip alike
+    # The bundled model reads numbers as stored: told of an offset it does not apply.
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        geoseg.predict(safe, tmp_path / "raw.tif", tile_size=128)
+    told = [str(w.message) for w in said if issubclass(w.category, GeoSegWarning)]
+    assert bool(told) == (offset != 0) and all("offset included" in t for t in told)
+    # geoseg run names the scene after the product.
+    result = run_cli("run", zipped, "-o", tmp_path / "out", "--model", model, "--no-progress",
+                     *TILE)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / f"{safe.stem}.mask.tif").is_file()

@@ -336,16 +336,19 @@ def sample_data(ctx: click.Context, folder: str, size: int, seed: int, nodata: b
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(path: str, as_json: bool) -> None:
-    """Describe a raster (size, bands, CRS, nodata, classes) or a model (card).
+    """Describe a raster (size, bands, CRS, nodata, classes), a band stack or STAC Item
+    (its grid, and each band's name, file, scale and offset) or a model (card).
 
     \b
     Examples:
       geoseg info scene.tif
+      geoseg info S2B_33UUP_20240611_0_L2A.json
       geoseg info default
     """
-    from geoseg import model, sources
+    from geoseg import model, sources, stac
 
-    data = model.describe(path) if model.is_model_reference(path) else sources.describe(path)
+    is_model = model.is_model_reference(path) and not stac.is_item_document(path)
+    data = model.describe(path) if is_model else sources.describe(path)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
