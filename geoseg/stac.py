@@ -155,6 +155,7 @@ def _asset_bands(item: pystac.Item, key: str, asset: pystac.Asset, base: str) ->
     path = vsi_path(href.removeprefix("file://"))
     shown = f"{item.id}:{key} ({href})"
     count = max(len(described), len(raster), 1)
+    rule = sentinel2_rule(item.properties)
     out = []
     for k in range(count):
         info: dict[str, Any] = described[k] if k < len(described) else {}
@@ -162,12 +163,29 @@ def _asset_bands(item: pystac.Item, key: str, asset: pystac.Asset, base: str) ->
         name = (common_name(info.get("common_name") or info.get("eo:common_name"))
                 or common_name(info.get("name"), item.id)
                 or (common_name(key, item.id) if count == 1 else None))
+        scale = _number(numbers.get("raster:scale", numbers.get("scale")))
+        offset = _number(numbers.get("raster:offset", numbers.get("offset")))
+        if scale is None and offset is None and rule is not None and name is not None:
+            scale, offset = rule
         out.append(BandFile(
-            path=path, shown=shown, band=k + 1, name=name,
-            scale=_number(numbers.get("raster:scale", numbers.get("scale"))),
-            offset=_number(numbers.get("raster:offset", numbers.get("offset"))),
+            path=path, shown=shown, band=k + 1, name=name, scale=scale, offset=offset,
             nodata=_number(numbers.get("nodata", asset.extra_fields.get("nodata")))))
     return out
+
+
+def sentinel2_rule(properties: dict[str, Any]) -> tuple[float, float] | None:
+    """``(scale, offset)`` of a Sentinel-2 L1C/L2A Item's reflectance bands where the Item
+    does not declare them (Planetary Computer's do not) but names its processing baseline:
+    reflectance = value / 10 000, less 0.1 from baseline 04.00 on (ESA's −1000 offset)."""
+    baseline = properties.get("s2:processing_baseline")
+    product = str(properties.get("s2:product_type", ""))
+    if not isinstance(baseline, str) or product not in ("S2MSI1C", "S2MSI2A"):
+        return None
+    try:
+        major = float(baseline)
+    except ValueError:
+        return None
+    return 0.0001, (-0.1 if major >= 4.0 else 0.0)
 
 
 def _first_per_name(bands: list[BandFile], assets: dict[str, pystac.Asset]) -> list[BandFile]:

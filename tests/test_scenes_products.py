@@ -305,6 +305,13 @@ def test_an_l2a_item_with_the_baseline_offset_gives_the_mask_of_its_reflectance(
     # The network sees the same values up to float32 rounding (v × s + o, then normalized,
     # against mean and std folded into the stored units): equal here, a near tie at most.
     assert (mask.values == expected).mean() > 0.9999
+    # An Item that declares no rule but names its processing baseline (as Planetary
+    # Computer's do) gets ESA's rule for that baseline.
+    unsaid = item("S2B_MSIL2A_N0510", {n: f.name for n, f in l2a.items()})
+    unsaid["properties"].update({"s2:processing_baseline": "05.10", "s2:product_type": "S2MSI2A"})
+    pc_item = write_json(l2a_item.with_name("pc.json"), unsaid)
+    pc = geoseg.predict(pc_item, tmp_path / "pc.tif", model=model, tile_size=128)
+    np.testing.assert_array_equal(pc.values, mask.values)
     # The old default model reads digital numbers and names no units: the declared offset
     # is one it cannot apply, and it says so.
     with pytest.warns(GeoSegWarning, match="names no units"):
