@@ -22,11 +22,11 @@ COMMON_NAMES = ("coastal", "blue", "green", "red", "yellow", "pan", "rededge", "
 
 SPELLINGS = {
     "aerosol": "coastal", "coastal_aerosol": "coastal", "ultrablue": "coastal",
-    "panchromatic": "pan",
+    "panchromatic": "pan", "red_edge": "rededge",
     "rededge1": "rededge071", "rededge2": "rededge075", "rededge3": "rededge078",
     "re1": "rededge071", "re2": "rededge075", "re3": "rededge078",
     "vre1": "rededge071", "vre2": "rededge075", "vre3": "rededge078",
-    "nir_narrow": "nir08", "nirnarrow": "nir08", "narrow_nir": "nir08", "nir2": "nir08",
+    "nir_narrow": "nir08", "nirnarrow": "nir08", "narrow_nir": "nir08",
     "nir1": "nir", "near_infrared": "nir", "nir_broad": "nir",
     "water_vapour": "nir09", "water_vapor": "nir09",
     "swir1": "swir16", "swir_1": "swir16", "swir2": "swir22", "swir_2": "swir22",
@@ -48,14 +48,49 @@ STAND_INS = {"nir": ("nir08",), "nir08": ("nir",), "lwir": ("lwir11",), "lwir11"
 
 _BAND_ID = re.compile(r"^(?:(SR|ST|TOA)_)?B(8A|\d{1,2})$", re.IGNORECASE)
 _LANDSAT_TM = re.compile(r"(^|[_\W])L[TE]0[4-7]", re.IGNORECASE)
-_LANDSAT = re.compile(r"(^|[_\W])L[COTEM]0\d", re.IGNORECASE)
+_LANDSAT = re.compile(r"(^|[_\W])(L[COTEM]0\d|HLS\.L30)", re.IGNORECASE)
+_SENTINEL2 = re.compile(r"(^|[_\W])(S2[ABCD]?_|MSIL[12]|HLS\.S30|T\d\d[A-Z]{3}(?=[_\W]|$))",
+                        re.IGNORECASE)
 _PARTS = re.compile(r"[_\-.\s]+")
+# Name parts after which a file is a product of the bands, not a band (Landsat's
+# SR_QA_AEROSOL, QA_PIXEL; Sentinel-2's WVP, AOT, SCL, TCI).
+NOT_BANDS = ("QA", "WVP", "AOT", "SCL", "TCI", "MSK", "CLD", "SNW", "PVI")
+
+MISSIONS = ("sentinel2", "landsat", "landsat_tm")
 
 
-def common_name(text: str | None, context: str = "") -> str | None:
+def mission_of(context: str) -> str | None:
+    """The mission a file name or Item id names: ``landsat_tm`` (LT04/LT05/LE07),
+    ``landsat`` (LC08/LC09…, HLS.L30), ``sentinel2`` (S2A_, MSIL2A, T33UUP, HLS.S30), or None."""
+    if _LANDSAT_TM.search(context):
+        return "landsat_tm"
+    if _LANDSAT.search(context):
+        return "landsat"
+    if _SENTINEL2.search(context):
+        return "sentinel2"
+    return None
+
+
+def mission_of_ids(texts: Sequence[str | None]) -> str | None:
+    """The mission that the band ids of one scene imply together: B8A, B12 or a
+    zero-padded id (B01…B09) exist in Sentinel-2's numbering only."""
+    for text in texts:
+        found = _BAND_ID.match((text or "").strip())
+        if found and found.group(1):
+            return "landsat"
+        if found and (found.group(2).upper() in ("8A", "12") or found.group(2).startswith("0")):
+            return "sentinel2"
+    return None
+
+
+def common_name(text: str | None, context: str = "", mission: str | None = None) -> str | None:
     """The eo common name that ``text`` denotes (a common name, a spelling of one, or a
-    Sentinel-2/Landsat band id such as ``B8A`` or ``SR_B5``), else None. ``context`` (a
-    file name) tells Landsat numbering from Sentinel-2's where the id alone cannot."""
+    Sentinel-2/Landsat band id such as ``B8A`` or ``SR_B5``), else None.
+
+    Band ids mean different bands in Sentinel-2's and Landsat's numbering from B5 on:
+    ``mission`` (see :data:`MISSIONS`), else the one ``context`` (a file name, an Item id)
+    names, decides. Where neither does, only ids that mean one band in both (B1–B4),
+    or exist in one numbering only (B8A, B12, B01…B09), are named."""
     if not text:
         return None
     word = text.strip().lower().replace(" ", "_").replace("-", "_")
@@ -67,28 +102,51 @@ def common_name(text: str | None, context: str = "") -> str | None:
     if found is None:
         return None
     prefix, number = found.group(1), found.group(2).upper()
-    landsat = prefix is not None or bool(_LANDSAT.search(context))
-    if number == "8A" or (len(number) == 2 and number.startswith("0")):
-        return None if landsat else SENTINEL2.get(f"B{number.zfill(2)}")
-    if landsat or len(number) == 1:  # Sentinel-2 writes B01…B09: one digit is Landsat's
-        table = LANDSAT_TM if _LANDSAT_TM.search(context) else LANDSAT_OLI
-        return table.get(f"B{int(number)}")
-    return SENTINEL2.get(f"B{number}")
+    mission = mission or mission_of(context) or ("landsat" if prefix else None)
+    if mission == "landsat" and _LANDSAT_TM.search(context):
+        mission = "landsat_tm"
+    if mission in ("landsat", "landsat_tm"):
+        table = LANDSAT_TM if mission == "landsat_tm" else LANDSAT_OLI
+        return None if number == "8A" else table.get(f"B{int(number)}")
+    if mission == "sentinel2" or number in ("8A", "12") or (len(number) == 2 and number[0] == "0"):
+        return SENTINEL2.get("B8A" if number == "8A" else f"B{int(number):02d}")
+    return LANDSAT_OLI.get(f"B{int(number)}") if int(number) <= 4 else None
 
 
-def name_in_file(path: str) -> str | None:
+def name_in_file(path: str, mission: str | None = None) -> str | None:
     """The common name of the band a file's name announces (``…_B04_10m.jp2``,
-    ``LC09_…_SR_B4.TIF``, ``scene_nir.tif``), or None when it names none or several."""
+    ``LC09_…_SR_B4.TIF``, ``scene_nir.tif``, ``red_edge_1.tif``), or None when it names
+    none or several, or is a product of the bands (``…_QA_PIXEL.TIF``, ``…_SCL_20m.jp2``).
+    ``mission``: as for :func:`common_name`."""
     stem = re.split(r"[/\\]", path.split("?")[0])[-1]
     stem = re.sub(r"\.(tiff?|jp2|vrt|img)$", "", stem, flags=re.IGNORECASE)
     parts = [p for p in _PARTS.split(stem) if p]
+    if any(p.upper() in NOT_BANDS for p in parts):
+        return None
     found = set()
-    for k, part in enumerate(parts):
+    k = 0
+    while k < len(parts):
+        pair = f"{parts[k]}_{parts[k + 1]}" if k + 1 < len(parts) else ""
+        if pair and pair.lower().replace("-", "_") in {*SPELLINGS, *COMMON_NAMES}:
+            found.add(common_name(pair))  # red_edge, swir_1, nir_narrow
+            k += 2
+            continue
+        part = parts[k]
         prefixed = f"{parts[k - 1]}_{part}" if k and parts[k - 1].upper() in ("SR", "ST") else part
-        name = common_name(prefixed, stem)
+        name = common_name(prefixed, stem, mission)
         if name is not None:
             found.add(name)
+        k += 1
     return found.pop() if len(found) == 1 else None
+
+
+def names_in_files(paths: Sequence[str]) -> list[str | None]:
+    """:func:`name_in_file` of each of one scene's files, their mission decided together
+    (one file's ``B8A`` makes every ``B5`` Sentinel-2's)."""
+    context = " ".join(re.split(r"[/\\]", p.split("?")[0])[-1] for p in paths)
+    ids = [part for p in paths for part in _PARTS.split(re.split(r"[/\\]", p)[-1])]
+    mission = mission_of(context) or mission_of_ids(ids)
+    return [name_in_file(p, mission) for p in paths]
 
 
 def match(wanted: Sequence[str], have: Sequence[str | None], scene: str) -> list[int] | None:
@@ -99,7 +157,8 @@ def match(wanted: Sequence[str], have: Sequence[str | None], scene: str) -> list
     caller then goes by order. A band the model needs that the scene lacks is an
     :class:`InputError` that says which bands the scene has.
     """
-    want = [common_name(w) for w in wanted]
+    mission = mission_of_ids(wanted)
+    want = [common_name(w, mission=mission) for w in wanted]
     if any(w is None for w in want) or all(h is None for h in have):
         return None
     picked, missing = [], []
@@ -136,3 +195,4 @@ class BandFile:
     scale: float | None = None
     offset: float | None = None
     nodata: float | None = None
+    asset: str = ""  # a STAC Item's asset key

@@ -65,12 +65,15 @@ class Grid:
 
     def resampled(self, resolution: float) -> Grid:
         """The grid of square ``resolution`` pixels (CRS units) from the same top-left
-        corner over the same area (the last row and column rounded to whole pixels)."""
+        corner over the same area, in whole pixels that all lie inside it (a last partial
+        row or column is left out, never read past the data)."""
+        import math
+
         from affine import Affine
 
         t = self.transform
-        width = max(1, round(abs(t.a) * self.width / resolution))
-        height = max(1, round(abs(t.e) * self.height / resolution))
+        width = max(1, math.floor(abs(t.a) * self.width / resolution + 1e-9))
+        height = max(1, math.floor(abs(t.e) * self.height / resolution + 1e-9))
         step_x = resolution if t.a > 0 else -resolution
         step_y = -resolution if t.e < 0 else resolution
         return Grid(self.crs, Affine(step_x, 0.0, t.c, 0.0, step_y, t.f), height, width)

@@ -79,7 +79,7 @@ def product_bands(path: Path) -> tuple[str, list[BandFile]]:
             continue
         band = found.group(1).upper()
         bands.append(BandFile(gdal_path, gdal_path, name=SENTINEL2[band], scale=scale,
-                              offset=offset.get(band, 0.0) * scale))
+                              offset=offset.get(band, 0.0) * scale, nodata=0.0))  # 0: NO_DATA
     if not bands:
         raise InputError("is a Sentinel-2 SAFE product without band files (.jp2 under "
                          "GRANULE/*/IMG_DATA)", path)

@@ -36,7 +36,14 @@ from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
 from geoseg import mosaic, safe, stac
-from geoseg.bands import BandFile, common_name, match, name_in_file
+from geoseg.bands import (
+    BandFile,
+    common_name,
+    match,
+    mission_of,
+    mission_of_ids,
+    names_in_files,
+)
 from geoseg.errors import InputError, RasterReadError
 from geoseg.gdal import (
     GDAL_ERRORS,
@@ -222,8 +229,10 @@ def scene_bands(items: Sequence[str], assets: Sequence[str] | None = None
                 raise InputError(f"holds {len(found)} STAC Items; a scene is one of them "
                                  f"(give one, or run them all with geoseg run)", folder)
             return stac.item_bands(found[0], assets)
-        files = [(str(p), str(p.absolute()), name_in_file(p.name)) for p in _raster_files(folder)]
-        band_files = [BandFile(real, shown, name=n) for shown, real, n in files if n is not None]
+        rasters = _raster_files(folder)
+        files = zip(rasters, names_in_files([str(p) for p in rasters]), strict=True)
+        band_files = [BandFile(str(p.absolute()), str(p), name=n, nodata=_product_nodata(str(p)))
+                      for p, n in files if n is not None]
         if (len(band_files) >= 2 and len({b.name for b in band_files}) > 1
                 and _one_footprint([b.path for b in band_files])):
             return folder.name or str(folder), band_files
@@ -237,22 +246,32 @@ def scene_bands(items: Sequence[str], assets: Sequence[str] | None = None
     elif len(items) == 1 and _named(items[0]) is None:
         return None
     explicit = any(_named(p) for p in parts)
-    if not explicit and len(parts) == len(items):  # files given apart, named by their names
-        names = [name_in_file(p) for p in parts]
-        if (None in names or len(set(names)) < len(names)
-                or not _one_footprint([real for _, real in expand(parts)])):
-            return None  # tiles of a mosaic
+    by_file = names_in_files([part_path(p) for p in parts])
+    apart = not explicit and len(parts) == len(items)  # files given apart, named by their names
+    if apart and (None in by_file or len(set(by_file)) < len(by_file)
+                  or not _one_footprint([real for _, real in expand(parts)])):
+        return None  # tiles of a mosaic
     band_files = []
-    for part in parts:
+    said = [n for n, _ in filter(None, map(_named, parts))]
+    mission = mission_of_ids(said)
+    for part, from_file in zip(parts, by_file, strict=True):
         named = _named(part)
         name, path = named if named is not None else (None, part)
         shown, real = expand([path])[0]
-        if named is not None and common_name(name) is None:
+        if name is not None and common_name(name, mission=mission) is None:
             raise InputError(f"band name {name!r} is no band name geoseg knows (use a "
                              f"common name such as blue, green, red, nir, swir16, or an id "
-                             f"such as B04)", part)
-        band_files.append(BandFile(real, shown, name=common_name(name) if name else None))
+                             f"such as B04 or B8A)", part)
+        band = common_name(name, mission=mission) if name is not None else from_file
+        band_files.append(BandFile(real, shown, name=band, nodata=_product_nodata(real)))
     return stack_name([b.shown for b in band_files]), band_files
+
+
+def _product_nodata(path: str) -> float | None:
+    """0 for a Sentinel-2 JPEG 2000 band file (ESA's products say 0 is NO_DATA, and the
+    files do not); None (the file's own) otherwise."""
+    name = path.replace("\\", "/").rsplit("/", 1)[-1]
+    return 0.0 if name.lower().endswith(".jp2") and mission_of(name) == "sentinel2" else None
 
 
 def _one_footprint(paths: Sequence[str]) -> bool:
@@ -356,6 +375,11 @@ def open_stack(layers: Sequence[BandFile], *, name: str, bands: Sequence[int] | 
     names = [named(layer) for layer in layers]
     chosen = [layers[b - 1] for b in _choose_bands(bands, want, tuple(names), len(layers), name)]
     first = infos[chosen[0].path]
+    for layer in chosen:
+        t = infos[layer.path].grid.transform
+        if t.b or t.d or t.a < 0 or t.e > 0:
+            raise InputError("is not north-up (rotated or flipped pixels): a band of a stack "
+                             "must be (warp it first, e.g. gdalwarp)", layer.shown)
     for layer in chosen[1:]:
         crs = infos[layer.path].grid.crs
         if crs != first.grid.crs:
@@ -499,9 +523,8 @@ def inspect(path: str, shown: str, *, allow_no_crs: bool) -> RasterInfo:
                 raise InputError("has no CRS (use ${allow_no_crs=True} to process it anyway)",
                                  shown)
             _check_readable(ds, shown)
-            names = tuple(common_name(d, path) for d in ds.descriptions)
-            if ds.count == 1 and names[0] is None:
-                names = (name_in_file(path),)
+            mission = mission_of(path) or mission_of_ids(ds.descriptions)
+            names = tuple(common_name(d, path, mission) for d in ds.descriptions)
             return RasterInfo(path, shown, Grid.of(ds), ds.count, dtype, ds.nodata, names,
                               tuple(1.0 if v is None else float(v) for v in ds.scales),
                               tuple(0.0 if v is None else float(v) for v in ds.offsets),

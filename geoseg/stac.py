@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg.bands import BandFile, common_name
+from geoseg.bands import BandFile, common_name, mission_of, mission_of_ids
 from geoseg.errors import InputError
 from geoseg.gdal import is_gdal_path, vsi_path
 
@@ -38,17 +38,21 @@ def split(ref: str) -> tuple[str, str | None]:
 
 
 def is_stac(ref: str | os.PathLike[str]) -> bool:
-    """Whether ``ref`` names STAC JSON (by its suffix, or a STAC API's ``/items/`` URL)."""
+    """Whether ``ref`` names STAC JSON: by its suffix, or a STAC API's Item URL
+    (``…/items/ID``, no file suffix)."""
     href, _ = split(os.fspath(ref))
     path = href.split("?")[0]
-    return path.lower().endswith(SUFFIXES) or ("://" in path and "/items/" in path)
+    if path.lower().endswith(SUFFIXES):
+        return True
+    last = path.rstrip("/").rsplit("/", 1)[-1]
+    return "://" in path and "/items/" in path and "." not in last
 
 
 def is_item_document(ref: str) -> bool:
     """Whether ``ref`` is STAC Item JSON (or an ItemCollection's, or one Item of it), not
     some other JSON (a model card, say)."""
     href, item_id = split(ref)
-    if item_id is not None or "/items/" in href:
+    if item_id is not None or (is_stac(href) and "/items/" in href):
         return True
     if not is_stac(href) or is_gdal_path(href) or not Path(href).is_file():
         return False
@@ -59,11 +63,17 @@ def is_item_document(ref: str) -> bool:
 
 
 def folder_items(folder: Path) -> list[str]:
-    """The STAC Item files of a folder (JSON files whose ``type`` is ``Feature``)."""
+    """The STAC Item files of a folder (JSON files whose ``type`` is ``Feature``, each
+    with ``stac_version``); other JSON there (labels, a tile index) is no Item."""
     found = []
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in SUFFIXES and _json(str(p)).get("type") == "Feature":
-            found.append(str(p))
+        if p.is_file() and p.suffix.lower() in SUFFIXES:
+            try:
+                data = _json(str(p))
+            except InputError:
+                continue
+            if data.get("type") == "Feature" and "stac_version" in data:
+                found.append(str(p))
     return found
 
 
@@ -133,9 +143,10 @@ def item_bands(ref: str, assets: Sequence[str] | None = None) -> tuple[str, list
         chosen = [(k, item.assets[k]) for k in assets]
     else:
         chosen = [(k, a) for k, a in item.assets.items() if _is_data(a)]
+    mission = item_mission(item)
     bands: list[BandFile] = []
     for key, asset in chosen:
-        bands += _asset_bands(item, key, asset, base)
+        bands += _asset_bands(item, key, asset, base, mission)
     if not assets:
         bands = _first_per_name(bands, {k: a for k, a in chosen})
     if not bands:
@@ -145,7 +156,8 @@ def item_bands(ref: str, assets: Sequence[str] | None = None) -> tuple[str, list
     return item.id, bands
 
 
-def _asset_bands(item: pystac.Item, key: str, asset: pystac.Asset, base: str) -> list[BandFile]:
+def _asset_bands(item: pystac.Item, key: str, asset: pystac.Asset, base: str,
+                 mission: str | None) -> list[BandFile]:
     from pystac.utils import make_absolute_href
 
     fields = asset.extra_fields
@@ -156,21 +168,53 @@ def _asset_bands(item: pystac.Item, key: str, asset: pystac.Asset, base: str) ->
     shown = f"{item.id}:{key} ({href})"
     count = max(len(described), len(raster), 1)
     rule = sentinel2_rule(item.properties)
+    applied = item.properties.get("earthsearch:boa_offset_applied") is True
     out = []
     for k in range(count):
         info: dict[str, Any] = described[k] if k < len(described) else {}
         numbers: dict[str, Any] = {**(raster[k] if k < len(raster) else {}), **info}
         name = (common_name(info.get("common_name") or info.get("eo:common_name"))
-                or common_name(info.get("name"), item.id)
-                or (common_name(key, item.id) if count == 1 else None))
+                or common_name(info.get("name"), item.id, mission)
+                or (common_name(key, item.id, mission) if count == 1 else None))
+        if name == "rededge":  # STAC 1.0's generic name: the band's own says which
+            name = (common_name(info.get("name"), item.id, mission)
+                    or (common_name(key, item.id, mission) if count == 1 else None)
+                    or _rededge_at(info.get("center_wavelength")) or name)
         scale = _number(numbers.get("raster:scale", numbers.get("scale")))
         offset = _number(numbers.get("raster:offset", numbers.get("offset")))
         if scale is None and offset is None and rule is not None and name is not None:
             scale, offset = rule
-        out.append(BandFile(
-            path=path, shown=shown, band=k + 1, name=name, scale=scale, offset=offset,
-            nodata=_number(numbers.get("nodata", asset.extra_fields.get("nodata")))))
+        if applied and offset:  # Earth Search: values already had the offset taken off
+            offset = 0.0
+        nodata = _number(numbers.get("nodata", fields.get("nodata")))
+        if nodata is None and rule is not None:
+            nodata = 0.0  # Sentinel-2: 0 is NO_DATA, whatever the file says
+        out.append(BandFile(path=path, shown=shown, band=k + 1, name=name, scale=scale,
+                            offset=offset, nodata=nodata, asset=key))
     return out
+
+
+def item_mission(item: pystac.Item) -> str | None:
+    """The mission whose band numbering an Item's band ids follow (see
+    :data:`geoseg.bands.MISSIONS`): its ``platform``, else its id, else its band ids."""
+    platform = str(item.properties.get("platform", "")).lower()
+    if platform.startswith("sentinel-2"):
+        return "sentinel2"
+    if platform.startswith("landsat"):
+        return "landsat_tm" if platform[-1:] in ("4", "5", "7") else "landsat"
+    ids = [str(b.get("name", "")) for a in item.assets.values()
+           for b in (a.extra_fields.get("bands") or a.extra_fields.get("eo:bands") or [])]
+    return mission_of(item.id) or mission_of_ids([*ids, *item.assets])
+
+
+def _rededge_at(wavelength: Any) -> str | None:
+    """Sentinel-2's red-edge band at ``wavelength`` µm (0.70, 0.74, 0.78)."""
+    if not isinstance(wavelength, (int, float)):
+        return None
+    for centre, name in ((0.705, "rededge071"), (0.740, "rededge075"), (0.783, "rededge078")):
+        if abs(wavelength - centre) < 0.015:
+            return name
+    return None
 
 
 def sentinel2_rule(properties: dict[str, Any]) -> tuple[float, float] | None:
@@ -191,8 +235,7 @@ def sentinel2_rule(properties: dict[str, Any]) -> tuple[float, float] | None:
 def _first_per_name(bands: list[BandFile], assets: dict[str, pystac.Asset]) -> list[BandFile]:
     """Unnamed bands dropped; of several bands of one name, a GeoTIFF's first."""
     def geotiff(b: BandFile) -> bool:
-        key = b.shown.split(":", 1)[1].split(" (")[0]
-        return "tiff" in (assets[key].media_type or "").lower()
+        return "tiff" in (assets[b.asset].media_type or "").lower()
 
     chosen: dict[str, BandFile] = {}
     for b in bands:
@@ -225,24 +268,26 @@ def _absolute(href: str) -> str:
 
 
 def _json(href: str) -> dict[str, Any]:
-    """A JSON document (a file or a URL) through pystac's reader; one-line errors."""
+    """A JSON document (a file or an http(s) URL); one-line errors."""
     import urllib.error
 
+    href = href.removeprefix("file://")
+
+    if is_gdal_path(href) and not href.startswith(("http://", "https://", "file://")):
+        raise InputError("is STAC JSON on a file system geoseg reads Items from only over "
+                         "http(s) or from disk (download it, or give its https:// URL)", href)
     if not is_gdal_path(href) and not Path(href).is_file():
         raise InputError("no such file" if not Path(href).exists() else "is not a file", href)
     try:
         data = json.loads(_read_text(href))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InputError(f"is not valid JSON ({exc})", href) from None
+    except urllib.error.HTTPError as exc:
+        raise InputError(f"cannot be read (HTTP {exc.code} {exc.reason})", href) from None
+    except urllib.error.URLError as exc:
+        raise InputError(f"cannot be read ({exc.reason})", href) from None
     except OSError as exc:
         raise InputError(f"cannot be read ({exc.strerror or exc})", href) from None
-    except Exception as exc:  # pystac wraps an HTTP failure in a bare Exception
-        cause = exc.__cause__ or exc
-        if isinstance(cause, urllib.error.HTTPError):
-            why = f"HTTP {cause.code} {cause.reason}"
-        else:
-            why = str(getattr(cause, "reason", None) or cause).splitlines()[0]
-        raise InputError(f"cannot be read ({why})", href) from None
     if not isinstance(data, dict):
         raise InputError("is not a STAC Item (not a JSON object)", href)
     return data
@@ -253,30 +298,30 @@ TRANSIENT = (429, 500, 502, 503, 504)
 
 
 def _read_text(href: str) -> str:
-    """A document's text through pystac's reader; a URL is asked again after a transient
-    failure (HTTP 429, 500, 502, 503, 504) as often, and with the same growing
-    delay, as GDAL retries raster reads (``GDAL_HTTP_MAX_RETRY``, ``GDAL_HTTP_RETRY_DELAY``)."""
+    """A document's text: a file, or a URL with a timeout (``GDAL_HTTP_TIMEOUT``, 60 s)
+    that is asked again after a transient failure (HTTP 429, 500, 502, 503, 504) as often,
+    and with the same growing delay, as GDAL retries raster reads
+    (``GDAL_HTTP_MAX_RETRY``, ``GDAL_HTTP_RETRY_DELAY``)."""
     import time
     import urllib.error
-
-    import pystac
+    import urllib.request
 
     from geoseg.gdal import GDAL_DEFAULTS
 
-    reader = pystac.StacIO.default()
+    if not href.startswith(("http://", "https://")):
+        return Path(href.removeprefix("file://")).read_text(encoding="utf-8")
+    timeout = float(os.environ.get("GDAL_HTTP_TIMEOUT", "60"))
     retries = int(os.environ.get("GDAL_HTTP_MAX_RETRY",
                                  str(GDAL_DEFAULTS["GDAL_HTTP_MAX_RETRY"])))
     delay = float(os.environ.get("GDAL_HTTP_RETRY_DELAY",
                                  str(GDAL_DEFAULTS["GDAL_HTTP_RETRY_DELAY"])))
+    request = urllib.request.Request(href, headers={"User-Agent": "geoseg"})
     for attempt in range(retries + 1):
         try:
-            return reader.read_text(href)
-        except OSError:
-            raise
-        except Exception as exc:  # pystac wraps an HTTP failure in a bare Exception
-            cause = exc.__cause__ or exc
-            transient = isinstance(cause, urllib.error.HTTPError) and cause.code in TRANSIENT
-            if not transient or attempt == retries:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return str(response.read().decode("utf-8"))
+        except urllib.error.HTTPError as exc:
+            if exc.code not in TRANSIENT or attempt == retries:
                 raise
             time.sleep(delay * 2**attempt)
     raise AssertionError("unreachable")

@@ -187,6 +187,8 @@ def test_a_landsat_collection_2_folder_is_one_scene(product, tmp_path):
     for k, band in enumerate(("SR_B2", "SR_B3", "SR_B4", "SR_B5")):  # OLI: B5 is the NIR
         write_raster(folder / f"{stem}_{band}.TIF", image[k], transform=TEN, nodata=0)
     write_raster(folder / f"{stem}_QA_PIXEL.TIF", np.ones((SIZE, SIZE), np.uint16), transform=TEN)
+    write_raster(folder / f"{stem}_SR_QA_AEROSOL.TIF", np.ones((SIZE, SIZE), np.uint8),
+                 transform=TEN)  # not the coastal band, whatever "aerosol" says
     write_raster(folder / f"{stem}_SR_B1.TIF", image[0], transform=TEN, nodata=0)  # coastal
     stacked = write_raster(tmp_path / "stacked.tif", image, transform=TEN, nodata=0)
     assert run_cli("predict", stacked, "-o", tmp_path / "ref.tif", *TILE).exit_code == 0
@@ -491,3 +493,77 @@ def test_a_sentinel_2_safe_product_folder_or_zip_is_one_scene_in_reflectance(
                      *TILE)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / f"{safe.stem}.mask.tif").is_file()
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    # Earth Engine's Sentinel-2 exports: one B8A names the mission for every B5.
+    (["B1", "B2", "B3", "B4", "B5", "B8", "B8A", "B11", "B12"],
+     ["coastal", "blue", "green", "red", "rededge071", "nir", "nir08", "swir16", "swir22"]),
+    # Without such a band, ids that mean other bands in Landsat's numbering are not guessed.
+    (["B2", "B3", "B4", "B5"], ["blue", "green", "red", None]),
+    (["LC09_L2SP_190027_20240611_20240613_02_T1_SR_B5", "LT05_L2SP_190027_19990611_SR_B4",
+      "LC08_L1TP_190027_20240611_B10"], ["nir08", "nir08", "lwir11"]),
+    (["HLS.L30.T33UUP.2024163T100559.v2.0.B05", "HLS.S30.T33UUP.2024163T100559.v2.0.B05",
+      "HLS.L30.T33UUP.2024163T100559.v2.0.B11"], ["nir08", "rededge071", "lwir12"]),
+    (["T33UUP_20240611T100559_WVP_10m", "LC08_x_SR_QA_AEROSOL", "img_red_edge", "swir_1",
+      "scene_nir", "ortho_2020_red"], [None, None, "rededge", "swir16", "nir", "red"]),
+])
+def test_band_names_in_file_names_follow_the_missions_numbering(files, expected):
+    from geoseg.bands import names_in_files
+
+    if files[0].startswith("B"):
+        assert names_in_files([f"{f}.tif" for f in files]) == expected
+    else:
+        assert [names_in_files([f"{f}.tif"])[0] for f in files] == expected
+
+
+def test_earth_search_items_red_edges_and_their_offset_flag(tmp_path):
+    """Earth Search v1 Items call every red-edge band "rededge" (the band's own name says
+    which), and keep raster:bands offset −0.1 where earthsearch:boa_offset_applied says
+    the values have it taken off already."""
+    from geoseg import stac
+
+    assets = {}
+    for key, code, wavelength in (("rededge1", "B05", 0.704), ("rededge2", "B06", 0.74),
+                                  ("rededge3", "B07", 0.783), ("red", "B04", 0.665)):
+        write_raster(tmp_path / f"{code}.tif", np.ones((8, 8), np.uint16), transform=TWENTY)
+        assets[key] = {"href": f"./{code}.tif", "type": "image/tiff; application=geotiff",
+                       "roles": ["data"], "eo:bands": [{
+                           "name": key if key != "rededge2" else code, "center_wavelength":
+                           wavelength, "common_name": "rededge" if key != "red" else "red"}],
+                       "raster:bands": [{"nodata": 0, "scale": 0.0001, "offset": -0.1}]}
+    data = {"type": "Feature", "stac_version": "1.0.0", "id": "S2B_33UUP_20220611_0_L2A",
+            "geometry": None, "links": [], "assets": assets, "properties": {
+                "datetime": "2022-06-11T10:00:00Z", "platform": "sentinel-2b",
+                "earthsearch:boa_offset_applied": True}}
+    path = write_json(tmp_path / "item.json", data)
+    _, bands = stac.item_bands(str(path))
+    assert [b.name for b in bands] == ["rededge071", "rededge075", "rededge078", "red"]
+    assert {b.offset for b in bands} == {0.0} and {b.scale for b in bands} == {0.0001}
+    data["properties"]["earthsearch:boa_offset_applied"] = False
+    _, bands = stac.item_bands(str(write_json(path, data)))
+    assert {b.offset for b in bands} == {-0.1}
+
+
+def test_stack_grids_and_inputs_that_are_no_stac(product, tmp_path):
+    from geoseg import stac
+
+    # A Landsat-sized 30 m band at 50 m: the grid keeps to whole pixels inside the data.
+    band = write_raster(tmp_path / "LC09_x_SR_B4.TIF", np.ones((391, 385), np.uint16),
+                        transform=Affine(30.0, 0, 600_000.0, 0, -30.0, 5_100_000.0))
+    src = geoseg.sources.open_source(str(band), resolution=50)
+    assert src.grid.shape == (234, 231) and src.grid.transform.a == 50
+    # A raster under a URL's /items/ is a raster; JSON beside tiles is no Item.
+    assert stac.is_stac("https://host/v1/collections/s2/items/S2B_33UUP") and not stac.is_stac(
+        "https://host/data/items/x.tif")
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    (tiles / "index.json").write_text("[1, 2")
+    write_raster(tiles / "a.tif", product["image"], transform=TEN, nodata=0)
+    assert geoseg.sources.open_source(str(tiles)).grid.transform == TEN
+    # A band that is not north-up is one clear error.
+    flipped = write_raster(tmp_path / "T33_B8A_20m.tif", np.ones((96, 96), np.uint16),
+                           transform=Affine(20.0, 0, 600_000.0, 0, 20.0, 5_098_080.0))
+    files = product["files"]
+    with pytest.raises(InputError, match="is not north-up"):
+        geoseg.sources.open_source(f"{files['blue']}+{files['green']}+{files['red']}+{flipped}")
