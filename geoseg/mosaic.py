@@ -94,29 +94,32 @@ def vrt(infos: Sequence[RasterInfo]) -> tuple[str, Grid]:
     return xml, Grid(crs, transform, height, width)
 
 
-def stack_vrt(layers: Sequence[tuple[str, int, Grid, float | None]], grid: Grid, dtype: str,
-              resampling: str) -> str:
+def stack_vrt(layers: Sequence[tuple[str, int, Grid, float | None, bool]], grid: Grid,
+              dtype: str, resampling: str) -> str:
     """GDAL VRT XML of a band stack on ``grid``: one band per ``(GDAL path, band in that
-    file, the file's grid, nodata)``, placed by georeferencing and resampled with
-    ``resampling`` where its pixels differ from the grid's (same CRS assumed)."""
+    file, the file's grid, nodata, masked)``, placed by georeferencing and resampled with
+    ``resampling`` where its pixels differ from the grid's (same CRS assumed). A
+    ``masked`` band carries its file's mask band (nearest), so no data stays no data."""
     t = grid.transform
     gdal_type = _gdal_typename(dtype)
     bands = []
-    for k, (path, band, src, nodata) in enumerate(layers, 1):
+    for k, (path, band, src, nodata, masked) in enumerate(layers, 1):
         s = src.transform
-        dst = (f"xOff=\"{(s.c - t.c) / t.a!r}\" yOff=\"{(s.f - t.f) / t.e!r}\" "
-               f"xSize=\"{src.width * s.a / t.a!r}\" ySize=\"{src.height * s.e / t.e!r}\"")
+        rects = (f"<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{src.width}\" ySize=\"{src.height}\"/>"
+                 f"<DstRect xOff=\"{(s.c - t.c) / t.a!r}\" yOff=\"{(s.f - t.f) / t.e!r}\" "
+                 f"xSize=\"{src.width * s.a / t.a!r}\" ySize=\"{src.height * s.e / t.e!r}\"/>")
+        source = f"<SourceFilename relativeToVRT=\"0\">{escape(path)}</SourceFilename>"
         nd = _xml_number(nodata) if nodata is not None else None
+        mask = (f"<MaskBand><VRTRasterBand dataType=\"Byte\"><ComplexSource resampling=\"nearest\">"
+                f"{source}<SourceBand>mask,{band}</SourceBand>{rects}</ComplexSource>"
+                f"</VRTRasterBand></MaskBand>") if masked and nd is None else ""
         bands.append(
             f"<VRTRasterBand dataType=\"{gdal_type}\" band=\"{k}\">"
             + (f"<NoDataValue>{nd}</NoDataValue>" if nd is not None else "")
-            + f"<ComplexSource resampling=\"{resampling}\">"
-            f"<SourceFilename relativeToVRT=\"0\">{escape(path)}</SourceFilename>"
-            f"<SourceBand>{band}</SourceBand>"
-            f"<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{src.width}\" ySize=\"{src.height}\"/>"
-            f"<DstRect {dst}/>"
+            + f"<ComplexSource resampling=\"{resampling}\">{source}"
+            f"<SourceBand>{band}</SourceBand>{rects}"
             + (f"<NODATA>{nd}</NODATA>" if nd is not None else "")
-            + "</ComplexSource></VRTRasterBand>")
+            + f"</ComplexSource>{mask}</VRTRasterBand>")
     srs = f"<SRS>{escape(grid.crs.to_wkt())}</SRS>" if grid.crs is not None else ""
     gt = ", ".join(repr(float(v)) for v in t.to_gdal())
     return (f"<VRTDataset rasterXSize=\"{grid.width}\" rasterYSize=\"{grid.height}\">{srs}"

@@ -78,6 +78,7 @@ class RasterInfo:
     scales: tuple[float, ...] = ()  # each band's own scale and offset (1 and 0: none)
     offsets: tuple[float, ...] = ()
     nodatas: tuple[float | None, ...] = ()
+    masked: tuple[bool, ...] = ()  # each band's: a mask band of its own (not nodata, alpha)
 
 
 @dataclass(frozen=True)
@@ -395,7 +396,8 @@ def open_stack(layers: Sequence[BandFile], *, name: str, bands: Sequence[int] | 
     dtype = np.result_type(*[infos[b.path].dtype for b in chosen]).name
     nodatas = [b.nodata if b.nodata is not None else infos[b.path].nodatas[b.band - 1]
                for b in chosen]
-    xml = mosaic.stack_vrt([(vsi_path(b.path), b.band, infos[b.path].grid, nd)
+    xml = mosaic.stack_vrt([(vsi_path(b.path), b.band, infos[b.path].grid, nd,
+                             infos[b.path].masked[b.band - 1])
                             for b, nd in zip(chosen, nodatas, strict=True)],
                            grid, dtype, resampling)
     scales = tuple(b.scale if b.scale is not None else infos[b.path].scales[b.band - 1]
@@ -528,7 +530,9 @@ def inspect(path: str, shown: str, *, allow_no_crs: bool) -> RasterInfo:
             return RasterInfo(path, shown, Grid.of(ds), ds.count, dtype, ds.nodata, names,
                               tuple(1.0 if v is None else float(v) for v in ds.scales),
                               tuple(0.0 if v is None else float(v) for v in ds.offsets),
-                              tuple(ds.nodatavals))
+                              tuple(ds.nodatavals),
+                              tuple(f not in ([MaskFlags.all_valid], [MaskFlags.nodata])
+                                    and MaskFlags.alpha not in f for f in ds.mask_flag_enums))
 
 
 def _check_readable(ds: rasterio.io.DatasetReader, path: str) -> None:

@@ -335,9 +335,16 @@ def test_a_pixel_is_nodata_where_any_band_says_so(product, tmp_path):
     data["nir"][:20, :20] = 0  # 20 m pixels: the top-left 400 m × 400 m
     data["blue"][150:, 150:] = 0
     files = write_product(tmp_path / "S2", data)
+    # The red band has no nodata value but a mask of its own (GDAL's internal mask).
+    red = write_raster(files["red"], data["red"], transform=TEN)
+    with rasterio.open(red, "r+") as ds:
+        hidden = np.full((SIZE, SIZE), 255, np.uint8)
+        hidden[100:120, :30] = 0
+        ds.write_mask(hidden)
     mask = geoseg.predict(list(map(str, files.values())), tmp_path / "m.tif", tile_size=128).values
     assert (mask[:38, :38] == 255).all() and (mask[152:, 152:] == 255).all()
-    assert (mask[60:140, 60:140] != 255).all()
+    assert (mask[100:120, :30] == 255).all() and (mask[60:140, 60:140] != 255).all()
+    assert (mask[90:100, :30] != 255).all() and (mask[120:130, :30] != 255).all()
 
 
 @pytest.mark.parametrize("case", ["missing band", "another crs", "no assets", "bad asset key",
