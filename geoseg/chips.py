@@ -1,8 +1,10 @@
-"""Training chips: image and label windows drawn from the training blocks of each image,
-read from disk chip by chip (memory does not grow with the images) and augmented.
+"""Training chips: image and label windows drawn where the labels are, read from disk
+chip by chip (memory does not grow with the images) and augmented.
 
-Each image is cut into blocks (:func:`split_blocks`); spatially separate ones are kept
-apart for validation, so the score measures what training never saw nearby.
+A :class:`Census` counts each image's labelled pixels per class and cell once; blocks of
+the images are kept apart for validation (:func:`split_blocks`, stratified so every
+labelled class is scored where it can be), so the score measures what training never
+saw nearby; :class:`LabelChips` draws training chips around the labels, class by class.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from geoseg.sources import Source, open_source, read_window
 
 Window = tuple[int, int, int, int]  # row, col, height, width (pixels)
 
-MIN_LABELLED = 0.05  # a chip with less of its pixels labelled is drawn again
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,8 @@ def open_pairs(images: Sequence[str | os.PathLike[str]], labels: Sequence[str | 
                class_names: Sequence[str], *, class_field: str | None = None,
                background: int | str | None = None, bands: Sequence[int] | None = None,
                assets: Sequence[str] | None = None, resolution: float | None = None,
-               resampling: str = "bilinear") -> list[Pair]:
+               resampling: str = "bilinear",
+               labelled_area: str | os.PathLike[str] | None = None) -> list[Pair]:
     """Validated (image, labels) pairs; every image must have the same bands (matched by
     name to the first image's where the images name them) and declare a scale and offset
     alike (chips are in physical units when they do)."""
@@ -53,53 +55,187 @@ def open_pairs(images: Sequence[str | os.PathLike[str]], labels: Sequence[str | 
             raise InputError(f"declares no scale and offset, but {declares.name} does: train "
                              f"on images in one kind of units", lacks.name)
         pairs.append(Pair(source, open_labels(label, source.grid, class_names,
-                                              class_field=class_field, background=background)))
+                                              class_field=class_field, background=background,
+                                              labelled_area=labelled_area)))
     counts = {len(p.image.bands) for p in pairs}
     if len(counts) > 1:
         raise InputError(f"the images have different band counts ({sorted(counts)})")
     return pairs
 
 
-def split_blocks(pair: Pair, block: int, val_fraction: float, rng: np.random.Generator
-                 ) -> tuple[list[Window], list[Window]]:
-    """The labelled parts of the image cut into ``block``-sized windows (row, col, h, w),
-    some kept apart for validation: spatially separate areas, so validation measures what
-    training never saw nearby. At least one block goes to each side when there are two
-    or more. Blocks whose labels cover less than ``MIN_LABELLED`` are left out."""
+@dataclass(frozen=True)
+class Census:
+    """Labelled pixels of each class in square cells (``cell`` px a side) of one image:
+    where the labels are, counted once strip by strip (memory: a strip of labels)."""
+
+    cell: int
+    counts: np.ndarray  # (cell rows, cell cols, classes) int64
+
+
+def census(pair: Pair, cell: int, n_classes: int, strip_cells: int = 16) -> Census:
+    """Count ``pair``'s labelled pixels per class and cell."""
     h, w = pair.image.grid.shape
-    blocks = [(r, c, min(block, h - r), min(block, w - c))
-              for r in range(0, h, block) for c in range(0, w, block)]
-    blocks = [b for b in blocks if (pair.labels.read(*b) != NODATA).mean() >= MIN_LABELLED]
-    order = rng.permutation(len(blocks))
+    rows, cols = -(-h // cell), -(-w // cell)
+    counts = np.zeros((rows, cols, n_classes), np.int64)
+    for r in range(0, rows, strip_cells):
+        n = min(strip_cells, rows - r)
+        y = np.full((n * cell, cols * cell), NODATA, np.uint8)
+        height = min(n * cell, h - r * cell)
+        y[:height, :w] = pair.labels.read(r * cell, 0, height, w)
+        for c in np.unique(y):
+            if c != NODATA and c < n_classes:
+                counts[r:r + n, :, c] = (y == c).reshape(n, cell, cols, cell).sum(axis=(1, 3))
+    return Census(cell, counts)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Validation blocks (row, col, height, width) per image, spatially apart from the
+    training area, and what the split says about each class."""
+
+    block: int
+    val: list[list[Window]]
+    val_pixels: np.ndarray  # per class, labelled pixels in the validation blocks
+    train_pixels: np.ndarray  # per class, in the training area
+    notes: list[str]  # warnings: classes validation cannot score
+
+
+MIN_VAL_PIXELS = 200  # fewer labelled validation pixels of a class: its IoU is noise
+
+
+def split_blocks(pairs: Sequence[Pair], censuses: Sequence[Census], chip: int,
+                 val_fraction: float, rng: np.random.Generator, names: Sequence[str]) -> Split:
+    """Validation blocks, stratified: every class labelled in two blocks or more has at
+    least one in validation and one in training, and about ``val_fraction`` of the
+    labelled blocks are validation. Blocks are ``2 × chip`` px, or ``chip`` px where
+    some class is labelled in one large block only (labels digitised in one corner)."""
+    cell = censuses[0].cell
+    for block in (2 * chip, chip):
+        holders = _block_counts(censuses, block // cell)
+        per_class = [sum(1 for _, _, _, n in holders if n[c]) for c in range(len(names))]
+        if all(k != 1 for k in per_class):
+            break
+    blocks = [(k, r, c) for k, r, c, _ in holders]
+    counts = np.array([n for _, _, _, n in holders]) if holders else np.zeros((0, len(names)))
     n_val = 0 if len(blocks) < 2 else min(max(1, round(val_fraction * len(blocks))),
                                           len(blocks) - 1)
-    val = sorted(blocks[i] for i in order[:n_val])
-    return sorted(blocks[i] for i in order[n_val:]), val
+    chosen: set[int] = set()
+    present = counts > 0
+    in_training = present.sum(axis=0)  # per class, blocks of it left to training
+
+    def take(i: int) -> bool:  # to validation, if training keeps every class it has
+        if i in chosen or (in_training[present[i]] < 2).any():
+            return False
+        chosen.add(i)
+        in_training[present[i]] -= 1
+        return True
+
+    if n_val:
+        # Rarest class first: one block of it for validation, while training keeps one.
+        for c in np.argsort(counts.sum(axis=0)):
+            have = np.flatnonzero(present[:, c])
+            if len(have) >= 2 and not chosen.intersection(have.tolist()):
+                for i in rng.permutation(have):
+                    if take(int(i)):
+                        break
+        for i in rng.permutation(len(blocks)):
+            if len(chosen) >= n_val:
+                break
+            take(int(i))
+    val: list[list[Window]] = [[] for _ in pairs]
+    for i in sorted(chosen):
+        k, r, c = blocks[i]
+        h, w = pairs[k].image.grid.shape
+        val[k].append((r * block, c * block, min(block, h - r * block), min(block, w - c * block)))
+    in_val = np.zeros(len(blocks), bool)
+    in_val[list(chosen)] = True
+    val_pixels = counts[in_val].sum(axis=0).astype(np.int64)
+    train_pixels = counts[~in_val].sum(axis=0).astype(np.int64)
+    notes = []
+    for c, name in enumerate(names):
+        total = val_pixels[c] + train_pixels[c]
+        if total and not val_pixels[c] and n_val:
+            notes.append(f"class {name!r} is labelled in one block only ({total} px): it is "
+                         f"trained on but validation cannot score it")
+        elif 0 < val_pixels[c] < MIN_VAL_PIXELS:
+            notes.append(f"class {name!r} has {val_pixels[c]} labelled pixels in the validation "
+                         f"blocks: too few for its IoU to mean much")
+    return Split(block, val, val_pixels, train_pixels, notes)
 
 
-class RasterChips:
-    """Random labelled chips from the training blocks of image/label pairs (read from
-    disk chip by chip: memory does not grow with the images), augmented."""
+def _block_counts(censuses: Sequence[Census], cells: int
+                  ) -> list[tuple[int, int, int, np.ndarray]]:
+    """``(image, block row, block col, pixels per class)`` of every labelled block."""
+    out = []
+    for k, cen in enumerate(censuses):
+        rows, cols, n = cen.counts.shape
+        padded = np.zeros((-(-rows // cells) * cells, -(-cols // cells) * cells, n), np.int64)
+        padded[:rows, :cols] = cen.counts
+        sums = padded.reshape(padded.shape[0] // cells, cells, padded.shape[1] // cells, cells,
+                              n).sum(axis=(1, 3))
+        out += [(k, r, c, sums[r, c]) for r, c in zip(*np.nonzero(sums.sum(axis=2)), strict=True)]
+    return out
 
-    def __init__(self, pairs: Sequence[Pair], blocks: Sequence[Sequence[Window]],
-                 size: int, jitter: float = 0.1) -> None:
+
+class LabelChips:
+    """Augmented training chips, drawn where the labels are: around a class chosen
+    uniformly among the labelled ones (so a class on 0.1 % of the pixels is in most
+    batches), or, for ``background_ratio`` of the chips, around any labelled pixel
+    (in sparse labels mostly background). Validation blocks' labels never reach a chip.
+    Read from disk chip by chip: memory does not grow with the images."""
+
+    def __init__(self, pairs: Sequence[Pair], censuses: Sequence[Census], split: Split,
+                 size: int, jitter: float = 0.1, background_ratio: float = 0.25,
+                 background: int | None = None) -> None:
         self.pairs, self.size, self.jitter = list(pairs), size, jitter
-        self.windows = [(k, b) for k, bs in enumerate(blocks) for b in bs]
-        if not self.windows:
-            raise InputError("no training area left (the labelled part of the images is "
-                             "smaller than two blocks)")
+        self.background_ratio, self.val, self.cell = background_ratio, split.val, censuses[0].cell
+        cells = []
+        for k, cen in enumerate(censuses):
+            counts = cen.counts.copy()
+            for r, c, h, w in split.val[k]:  # the validation blocks' cells
+                counts[r // self.cell:-(-(r + h) // self.cell),
+                       c // self.cell:-(-(c + w) // self.cell)] = 0
+            rr, cc = np.nonzero(counts.sum(axis=2))
+            cells += [(k, int(r), int(c), counts[r, c]) for r, c in zip(rr, cc, strict=True)]
+        if not cells:
+            raise InputError("no labelled training area is left once validation blocks are "
+                             "set apart (label more, or lower the validation fraction)")
+        self.cells = [(k, r, c) for k, r, c, _ in cells]
+        weights = np.array([n for *_, n in cells], np.float64)  # (cells, classes)
+        self.any = np.cumsum(weights.sum(axis=1))
+        self.classes = [c for c in range(weights.shape[1])
+                        if weights[:, c].sum() and c != background]
+        self.by_class = {c: np.cumsum(weights[:, c]) for c in self.classes}
+        self.frequencies = weights.sum(axis=0) / weights.sum()
+
+    def _cell(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        if not self.classes or rng.random() < self.background_ratio:
+            table = self.any
+        else:
+            table = self.by_class[self.classes[int(rng.integers(len(self.classes)))]]
+        i = int(np.searchsorted(table, rng.random() * table[-1], side="right"))
+        return self.cells[min(i, len(self.cells) - 1)]
 
     def chip(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One chip ``(bands, size, size)`` float32 and its labels (NODATA = unlabelled)."""
         for _ in range(50):
-            k, (r, c, h, w) = self.windows[int(rng.integers(len(self.windows)))]
-            row = r + int(rng.integers(0, max(h - self.size, 0) + 1))
-            col = c + int(rng.integers(0, max(w - self.size, 0) + 1))
+            k, cr, cc = self._cell(rng)
+            h, w = self.pairs[k].image.grid.shape
+            # A pixel of the cell, at a random place in the chip.
+            py = min(cr * self.cell + int(rng.integers(self.cell)), h - 1)
+            px = min(cc * self.cell + int(rng.integers(self.cell)), w - 1)
+            row = int(np.clip(py - rng.integers(self.size), 0, max(h - self.size, 0)))
+            col = int(np.clip(px - rng.integers(self.size), 0, max(w - self.size, 0)))
             x, y = read_chip(self.pairs[k], row, col, (self.size, self.size))
-            if (y != NODATA).mean() >= MIN_LABELLED:
+            for vr, vc, vh, vw in self.val[k]:  # validation labels stay unseen
+                r0, c0 = max(vr - row, 0), max(vc - col, 0)
+                r1, c1 = min(vr + vh - row, self.size), min(vc + vw - col, self.size)
+                if r0 < r1 and c0 < c1:
+                    y[r0:r1, c0:c1] = NODATA
+            if (y != NODATA).any():
                 return x, y
-        raise InputError("the labels cover almost none of the training area "
-                         f"(fewer than {MIN_LABELLED:.0%} of the pixels of 50 chips in a row)")
+        raise InputError("the labels cover none of 50 training chips in a row (are the "
+                         "labelled pixels all where the image has no data?)")
 
     def __call__(self, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,51 @@ def dice_loss(logits, target, n_classes: int):  # type: ignore[no-untyped-def]
     return 1 - dice[present].mean()
 
 
+LOSSES = ("ce+dice", "ce", "focal", "focal+dice", "dice")
+
+
+def loss_function(kind: str, n_classes: int, weights: tuple[float, ...], device):  # type: ignore[no-untyped-def]
+    """The training loss ``kind`` (:data:`LOSSES`): cross-entropy or focal loss (γ = 2),
+    each weighted per class by ``weights`` when given, plus soft Dice where asked.
+    Unlabelled pixels (255) are not trained on."""
+    import torch
+
+    if kind not in LOSSES:
+        raise InputError(f"loss {kind!r} is not one of {', '.join(LOSSES)}")
+    w = torch.tensor(weights, dtype=torch.float32, device=device) if weights else None
+    ce = torch.nn.CrossEntropyLoss(weight=w, ignore_index=NODATA)
+
+    def focal(logits, target):  # type: ignore[no-untyped-def]
+        valid = target != NODATA
+        t = target.clamp(max=n_classes - 1)
+        log_p = torch.log_softmax(logits, dim=1).gather(1, t.unsqueeze(1)).squeeze(1)
+        per_pixel = -((1 - log_p.exp()) ** 2) * log_p
+        scale = w[t] if w is not None else torch.ones_like(log_p)
+        return (per_pixel * scale)[valid].sum() / scale[valid].sum().clamp(min=1e-6)
+
+    first = kind.split("+")[0]
+
+    def loss(logits, target):  # type: ignore[no-untyped-def]
+        total = (ce(logits, target) if first == "ce" else focal(logits, target)
+                 if first == "focal" else 0.0)
+        if "dice" in kind:
+            total = total + dice_loss(logits, target, n_classes)
+        return total
+
+    return loss
+
+
+def class_weights(frequencies: np.ndarray) -> tuple[float, ...]:
+    """Per-class loss weights from the classes' pixel shares in what training draws:
+    1 / √share, scaled so that the mean weight of a drawn pixel is 1 (a class never drawn
+    gets the largest weight)."""
+    f = np.asarray(frequencies, np.float64)
+    w = np.zeros_like(f)
+    w[f > 0] = 1 / np.sqrt(f[f > 0])
+    w[f <= 0] = w.max() if (f > 0).any() else 1.0
+    return tuple(float(v) for v in np.round(w / max(float((w * f).sum()), 1e-12), 4))
+
+
 def one_cycle(optimiser, lr: float, total: int):  # type: ignore[no-untyped-def]
     """One-cycle learning rate over ``total`` steps, warming up over 10 % of them (at least
     two steps); runs too short for a cycle keep ``lr`` constant."""
@@ -66,6 +112,8 @@ class FitOptions:
     patience: int = 5
     seed: int = 0
     device: Device = "auto"
+    loss: str = "ce+dice"
+    class_weights: tuple[float, ...] = ()
 
 
 def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]],
@@ -96,7 +144,7 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     optimiser = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=1e-4)
     total = options.epochs * options.steps_per_epoch
     schedule = one_cycle(optimiser, options.lr, total)
-    ce = torch.nn.CrossEntropyLoss(ignore_index=NODATA)
+    criterion = loss_function(options.loss, len(spec.classes), options.class_weights, dev)
     state: dict[str, Any] = {"epoch": 0, "best_miou": -1.0, "best_epoch": 0, "history": []}
     best_path = checkpoint / "best.safetensors"  # the folder is made at the first save
     run = {"options": dataclasses.asdict(options),
@@ -106,7 +154,7 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
             raise InputError("has no checkpoint to resume from", checkpoint)
         saved = json.loads((checkpoint / "state.json").read_text())
         differ = [k for k in run["options"] if saved.get("options", {}).get(k)
-                  != run["options"][k]]
+                  != json.loads(json.dumps(run["options"][k]))]
         # A card field newer than the checkpoint is not compared (it did not exist then).
         before = {**run["spec"], **saved["spec"]} if saved.get("spec") else {}
         differ += [f"model {k}" for k in run["spec"] if before.get(k)
@@ -119,6 +167,7 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     else:
         (checkpoint / "best.safetensors").unlink(missing_ok=True)  # not from an old run
     state.update(run)
+    estimated = False
     for epoch in range(state["epoch"] + 1, options.epochs + 1):
         network.train()
         losses: list[float] = []
@@ -128,15 +177,16 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
 
             bar = tqdm(total=options.steps_per_epoch, desc=f"epoch {epoch}/{options.epochs}",
                        file=sys.stderr, leave=False)
-        for _ in range(options.steps_per_epoch):
-            x, y = sampler(rng, options.batch_size)
+        started = time.perf_counter()
+        for step, (x, y) in enumerate(prefetched(sampler, rng, options.steps_per_epoch,
+                                                 options.batch_size), 1):
             # Pixels without data (NaN) become 0 once normalized, as in prediction.
             xt = torch.nan_to_num((torch.from_numpy(x).to(dev) - mean) / std, nan=0.0)
             yt = torch.from_numpy(y).to(dev)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 logits = network(xt)
             logits = logits.float()
-            loss = ce(logits, yt) + dice_loss(logits, yt, len(spec.classes))
+            loss = criterion(logits, yt)
             if not torch.isfinite(loss):
                 raise ModelError(f"training diverged at epoch {epoch} (the loss is not "
                                  f"finite); try a lower ${{lr}}")
@@ -145,6 +195,13 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
+            if step == min(5, options.steps_per_epoch) and not estimated:
+                estimated = True
+                per_epoch = (time.perf_counter() - started) / step * options.steps_per_epoch
+                log.info("about %s an epoch (%d steps of %d chips); %s for the %d epochs left",
+                         _duration(per_epoch), options.steps_per_epoch, options.batch_size,
+                         _duration(per_epoch * (options.epochs - epoch + 1)),
+                         options.epochs - epoch + 1)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
@@ -165,8 +222,8 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
                            for k, v in network.state_dict().items()}, str(tmp))
         state["epoch"] = epoch
         _save_checkpoint(checkpoint, state, network, optimiser, schedule, rng)
-        log.info("epoch %d/%d  loss %.4f  val mIoU %.4f%s", epoch, options.epochs,
-                 np.mean(losses), miou, "  (best)" if improved else "")
+        log.info("epoch %d/%d  loss %.4f  val mIoU %.4f%s  IoU: %s", epoch, options.epochs,
+                 np.mean(losses), miou, "  (best)" if improved else "", _per_class(scores))
         if epoch - state["best_epoch"] >= options.patience:
             log.info("no better for %d epochs: stopping", options.patience)
             break
@@ -176,6 +233,67 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     metrics = {"val_miou": state["best_miou"], "best_epoch": state["best_epoch"],
                "validation": state.get("best_scores", {}), "history": state["history"]}
     return Model(network=best, spec=_with_metrics(spec, metrics))
+
+
+def prefetched(sampler: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]],
+               rng: np.random.Generator, steps: int, batch_size: int
+               ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``steps`` batches of ``sampler``, read two ahead in a thread of their own, so that
+    reading chips (GDAL, numpy: the GIL is let go) overlaps the training step. The thread
+    alone draws from ``rng``, in order: the same seed gives the same batches."""
+    import queue
+    import threading
+
+    ready: queue.Queue[tuple[np.ndarray, np.ndarray] | BaseException] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def offer(item: tuple[np.ndarray, np.ndarray] | BaseException) -> bool:
+        while not stop.is_set():  # the loop may have stopped taking: then give up
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for _ in range(steps):
+                if not offer(sampler(rng, batch_size)):
+                    return
+        except BaseException as exc:  # handed to the training loop, which raises it
+            offer(exc)
+
+    thread = threading.Thread(target=produce, name="geoseg-chips", daemon=True)
+    thread.start()
+    try:
+        for _ in range(steps):
+            item = ready.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _per_class(scores: dict[str, object]) -> str:
+    """``water 0.91, field 0.00, road -`` (no IoU: the class is in neither)."""
+    per_class = scores.get("per_class", {})
+    assert isinstance(per_class, dict)
+    parts = []
+    for name, values in per_class.items():
+        iou = values["iou"]
+        parts.append(f"{name} " + ("-" if iou != iou else f"{iou:.2f}"))
+    return ", ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def _with_metrics(spec: ModelSpec, metrics: dict[str, object]) -> ModelSpec:

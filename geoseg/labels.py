@@ -18,6 +18,7 @@ trained on), unless a ``background`` class is given: then they count as that cla
 
 from __future__ import annotations
 
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -27,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from geoseg import styles
-from geoseg.errors import InputError
+from geoseg.errors import InputError, warn
 from geoseg.gdal import is_gdal_path
 from geoseg.grid import Grid
 from geoseg.maskfile import NODATA, RGB, read_class_table
@@ -39,6 +40,8 @@ VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml",
 class Labels(ABC):
     """Reference labels of one image, readable window by window on its grid."""
 
+    area: VectorLabels | None = None  # where the labels are complete (None: everywhere)
+
     def __init__(self, path: str | os.PathLike[str], grid: Grid, class_names: Sequence[str],
                  background: int | str | None) -> None:
         self.path, self.grid, self.names = str(path), grid, list(class_names)
@@ -49,7 +52,10 @@ class Labels(ABC):
         """Class ids in a window of the grid (uint8, ``NODATA`` where unlabelled)."""
         out = self._read(row, col, height, width)
         if self.background is not None:
-            out[out == NODATA] = self.background
+            fill = out == NODATA
+            if self.area is not None:  # the rest of the image is unlabelled, not background
+                fill &= self.area._read(row, col, height, width) == 1
+            out[fill] = self.background
         return out
 
     @abstractmethod
@@ -58,15 +64,34 @@ class Labels(ABC):
 
 
 def open_labels(path: str | os.PathLike[str], grid: Grid, class_names: Sequence[str], *,
-                class_field: str | None = None, background: int | str | None = None) -> Labels:
+                class_field: str | None = None, background: int | str | None = None,
+                labelled_area: str | os.PathLike[str] | None = None) -> Labels:
     """The labels in ``path`` (polygons by their suffix, else a class raster) on ``grid``;
-    ``class_field`` names the polygons' class column (class rasters ignore it)."""
+    ``class_field`` names the polygons' class column (class rasters ignore it).
+
+    ``labelled_area`` (polygons) is where the labels are complete: the background class
+    fills unlabelled pixels there only, and the rest of the image stays unlabelled (not
+    trained on, not scored), for labels digitised in part of an image."""
     if not is_gdal_path(str(path)) and not Path(path).exists():
         raise InputError("no such file", path)
+    labels: Labels
     if is_vector(path):
-        return VectorLabels(path, grid, class_names, class_field=class_field,
-                            background=background)
-    return RasterLabels(path, grid, class_names, background=background)
+        labels = VectorLabels(path, grid, class_names, class_field=class_field,
+                              background=background)
+    else:
+        labels = RasterLabels(path, grid, class_names, background=background)
+    if labelled_area is not None:
+        if not Path(labelled_area).exists():
+            raise InputError("no such file", labelled_area)
+        if not is_vector(labelled_area):
+            raise InputError("is no polygon file (the labelled area is polygons: .gpkg, "
+                             ".geojson, .shp…)", labelled_area)
+        if labels.background is None:
+            raise InputError("a labelled area says where unlabelled pixels are background; "
+                             "give the background class (${background}), or polygons "
+                             "without a class field", labelled_area)
+        labels.area = VectorLabels(labelled_area, grid, ("outside", "inside"))
+    return labels
 
 
 class VectorLabels(Labels):
@@ -132,9 +157,9 @@ class RasterLabels(Labels):
         if len(self.source.bands) != 1:
             raise InputError(f"has {len(self.source.bands)} bands; a label raster has one",
                              self.path)
-        if not np.issubdtype(np.dtype(self.source.dtype), np.integer):
-            raise InputError(f"holds {self.source.dtype} values; labels are integer classes",
-                             self.path)
+        # Float rasters (as many GIS exports store classes, with a nodata such as -99999)
+        # are classes where their values are whole numbers; a fraction is refused on read.
+        self.floats = not np.issubdtype(np.dtype(self.source.dtype), np.integer)
         with self.source.open() as ds:
             names = read_class_table(ds).names
         # Label classes named differently from the model's are matched by name.
@@ -145,6 +170,12 @@ class RasterLabels(Labels):
                 self.lookup[i] = class_id(name, self.names, self.path)
         own = self.source.grid
         self.warp = not own.same_as(self.grid)
+        if self.warp and own.lies_on(self.grid) and _same_place(own, self.grid):
+            # One pixel grid in two spellings of a CRS (EPSG:3358 against EPSG:32119, one
+            # State Plane zone on the HARN datum and on plain NAD83): pixel for pixel.
+            warn(f"is in {_crs_name(own.crs)} and the image in {_crs_name(self.grid.crs)}, "
+                 f"on the same pixel grid: its pixels are taken as the image's", self.path)
+            self.warp = False
         if own.crs is None or self.grid.crs is None:
             if self.warp:
                 raise InputError("has no CRS and is not on the image's grid", self.path)
@@ -173,7 +204,14 @@ class RasterLabels(Labels):
             else:
                 values, valid = read_clipped(ds, self.source, row, col, height, width)
                 values = values[0]
-        values = values.astype(np.int64)
+        if self.floats:
+            valid &= np.isfinite(values)
+            fraction = valid & (values != np.round(values))
+            if fraction.any():
+                raise InputError(f"holds the value {values[fraction][0]:g}; labels are whole "
+                                 f"class numbers (a float raster may hold them, as 0.0, 1.0…)",
+                                 self.path)
+        values = np.where(valid, values, 0).astype(np.int64)
         if (valid & ((values < 0) | (values >= NODATA))).any():
             raise InputError("holds class values outside 0..254", self.path)
         out = np.where(valid, values, NODATA).astype(np.uint8)
@@ -183,6 +221,27 @@ class RasterLabels(Labels):
             raise InputError(f"has class {out[out != NODATA].max()} but the model has "
                              f"{len(self.names)} classes", self.path)
         return out
+
+
+def _crs_name(crs: Any) -> str:
+    epsg = crs.to_epsg() if crs is not None else None
+    return f"EPSG:{epsg}" if epsg else (crs.to_string() if crs is not None else "no CRS")
+
+
+def _same_place(a: Grid, b: Grid) -> bool:
+    """Whether ``a``'s corners, taken into ``b``'s CRS, land within two of ``b``'s pixels
+    of ``b``'s own (a datum variant of one CRS, not another place)."""
+    if a.crs is None or b.crs is None:
+        return False
+    from rasterio.warp import transform_bounds
+
+    try:
+        moved = transform_bounds(a.crs, b.crs, *a.bounds)
+    except Exception:  # PROJ has no path between them: not the same place
+        return False
+    slack = 2 * max(abs(b.transform.a), abs(b.transform.e))
+    return all(math.isfinite(m) and abs(m - o) <= slack for m, o in zip(moved, b.bounds,
+                                                                         strict=True))
 
 
 def is_vector(path: str | os.PathLike[str]) -> bool:

@@ -19,18 +19,21 @@ import numpy as np
 
 from geoseg import atomic
 from geoseg.chips import (
+    LabelChips,
     Pair,
-    RasterChips,
     Window,
     band_statistics,
+    census,
     open_pairs,
     read_chip,
     split_blocks,
 )
 from geoseg.devices import Device
-from geoseg.errors import InputError
+from geoseg.errors import InputError, warn
 from geoseg.fitting import FitOptions, fit
+from geoseg.fitting import class_weights as weights_of_shares
 from geoseg.labels import label_classes
+from geoseg.maskfile import NODATA
 from geoseg.model import ClassInfo, Model, ModelSpec
 from geoseg.model_export import with_onnx
 from geoseg.scores import confusion_matrix, scores
@@ -52,6 +55,10 @@ def train(
     assets: Sequence[str] | None = None,
     resolution: float | None = None,
     resampling: str = "bilinear",
+    labelled_area: str | os.PathLike[str] | None = None,
+    background_ratio: float = 0.25,
+    loss: str = "ce+dice",
+    class_weights: str | Sequence[float] | None = "none",
     chip_size: int = 256,
     encoder: str = "tu-mobilenetv3_small_100",
     encoder_depth: int = 3,
@@ -92,41 +99,89 @@ def train(
         names, colors = label_classes(labels, class_field, classes)
         pairs = open_pairs(images, labels, names, class_field=class_field, background=background,
                            bands=bands, assets=assets, resolution=resolution,
-                           resampling=resampling)
+                           resampling=resampling, labelled_area=labelled_area)
+        if not 0 <= background_ratio <= 1:
+            raise InputError(f"the background ratio must be in [0, 1], not {background_ratio}")
         rng = np.random.default_rng(seed)
-        block = 2 * chip_size
-        split = [split_blocks(p, block, val_fraction, rng) for p in pairs]
-        if not any(t or v for t, v in split):
+        censuses = [census(p, max(4, chip_size // 4), len(names)) for p in pairs]
+        if not any(c.counts.any() for c in censuses):
             raise InputError("the labels cover none of the images' pixels", labels[0])
-        chips = RasterChips(pairs, [t for t, _ in split], chip_size, jitter=jitter)
-        val_blocks = [v for _, v in split]
-        if not any(val_blocks):
-            raise InputError(f"no block is left for validation: the images are too small for "
-                             f"chips of {chip_size} px (each block is {block} px)")
+        split = split_blocks(pairs, censuses, chip_size, val_fraction, rng, names)
+        for note in split.notes:
+            warn(note)
+        if not any(split.val):
+            raise InputError(f"no block is left for validation: the labels lie in one block of "
+                             f"{split.block} px (label more places, or use smaller chips)")
+        chips = LabelChips(pairs, censuses, split, chip_size, jitter=jitter,
+                           background_ratio=background_ratio,
+                           background=pairs[0].labels.background)
         sample = [chips.chip(rng) for _ in range(STAT_CHIPS)]
         mean, std = band_statistics([x for x, _ in sample], [y for _, y in sample])
+        weights = _class_weights(class_weights, [y for _, y in sample], names)
         first = pairs[0].image
+        training = {"sampling": "around labels", "background_ratio": background_ratio,
+                    "loss": loss, "class_weights": list(weights), "chip_size": chip_size,
+                    "validation_block": split.block,
+                    "labelled_pixels": {"training": dict(zip(names, split.train_pixels.tolist(),
+                                                             strict=True)),
+                                        "validation": dict(zip(names, split.val_pixels.tolist(),
+                                                               strict=True))}}
         spec = ModelSpec(
             name=folder.name or "model", bands=_band_names(first), mean=tuple(mean), std=tuple(std),
             classes=tuple(ClassInfo(n, c) for n, c in zip(names, colors, strict=True)),
             encoder=encoder, encoder_depth=encoder_depth,
             decoder_channels=DECODER[-encoder_depth:], tile_size=max(chip_size, 512),
             resolution=first.grid.resolution_m(), scale=first.scale, offset=first.offset,
-            units="physical" if first.scale else "", description=(
-                f"Trained by geoseg on {len(pairs)} image(s): "
-                + ", ".join(Path(p.image.name).name for p in pairs)))
+            units="physical" if first.scale else "", metrics={"training": training},
+            description=(f"Trained by geoseg on {len(pairs)} image(s): "
+                         + ", ".join(Path(p.image.name).name for p in pairs)))
         options = FitOptions(epochs=epochs, steps_per_epoch=steps_per_epoch,
                              batch_size=batch_size, lr=lr, patience=patience, seed=seed,
-                             device=device)
+                             device=device, loss=loss, class_weights=weights)
+        val_blocks = split.val
 
         def validate(model: Model) -> dict[str, object]:
             return validation_scores(model, pairs, val_blocks)
 
         model = fit(spec, chips, validate, options, folder / "checkpoint", resume=resume,
                     progress=progress)
+        _verdict(model.spec)
         model = with_onnx(model)  # runs on ONNX Runtime on a CPU: faster at the same masks
         model.save(folder)
     return model
+
+
+def _class_weights(given: str | Sequence[float] | None, drawn: Sequence[np.ndarray],
+                   names: Sequence[str]) -> tuple[float, ...]:
+    """``"auto"``: from the classes' shares of the labelled pixels training draws
+    (:func:`geoseg.fitting.class_weights`); ``"none"``/None: none; else one per class."""
+    if given is None or given == "none":
+        return ()
+    if given == "auto":
+        labelled = np.concatenate([y[y != NODATA].ravel() for y in drawn])
+        shares = np.bincount(labelled, minlength=len(names))[:len(names)] / max(len(labelled), 1)
+        return weights_of_shares(shares)
+    if isinstance(given, str):
+        raise InputError(f"class weights are auto, none or one number per class, not {given!r}")
+    weights = tuple(float(w) for w in given)
+    if len(weights) != len(names) or not all(w >= 0 and np.isfinite(w) for w in weights):
+        raise InputError(f"give {len(names)} class weights, one per class "
+                         f"({', '.join(names)}), each ≥ 0; not {list(given)}")
+    return weights
+
+
+def _verdict(spec: ModelSpec) -> None:
+    """One line when validation has labels of a class the model never predicts there."""
+    validation = spec.metrics.get("validation", {})
+    per_class = validation.get("per_class", {}) if isinstance(validation, dict) else {}
+    never = [(n, v["pixels"]) for n, v in per_class.items()
+             if v.get("pixels") and v.get("precision") is None]
+    if never:
+        said = ", ".join(f"{n!r} ({k} labelled pixels)" for n, k in never)
+        warn(f"the model never predicts {said} on the validation blocks: it has not learnt "
+             f"{'it' if len(never) == 1 else 'them'} (label more of "
+             f"{'it' if len(never) == 1 else 'them'}, train longer, or weight the loss: "
+             f"${{class_weights}}=auto)")
 
 
 def _band_names(source: Source) -> tuple[str, ...]:

@@ -53,14 +53,14 @@ def test_vector_labels_in_another_crs_train_a_model_that_predicts_well(scene, tm
 
 
 def test_resume_continues_an_interrupted_run_where_it_stopped(scene, tmp_path, monkeypatch):
-    from geoseg.chips import RasterChips
+    from geoseg.chips import LabelChips
 
     image, label_path, _ = scene
     out = tmp_path / "model"
     options = {"chip_size": 64, "epochs": 3, "steps_per_epoch": 5, "batch_size": 2,
                "patience": 10}
     calls = {"n": 0}
-    real = RasterChips.__call__
+    real = LabelChips.__call__
 
     def interrupted(self, rng, n):
         calls["n"] += 1
@@ -68,10 +68,10 @@ def test_resume_continues_an_interrupted_run_where_it_stopped(scene, tmp_path, m
             raise KeyboardInterrupt
         return real(self, rng, n)
 
-    monkeypatch.setattr(RasterChips, "__call__", interrupted)
+    monkeypatch.setattr(LabelChips, "__call__", interrupted)
     with pytest.raises(KeyboardInterrupt):
         geoseg.train([image], [label_path], out, **options)
-    monkeypatch.setattr(RasterChips, "__call__", real)
+    monkeypatch.setattr(LabelChips, "__call__", real)
     assert json.loads((out / "checkpoint" / "state.json").read_text())["epoch"] == 1
     assert not (out / "model.json").exists()
     with pytest.raises(InputError, match=r"other settings \(epochs\)"):

@@ -16,6 +16,7 @@ from geoseg.cli import options as opt
 from geoseg.cli.app import cli, say, say_on
 from geoseg.devices import Device
 from geoseg.errors import BatchError
+from geoseg.fitting import LOSSES
 
 
 def _model(model: str | None, trust_pickle: bool) -> Any:
@@ -245,12 +246,25 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
 @opt.config()
 @opt.classes("Class names in id order [default: from the labels].")
 @opt.class_field
-@opt.background("Train unlabelled pixels as this class instead of ignoring them.")
+@opt.background("Train unlabelled pixels as this class instead of ignoring them "
+                "[polygons without --class-field: 0, the background].")
+@opt.labelled_area
 @opt.bands("Image bands to use, e.g. 3,2,1,4.")
 @opt.scene
 @click.option("--chip-size", "--tile-size", "chip_size", type=click.IntRange(min=16),
               default=256, show_default=True,
-              help="Training chip size in pixels (validation blocks are twice that).")
+              help="Training chip size in pixels (validation blocks are twice that, or the "
+                   "chip size where a class is labelled in one such block only).")
+@click.option("--background-ratio", type=click.FloatRange(0, 1), default=0.25,
+              show_default=True,
+              help="Share of chips drawn around any labelled pixel (in sparse labels: mostly "
+                   "background); the rest are drawn around a class chosen uniformly among "
+                   "the labelled ones, so rare classes are in most batches.")
+@click.option("--loss", type=click.Choice(LOSSES), default="ce+dice", show_default=True,
+              help="Cross-entropy or focal loss (γ 2), each optionally + soft Dice.")
+@click.option("--class-weights", default="none", show_default=True,
+              help="Per-class loss weights: auto (1/√share of the labelled pixels drawn), "
+                   "none, or one number per class (comma-separated).")
 @click.option("--encoder", default="tu-mobilenetv3_small_100", show_default=True,
               help="smp encoder name (weights start random: nothing is downloaded).")
 @click.option("--encoder-depth", type=click.IntRange(3, 5), default=3, show_default=True)
@@ -274,18 +288,21 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
 @click.pass_context
 def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], out: str,
           classes: list[str] | None, class_field: str | None, background: str | None,
-          bands: tuple[int, ...] | None, assets: list[str] | None, resolution: float | None,
-          resampling: str, chip_size: int, encoder: str, encoder_depth: int,
+          labelled_area: str | None, bands: tuple[int, ...] | None, assets: list[str] | None,
+          resolution: float | None, resampling: str, chip_size: int, background_ratio: float,
+          loss: str, class_weights: str, encoder: str, encoder_depth: int,
           val_fraction: float, jitter: float, epochs: int, steps_per_epoch: int,
           batch_size: int, lr: float,
           patience: int, seed: int, device: Device, resume: bool, progress: bool | None,
           overwrite: bool) -> None:
     """Train a model on IMAGES and their labels; predict with it by `--model OUT`.
 
-    IMAGES take every form `geoseg predict` takes (band stacks, STAC Items). Training
-    chips come from most of each image; spatially separate blocks are kept for
-    validation after every epoch. The best model is kept, training stops early when
-    validation stops improving, and every epoch is checkpointed (--resume).
+    IMAGES take every form `geoseg predict` takes (band stacks, STAC Items). Spatially
+    separate blocks are kept for validation, stratified so that every class labelled in
+    two places or more is scored; training chips are drawn around the labels elsewhere,
+    class by class. Each epoch prints its per-class validation IoU. The best model is
+    kept, training stops early when validation stops improving, and every epoch is
+    checkpointed (--resume).
 
     \b
     Examples:
@@ -296,8 +313,10 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], 
 
     model = run_training(
         list(images), list(labels), out, classes=classes, class_field=class_field,
-        background=background, bands=bands, assets=assets, resolution=resolution,
-        resampling=resampling, chip_size=chip_size, encoder=encoder,
+        background=background, labelled_area=labelled_area, bands=bands, assets=assets,
+        resolution=resolution, resampling=resampling, chip_size=chip_size,
+        background_ratio=background_ratio, loss=loss,
+        class_weights=_weights(class_weights), encoder=encoder,
         encoder_depth=encoder_depth, val_fraction=val_fraction, jitter=jitter, epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, patience=patience,
         seed=seed, device=device, resume=resume, overwrite=overwrite,
@@ -305,6 +324,17 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], 
     metrics = model.spec.metrics
     say(ctx, f"model: {Path(out) / 'model.json'} (validation mIoU {metrics['val_miou']:.4f}, "
               f"epoch {metrics['best_epoch']})")
+
+
+def _weights(text: str) -> str | list[float]:
+    """``--class-weights``: auto, none, or numbers."""
+    if text in ("auto", "none"):
+        return text
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"auto, none or numbers, not {text!r}",
+                                 param_hint="--class-weights") from None
 
 
 @cli.command("sample-data")

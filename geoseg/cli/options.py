@@ -167,6 +167,12 @@ def classes(help: str) -> Callable[[F], F]:
     return click.option("--classes", callback=names, help=help)
 
 
+labelled_area = click.option(
+    "--labelled-area", type=click.Path(dir_okay=False),
+    help="Polygons where the labels are complete: unlabelled pixels are background only "
+         "there, and the rest of the image is unlabelled (labels digitised in part of it).")
+
+
 def background(help: str) -> Callable[[F], F]:
     return click.option("--background", default=None, help=help)
 
