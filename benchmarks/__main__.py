@@ -6,6 +6,7 @@ import argparse
 import importlib
 
 BENCHMARKS = {"efficiency": "benchmarks.efficiency", "model": "benchmarks.model",
+              "sparse": "benchmarks.sparse",
               "peers": "benchmarks.peers", "scaling": "benchmarks.scaling",
               "vectorize": "benchmarks.vectorize",
               "batch": "benchmarks.batch", "runtimes": "benchmarks.runtimes",

@@ -107,10 +107,11 @@ def split_blocks(pairs: Sequence[Pair], censuses: Sequence[Census], chip: int,
                  val_fraction: float, rng: np.random.Generator, names: Sequence[str]) -> Split:
     """Validation blocks, stratified: every class labelled in two blocks or more has at
     least one in validation and one in training, and about ``val_fraction`` of the
-    labelled blocks are validation. Blocks are ``2 × chip`` px, or ``chip`` px where
-    some class is labelled in one large block only (labels digitised in one corner)."""
+    labelled blocks are validation. Blocks are ``2 × chip`` px, or ``chip`` or ``chip / 2``
+    px where some class is labelled in one larger block only (labels digitised in one
+    corner)."""
     cell = censuses[0].cell
-    for block in (2 * chip, chip):
+    for block in (2 * chip, chip, max(cell, chip // 2)):
         holders = _block_counts(censuses, block // cell)
         per_class = [sum(1 for _, _, _, n in holders if n[c]) for c in range(len(names))]
         if all(k != 1 for k in per_class):
@@ -218,6 +219,11 @@ class LabelChips:
 
     def chip(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One chip ``(bands, size, size)`` float32 and its labels (NODATA = unlabelled)."""
+        return self.draw(rng)[3:]
+
+    def draw(self, rng: np.random.Generator
+             ) -> tuple[int, int, int, np.ndarray, np.ndarray]:
+        """``(image, row, col, chip, labels)``: a chip and where it was read."""
         for _ in range(50):
             k, cr, cc = self._cell(rng)
             h, w = self.pairs[k].image.grid.shape
@@ -233,7 +239,7 @@ class LabelChips:
                 if r0 < r1 and c0 < c1:
                     y[r0:r1, c0:c1] = NODATA
             if (y != NODATA).any():
-                return x, y
+                return k, row, col, x, y
         raise InputError("the labels cover none of 50 training chips in a row (are the "
                          "labelled pixels all where the image has no data?)")
 

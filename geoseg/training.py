@@ -97,11 +97,12 @@ def train(
         if not 0 <= val_fraction < 1:
             raise InputError(f"the validation fraction must be in [0, 1), not {val_fraction}")
         names, colors = label_classes(labels, class_field, classes)
+        if not 0 <= background_ratio <= 1:
+            raise InputError(f"the background ratio must be in [0, 1], not {background_ratio}")
+        _class_weights(class_weights, [], names)  # bad weights: an error before any work
         pairs = open_pairs(images, labels, names, class_field=class_field, background=background,
                            bands=bands, assets=assets, resolution=resolution,
                            resampling=resampling, labelled_area=labelled_area)
-        if not 0 <= background_ratio <= 1:
-            raise InputError(f"the background ratio must be in [0, 1], not {background_ratio}")
         rng = np.random.default_rng(seed)
         censuses = [census(p, max(4, chip_size // 4), len(names)) for p in pairs]
         if not any(c.counts.any() for c in censuses):
@@ -158,6 +159,8 @@ def _class_weights(given: str | Sequence[float] | None, drawn: Sequence[np.ndarr
     if given is None or given == "none":
         return ()
     if given == "auto":
+        if not drawn:
+            return ()
         labelled = np.concatenate([y[y != NODATA].ravel() for y in drawn])
         shares = np.bincount(labelled, minlength=len(names))[:len(names)] / max(len(labelled), 1)
         return weights_of_shares(shares)

@@ -253,8 +253,8 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
 @opt.scene
 @click.option("--chip-size", "--tile-size", "chip_size", type=click.IntRange(min=16),
               default=256, show_default=True,
-              help="Training chip size in pixels (validation blocks are twice that, or the "
-                   "chip size where a class is labelled in one such block only).")
+              help="Training chip size in pixels (validation blocks are twice that, or as "
+                   "small as half of it where a class is labelled in one such block only).")
 @click.option("--background-ratio", type=click.FloatRange(0, 1), default=0.25,
               show_default=True,
               help="Share of chips drawn around any labelled pixel (in sparse labels: mostly "
