@@ -118,7 +118,8 @@ class FitOptions:
 
 def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]],
         validate: Callable[[Model], dict[str, object]], options: FitOptions,
-        checkpoint: Path, *, resume: bool = False, progress: bool = False) -> Model:
+        checkpoint: Path, *, resume: bool = False, progress: bool = False,
+        init: Callable[[Any], object] | None = None) -> Model:
     """Train for up to ``options.epochs`` epochs, validating after each; keep the best.
     The ``sampler``'s chips are in the model's units (normalized here by ``spec.mean`` and
     ``spec.std``).
@@ -128,6 +129,7 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     ``checkpoint`` (a folder), so ``resume`` continues exactly where an interrupted run
     stopped (with the same options: the learning-rate schedule spans all epochs). Returns
     the best model, with its validation scores and the history in ``spec.metrics``.
+    ``init`` is called on the new network before a fresh run (not a resumed one).
     """
     import dataclasses
     import json
@@ -138,7 +140,10 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
     dev = torch.device(select_device(options.device))
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
-    network = build_network(spec).to(dev)
+    network = build_network(spec)
+    if init is not None and not resume:  # e.g. pretrained encoder weights
+        init(network)
+    network = network.to(dev)
     mean = torch.tensor(spec.mean, device=dev).view(1, -1, 1, 1)
     std = torch.tensor(spec.std, device=dev).view(1, -1, 1, 1)
     optimiser = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=1e-4)

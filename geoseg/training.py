@@ -11,13 +11,15 @@ run can ``resume``.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from geoseg import atomic
+from geoseg import atomic, encoders
 from geoseg.chips import (
     LabelChips,
     Pair,
@@ -38,6 +40,8 @@ from geoseg.model import ClassInfo, Model, ModelSpec
 from geoseg.model_export import with_onnx
 from geoseg.scores import confusion_matrix, scores
 from geoseg.sources import Source
+
+log = logging.getLogger(__name__)
 
 DECODER = (256, 128, 64, 32, 16)
 STAT_CHIPS = 32  # chips sampled for the normalization statistics
@@ -62,6 +66,7 @@ def train(
     chip_size: int = 256,
     encoder: str = "tu-mobilenetv3_small_100",
     encoder_depth: int = 3,
+    encoder_weights: str | os.PathLike[str] | None = None,
     val_fraction: float = 0.2,
     jitter: float = 0.1,
     epochs: int = 20,
@@ -79,6 +84,19 @@ def train(
     (``model.json``, ``model.safetensors`` and the same network as ``model.onnx``, which
     runs it on a CPU; loadable by ``predict --model OUT``); the
     checkpoint of every epoch goes to ``out/checkpoint``. Returns the best model.
+
+    ``encoder_weights`` starts the encoder from pretrained weights: ``"imagenet"`` (the
+    encoder's own, from the model hub), a weights file, or a URL/``hf://`` reference,
+    downloaded once into the cache (:mod:`geoseg.encoders`); a 3-band first layer is
+    adapted to the images' bands. Without it the weights start random and nothing is
+    downloaded.
+
+    ``labelled_area`` (polygons) is where the labels are complete (see
+    :func:`geoseg.labels.open_labels`). Chips are drawn around the labels: around a class
+    chosen uniformly among the labelled ones, or for ``background_ratio`` of them around
+    any labelled pixel. ``loss`` is one of :data:`geoseg.fitting.LOSSES`;
+    ``class_weights`` ``"auto"`` (from the drawn pixels' class shares), ``"none"`` or one
+    number per class.
 
     ``jitter`` is the per-band brightness and contrast augmentation (±10 % by default);
     lower it when the classes hinge on band ratios (labels from spectral indices).
@@ -100,6 +118,8 @@ def train(
         if not 0 <= background_ratio <= 1:
             raise InputError(f"the background ratio must be in [0, 1], not {background_ratio}")
         _class_weights(class_weights, [], names)  # bad weights: an error before any work
+        weights_path, ref = (encoders.fetch(encoder, os.fspath(encoder_weights))
+                             if encoder_weights is not None else (None, ""))
         pairs = open_pairs(images, labels, names, class_field=class_field, background=background,
                            bands=bands, assets=assets, resolution=resolution,
                            resampling=resampling, labelled_area=labelled_area)
@@ -140,12 +160,21 @@ def train(
                              batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                              device=device, loss=loss, class_weights=weights)
         val_blocks = split.val
+        init = None
+        if weights_path is not None:
+            training.update(encoders.describe(weights_path, ref))
+
+            def init(network: Any) -> None:
+                loaded = encoders.load_encoder(network, weights_path, ref)
+                log.info("encoder weights %s: %d of %d tensors loaded (%d adapted to %d "
+                         "bands)", ref, loaded["matched"], loaded["of"], loaded["adapted"],
+                         len(spec.bands))
 
         def validate(model: Model) -> dict[str, object]:
             return validation_scores(model, pairs, val_blocks)
 
         model = fit(spec, chips, validate, options, folder / "checkpoint", resume=resume,
-                    progress=progress)
+                    progress=progress, init=init)
         _verdict(model.spec)
         model = with_onnx(model)  # runs on ONNX Runtime on a CPU: faster at the same masks
         model.save(folder)

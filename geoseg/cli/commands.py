@@ -266,7 +266,12 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
               help="Per-class loss weights: auto (1/√share of the labelled pixels drawn), "
                    "none, or one number per class (comma-separated).")
 @click.option("--encoder", default="tu-mobilenetv3_small_100", show_default=True,
-              help="smp encoder name (weights start random: nothing is downloaded).")
+              help="smp encoder name (weights start random unless --encoder-weights).")
+@click.option("--encoder-weights", default=None,
+              help="Start the encoder from these weights: imagenet (the encoder's own, from "
+                   "the model hub), a file (.safetensors, .pth) or a URL/hf:// reference; "
+                   "downloaded once into the cache. A 3-band first layer is adapted to the "
+                   "images' bands.")
 @click.option("--encoder-depth", type=click.IntRange(3, 5), default=3, show_default=True)
 @click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.2,
               show_default=True, help="Share of the image blocks kept for validation.")
@@ -290,7 +295,8 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], 
           classes: list[str] | None, class_field: str | None, background: str | None,
           labelled_area: str | None, bands: tuple[int, ...] | None, assets: list[str] | None,
           resolution: float | None, resampling: str, chip_size: int, background_ratio: float,
-          loss: str, class_weights: str, encoder: str, encoder_depth: int,
+          loss: str, class_weights: str, encoder: str, encoder_weights: str | None,
+          encoder_depth: int,
           val_fraction: float, jitter: float, epochs: int, steps_per_epoch: int,
           batch_size: int, lr: float,
           patience: int, seed: int, device: Device, resume: bool, progress: bool | None,
@@ -317,6 +323,7 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], 
         resolution=resolution, resampling=resampling, chip_size=chip_size,
         background_ratio=background_ratio, loss=loss,
         class_weights=_weights(class_weights), encoder=encoder,
+        encoder_weights=encoder_weights,
         encoder_depth=encoder_depth, val_fraction=val_fraction, jitter=jitter, epochs=epochs,
         steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, patience=patience,
         seed=seed, device=device, resume=resume, overwrite=overwrite,
