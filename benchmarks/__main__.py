@@ -6,7 +6,8 @@ import argparse
 import importlib
 
 BENCHMARKS = {"efficiency": "benchmarks.efficiency", "model": "benchmarks.model",
-              "sparse": "benchmarks.sparse",
+              "sparse": "benchmarks.sparse", "train": "benchmarks.train",
+              "pretrained": "benchmarks.pretrained",
               "peers": "benchmarks.peers", "scaling": "benchmarks.scaling",
               "vectorize": "benchmarks.vectorize",
               "batch": "benchmarks.batch", "runtimes": "benchmarks.runtimes",

@@ -7,13 +7,16 @@ same network for the same steps with the same seed and is scored on the *held-ou
 of the scene (everything outside the corner, against the scene's exact labels): the
 foreground IoU, precision and recall of ``built_up``.
 
-- ``uniform``: chips drawn around any labelled pixel (``--background-ratio 1``): over
-  the whole scene, as random chips were before, so the class is rarely in a batch.
-- ``around labels``: the default sampling (``--background-ratio 0.25``).
+- ``uniform, unweighted (before)``: chips drawn around any labelled pixel
+  (``--background-ratio 1``), over the whole scene as random chips were before, so the
+  class is rarely in a batch, and an unweighted loss (``--class-weights none``).
+- ``around labels``: the defaults (``--background-ratio 0.25``, ``--class-weights auto``).
 - ``around labels + labelled area``: and ``--labelled-area`` the corner, so the rest of
   the scene is unlabelled rather than background.
+- ``labelled area, unweighted``: as the last, with ``--class-weights none``.
 
-    python -m benchmarks sparse                  # 2048² scene, ~6 min on 2 cores
+    python -m benchmarks sparse                  # 2048² scene, ~10 min on 2 cores
+    python -m benchmarks sparse --runs 'around labels'   # one of them
 """
 
 from __future__ import annotations
@@ -68,8 +71,12 @@ def score(predicted: np.ndarray, truth: np.ndarray, held_out: np.ndarray) -> dic
     p, t = (predicted == 1) & held_out, (truth == CLASS) & held_out
     tp, fp, fn = int((p & t).sum()), int((p & ~t).sum()), int((~p & t).sum())
     return {"iou": round(tp / max(tp + fp + fn, 1), 4),
-            "precision": round(tp / (tp + fp), 4) if tp + fp else float("nan"),
+            "precision": round(tp / (tp + fp), 4) if tp + fp else None,
             "recall": round(tp / max(tp + fn, 1), 4)}
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def main(argv: list[str] | None = None) -> dict[str, object]:
@@ -83,10 +90,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--chip-size", type=int, default=128)
+    parser.add_argument("--runs", nargs="+", default=None, help="only these runs (by name)")
     args = parser.parse_args(argv)
-    runs = {"uniform": {"background_ratio": 1.0},
+    runs = {"uniform, unweighted (before)": {"background_ratio": 1.0, "class_weights": "none"},
             "around labels": {},
-            "around labels + labelled area": {"labelled_area": "area.gpkg"}}
+            "around labels + labelled area": {"labelled_area": "area.gpkg"},
+            "labelled area, unweighted": {"labelled_area": "area.gpkg", "class_weights": "none"}}
+    runs = {k: v for k, v in runs.items() if args.runs is None or k in args.runs}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                    "train_seconds": round(seconds, 1),
                    "val_miou": model.spec.metrics.get("val_miou")}
             rows.append(row)
-            print(f"{name:32} IoU {row['iou']:.3f}  precision {row['precision']:.3f}  "
+            print(f"{name:32} IoU {row['iou']:.3f}  precision {_shown(row['precision'])}  "
                   f"recall {row['recall']:.3f}  ({seconds:.0f} s)", flush=True)
     result = {"benchmark": "sparse", "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
               "scene": f"{args.size}²", "corner": f"{args.corner}²",
@@ -119,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
           f"({data['polygons']} polygons in the {args.corner}² corner); held-out IoU:")
     print(f"{'run':32} {'IoU':>6} {'precision':>9} {'recall':>7} {'train s':>8}")
     for r in rows:
-        print(f"{r['run']:32} {r['iou']:>6.3f} {r['precision']:>9.3f} {r['recall']:>7.3f} "
+        print(f"{r['run']:32} {r['iou']:>6.3f} {_shown(r['precision']):>9} {r['recall']:>7.3f} "
               f"{r['train_seconds']:>8.1f}")
     return save("sparse", result)
 

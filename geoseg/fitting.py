@@ -212,6 +212,7 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
         if bar is not None:
             bar.close()
+        seconds = time.perf_counter() - started  # the steps alone, chips read ahead included
         network.eval()
         scores = validate(Model(network=network, spec=spec))
         miou = float(scores["miou"])  # type: ignore[arg-type]
@@ -219,7 +220,9 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
             raise InputError("the validation areas hold no labelled pixel", checkpoint)
         improved = miou > state["best_miou"]
         state["history"].append({"epoch": epoch, "loss": round(float(np.mean(losses)), 5),
-                                 "val_miou": round(miou, 5)})
+                                 "val_miou": round(miou, 5), "train_seconds": round(seconds, 2),
+                                 "samples_per_s": round(options.steps_per_epoch
+                                                        * options.batch_size / seconds, 2)})
         if improved:
             state.update(best_miou=miou, best_epoch=epoch, best_scores=scores)
             with atomic_path(best_path, overwrite=True) as tmp:  # makes the folder, too

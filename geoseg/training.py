@@ -62,7 +62,7 @@ def train(
     labelled_area: str | os.PathLike[str] | None = None,
     background_ratio: float = 0.25,
     loss: str = "ce+dice",
-    class_weights: str | Sequence[float] | None = "none",
+    class_weights: str | Sequence[float] | None = "auto",
     chip_size: int = 256,
     encoder: str = "tu-mobilenetv3_small_100",
     encoder_depth: int = 3,

@@ -40,3 +40,33 @@ def test_peers_show_the_naive_loop_has_seams_and_geoseg_has_none(tmp_path):
     assert ours["agree_at_own_edges"] > naive["agree_at_own_edges"]
     assert ours["agree_at_own_edges"] >= ours["agree_whole"] - 0.002
     assert ours["miou"] > 0.9
+
+
+def test_train_compares_geoseg_with_a_plain_loop_on_the_same_network(tmp_path):
+    printed = bench(tmp_path, "train", "--size", "256", "--steps", "2", "--batch-size", "2",
+                    "--chip-size", "64")
+    result = json.loads((tmp_path / "train.json").read_text())
+    assert result["geoseg_samples_per_s"] > 0 and result["plain_loop_samples_per_s"] > 0
+    assert result["fraction"] == pytest.approx(
+        result["geoseg_samples_per_s"] / result["plain_loop_samples_per_s"], abs=1e-3)
+    assert "geoseg / plain" in printed
+
+
+def test_sparse_scores_each_sampling_on_the_held_out_scene(tmp_path):
+    bench(tmp_path, "sparse", "--size", "512", "--corner", "256", "--seed", "4", "--epochs",
+          "1", "--steps", "2", "--batch-size", "2", "--chip-size", "64")
+    result = json.loads((tmp_path / "sparse.json").read_text())
+    assert [r["run"] for r in result["runs"]] == [
+        "uniform, unweighted (before)", "around labels", "around labels + labelled area",
+        "labelled area, unweighted"]
+    assert 0 < result["labelled_share"] < 0.01
+    assert all(0 <= r["iou"] <= 1 for r in result["runs"])
+
+
+def test_pretrained_compares_encoder_weights_with_scratch_in_equal_steps(tmp_path):
+    printed = bench(tmp_path, "pretrained", "--size", "256", "--corner", "128",
+                    "--pretrain-steps", "4", "--steps", "2", "--chip-size", "64")
+    result = json.loads((tmp_path / "pretrained.json").read_text())
+    assert [r["run"] for r in result["runs"]] == ["from scratch", "from pretrained encoder"]
+    assert all(0 <= r["miou"] <= 1 for r in result["runs"])
+    assert "from pretrained encoder" in printed

@@ -262,7 +262,7 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
                    "the labelled ones, so rare classes are in most batches.")
 @click.option("--loss", type=click.Choice(LOSSES), default="ce+dice", show_default=True,
               help="Cross-entropy or focal loss (γ 2), each optionally + soft Dice.")
-@click.option("--class-weights", default="none", show_default=True,
+@click.option("--class-weights", default="auto", show_default=True,
               help="Per-class loss weights: auto (1/√share of the labelled pixels drawn), "
                    "none, or one number per class (comma-separated).")
 @click.option("--encoder", default="tu-mobilenetv3_small_100", show_default=True,
