@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--pretrain-steps", type=int, default=240)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--chip-size", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=3e-3, help="of the two runs compared")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             model = geoseg.train([image], [folder / "small.tif"], folder / name.replace(" ", "_"),
                                  chip_size=args.chip_size, epochs=2,
                                  steps_per_epoch=args.steps // 2, batch_size=8, patience=2,
-                                 seed=1, **extra)  # type: ignore[arg-type]
+                                 seed=1, lr=args.lr, **extra)  # type: ignore[arg-type]
             mask = folder / f"{name.replace(' ', '_')}.tif"
             geoseg.predict(image, mask, model=model)
             scores = geoseg.evaluate(mask, truth_path).metrics
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
               "cpus": os.cpu_count(), "scene": f"{args.size}²",
               "labelled": f"{args.corner}² corner", "steps": args.steps,
               "pretrain_steps": args.pretrain_steps, "pretrain_seconds": round(pretrain_s, 1),
-              "chip_size": args.chip_size, "runs": rows,
+              "chip_size": args.chip_size, "lr": args.lr, "runs": rows,
               "gain_miou": round(rows[1]["miou"] - rows[0]["miou"], 4)}
     print(f"{'run':26} {'mIoU':>6} {'accuracy':>9}   (whole scene; {args.corner}² labelled, "
           f"{args.steps} steps)")

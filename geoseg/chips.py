@@ -156,8 +156,10 @@ def split_blocks(pairs: Sequence[Pair], censuses: Sequence[Census], chip: int,
     for c, name in enumerate(names):
         total = val_pixels[c] + train_pixels[c]
         if total and not val_pixels[c] and n_val:
-            notes.append(f"class {name!r} is labelled in one block only ({total} px): it is "
-                         f"trained on but validation cannot score it")
+            where = ("one block" if present[:, c].sum() == 1
+                     else f"{present[:, c].sum()} blocks that training needs")
+            notes.append(f"class {name!r} is labelled in {where} only ({total} px in blocks "
+                         f"of {block} px): it is trained on but validation cannot score it")
         elif 0 < val_pixels[c] < MIN_VAL_PIXELS:
             notes.append(f"class {name!r} has {val_pixels[c]} labelled pixels in the validation "
                          f"blocks: too few for its IoU to mean much")

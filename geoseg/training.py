@@ -123,6 +123,10 @@ def train(
         pairs = open_pairs(images, labels, names, class_field=class_field, background=background,
                            bands=bands, assets=assets, resolution=resolution,
                            resampling=resampling, labelled_area=labelled_area)
+        if all(min(p.image.grid.shape) < chip_size for p in pairs):
+            h, w = pairs[0].image.grid.shape
+            raise InputError(f"no block is left for validation: the images ({w} × {h} px) "
+                             f"are smaller than a chip of {chip_size} px (${{chip_size}})")
         rng = np.random.default_rng(seed)
         censuses = [census(p, max(4, chip_size // 4), len(names)) for p in pairs]
         if not any(c.counts.any() for c in censuses):
@@ -147,6 +151,8 @@ def train(
                                                              strict=True)),
                                         "validation": dict(zip(names, split.val_pixels.tolist(),
                                                                strict=True))}}
+        if weights_path is not None:
+            training.update(encoders.describe(weights_path, ref))
         spec = ModelSpec(
             name=folder.name or "model", bands=_band_names(first), mean=tuple(mean), std=tuple(std),
             classes=tuple(ClassInfo(n, c) for n, c in zip(names, colors, strict=True)),
@@ -162,7 +168,6 @@ def train(
         val_blocks = split.val
         init = None
         if weights_path is not None:
-            training.update(encoders.describe(weights_path, ref))
 
             def init(network: Any) -> None:
                 loaded = encoders.load_encoder(network, weights_path, ref)
