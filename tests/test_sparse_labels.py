@@ -224,3 +224,18 @@ def test_train_reports_json_safe_training_settings(scene, tmp_path):
     assert card["metrics"]["training"]["background_ratio"] == 0.5
     assert card["metrics"]["training"]["sampling"] == "around labels"
     assert model.spec.metrics["training"]["validation_block"] in (32, 64, 128)
+
+
+def test_scattered_labelled_pixels_train_as_polygons_do(scene, tmp_path):
+    """A label raster of a few hundred labelled pixels scattered over nodata (field survey
+    points) trains: chips are drawn around them, however few they are per chip."""
+    rng = np.random.default_rng(3)
+    labels = np.full((512, 512), NODATA, np.uint8)
+    rows, cols = rng.integers(0, 512, 300), rng.integers(0, 512, 300)
+    labels[rows, cols] = (scene["truth"][rows, cols] == 4).astype(np.uint8)
+    path = write_classes(tmp_path / "points.tif", labels, ["other", "built_up"],
+                         transform=TRANSFORM)
+    model = geoseg.train([scene["image"]], [path], tmp_path / "m", **FAST)
+    drawn = model.spec.metrics["training"]["labelled_pixels"]
+    assert sum(drawn["training"].values()) + sum(drawn["validation"].values()) == (
+        labels != NODATA).sum()
