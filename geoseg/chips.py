@@ -161,8 +161,9 @@ def split_blocks(pairs: Sequence[Pair], censuses: Sequence[Census], chip: int,
             notes.append(f"class {name!r} is labelled in {where} only ({total} px in blocks "
                          f"of {block} px): it is trained on but validation cannot score it")
         elif 0 < val_pixels[c] < MIN_VAL_PIXELS:
-            notes.append(f"class {name!r} has {val_pixels[c]} labelled pixels in the validation "
-                         f"blocks: too few for its IoU to mean much")
+            notes.append(f"class {name!r} has {val_pixels[c]} labelled "
+                         f"pixel{'s' * (val_pixels[c] != 1)} in the validation blocks: too few "
+                         f"for its IoU to mean much")
     return Split(block, val, val_pixels, train_pixels, notes)
 
 

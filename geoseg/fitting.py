@@ -1,8 +1,10 @@
 """The core training loop: chips in, a trained :class:`~geoseg.model.Model` out.
 
-Loss is cross-entropy + soft Dice (unlabelled pixels, 255, are not trained on), optimiser
-AdamW with a one-cycle schedule; chips come augmented (:mod:`geoseg.chips`). Seeded: the
-same chips, seed and thread count give the same weights. Each epoch's scores go to the
+The loss is cross-entropy or focal loss, optionally class-weighted, plus soft Dice by
+default (:func:`loss_function`; unlabelled pixels, 255, are not trained on); the
+optimiser AdamW with a one-cycle schedule. Chips come augmented (:mod:`geoseg.chips`),
+read a batch or two ahead in a thread (:func:`prefetched`). Seeded: the same chips, seed
+and thread count give the same weights. Each epoch's scores, per class, go to the
 ``geoseg.fitting`` logger.
 """
 
