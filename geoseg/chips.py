@@ -162,7 +162,7 @@ def split_blocks(pairs: Sequence[Pair], censuses: Sequence[Census], chip: int,
                          f"of {block} px): it is trained on but validation cannot score it")
         elif 0 < val_pixels[c] < MIN_VAL_PIXELS:
             notes.append(f"class {name!r} has {val_pixels[c]} labelled "
-                         f"pixel{'s' * (val_pixels[c] != 1)} in the validation blocks: too few "
+                         f"pixel{'s' * int(val_pixels[c] != 1)} in the validation blocks: too few "
                          f"for its IoU to mean much")
     return Split(block, val, val_pixels, train_pixels, notes)
 
