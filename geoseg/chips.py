@@ -210,7 +210,6 @@ class LabelChips:
         self.classes = [c for c in range(weights.shape[1])
                         if weights[:, c].sum() and c != background]
         self.by_class = {c: np.cumsum(weights[:, c]) for c in self.classes}
-        self.frequencies = weights.sum(axis=0) / weights.sum()
 
     def _cell(self, rng: np.random.Generator) -> tuple[int, int, int]:
         if not self.classes or rng.random() < self.background_ratio:

@@ -19,6 +19,14 @@ if TYPE_CHECKING:
 RESAMPLING = ("nearest", "bilinear", "cubic", "cubicspline", "lanczos", "average")
 
 
+def crs_name(crs: CRS | None) -> str:
+    """A CRS as people name it in a message: ``EPSG:32633``, else its PROJ string."""
+    if crs is None:
+        return "no CRS"
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.to_string()
+
+
 @dataclass(frozen=True)
 class Grid:
     """A CRS (or None), an affine ``transform`` (pixel → map) and ``height × width`` pixels."""

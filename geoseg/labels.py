@@ -30,7 +30,7 @@ import numpy as np
 from geoseg import styles
 from geoseg.errors import InputError, warn
 from geoseg.gdal import is_gdal_path
-from geoseg.grid import Grid
+from geoseg.grid import Grid, crs_name
 from geoseg.maskfile import NODATA, RGB, read_class_table
 from geoseg.sources import open_source, read_clipped
 
@@ -173,7 +173,7 @@ class RasterLabels(Labels):
         if self.warp and own.lies_on(self.grid) and _same_place(own, self.grid):
             # One pixel grid in two spellings of a CRS (EPSG:3358 against EPSG:32119, one
             # State Plane zone on the HARN datum and on plain NAD83): pixel for pixel.
-            warn(f"is in {_crs_name(own.crs)} and the image in {_crs_name(self.grid.crs)}, "
+            warn(f"is in {crs_name(own.crs)} and the image in {crs_name(self.grid.crs)}, "
                  f"on the same pixel grid: its pixels are taken as the image's", self.path)
             self.warp = False
         if own.crs is None or self.grid.crs is None:
@@ -221,11 +221,6 @@ class RasterLabels(Labels):
             raise InputError(f"has class {out[out != NODATA].max()} but the model has "
                              f"{len(self.names)} classes", self.path)
         return out
-
-
-def _crs_name(crs: Any) -> str:
-    epsg = crs.to_epsg() if crs is not None else None
-    return f"EPSG:{epsg}" if epsg else (crs.to_string() if crs is not None else "no CRS")
 
 
 def _same_place(a: Grid, b: Grid) -> bool:

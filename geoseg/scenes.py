@@ -81,8 +81,9 @@ def _expand_one(text: str) -> list[str]:
 
 def _items(text: str) -> list[str]:
     """A STAC document or a folder of Items as one ``HREF#ID`` per Item; else ``text``."""
-    local_dir = not is_gdal_path(text) and Path(text).is_dir()
-    if (local_dir and stac.folder_items(Path(text))) or (not local_dir and stac.is_stac(text)):
+    from geoseg.sources import is_item
+
+    if is_item(text):
         return stac.scene_refs(text)
     return [text]
 

@@ -55,7 +55,7 @@ from geoseg.gdal import (
     reads_over_network,
     vsi_path,
 )
-from geoseg.grid import RESAMPLING, Grid
+from geoseg.grid import RESAMPLING, Grid, crs_name
 
 SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32",
                     "uint64", "int64", "float32", "float64")
@@ -169,7 +169,7 @@ def open_source(
         raise InputError(f"resolution must be a positive number, not {resolution}")
     items = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [
         os.fspath(p) for p in paths]
-    if assets and not (len(items) == 1 and _is_item(items[0])):
+    if assets and not (len(items) == 1 and is_item(items[0])):
         raise InputError("${assets} chooses the assets of a STAC Item; the scene is no Item")
     stack = scene_bands(items, assets)
     if stack is not None:
@@ -224,13 +224,13 @@ def scene_bands(items: Sequence[str], assets: Sequence[str] | None = None
         return safe.product_bands(Path(items[0]))
     if len(items) == 1 and not is_gdal_path(items[0]) and Path(items[0]).is_dir():
         folder = Path(items[0])
-        found = stac.folder_items(folder)
-        if found and not _raster_files(folder):
+        rasters = _raster_files(folder)
+        if not rasters:  # a folder of STAC Items, or of nothing geoseg reads
+            found = stac.folder_items(folder)
             if len(found) > 1:
                 raise InputError(f"holds {len(found)} STAC Items; a scene is one of them "
                                  f"(give one, or run them all with geoseg run)", folder)
-            return stac.item_bands(found[0], assets)
-        rasters = _raster_files(folder)
+            return stac.item_bands(found[0], assets) if found else None
         files = zip(rasters, names_in_files([str(p) for p in rasters]), strict=True)
         band_files = [BandFile(str(p.absolute()), str(p), name=n, nodata=_product_nodata(str(p)))
                       for p, n in files if n is not None]
@@ -248,17 +248,17 @@ def scene_bands(items: Sequence[str], assets: Sequence[str] | None = None
         return None
     explicit = any(_named(p) for p in parts)
     by_file = names_in_files([part_path(p) for p in parts])
+    resolved = [expand([part_path(p)])[0] for p in parts]  # (as written, absolute)
     apart = not explicit and len(parts) == len(items)  # files given apart, named by their names
     if apart and (None in by_file or len(set(by_file)) < len(by_file)
-                  or not _one_footprint([real for _, real in expand(parts)])):
+                  or not _one_footprint([real for _, real in resolved])):
         return None  # tiles of a mosaic
     band_files = []
     said = [n for n, _ in filter(None, map(_named, parts))]
     mission = mission_of_ids(said)
-    for part, from_file in zip(parts, by_file, strict=True):
+    for part, from_file, (shown, real) in zip(parts, by_file, resolved, strict=True):
         named = _named(part)
-        name, path = named if named is not None else (None, part)
-        shown, real = expand([path])[0]
+        name = named[0] if named is not None else None
         if name is not None and common_name(name, mission=mission) is None:
             raise InputError(f"band name {name!r} is no band name geoseg knows (use a "
                              f"common name such as blue, green, red, nir, swir16, or an id "
@@ -293,10 +293,11 @@ def _one_footprint(paths: Sequence[str]) -> bool:
                                                                             strict=True))
 
 
-def _is_item(ref: str) -> bool:
-    """Whether ``ref`` is a STAC Item, or a folder of Items."""
+def is_item(ref: str) -> bool:
+    """Whether ``ref`` is STAC (an Item or ItemCollection), or a folder of Items without
+    rasters (a product folder with an Item beside its band files is the band files)."""
     if not is_gdal_path(ref) and Path(ref).is_dir():
-        return bool(stac.folder_items(Path(ref)))
+        return not _raster_files(Path(ref)) and bool(stac.folder_items(Path(ref)))
     return stac.is_stac(ref)
 
 
@@ -384,8 +385,8 @@ def open_stack(layers: Sequence[BandFile], *, name: str, bands: Sequence[int] | 
     for layer in chosen[1:]:
         crs = infos[layer.path].grid.crs
         if crs != first.grid.crs:
-            raise InputError(f"is in {_crs_text(crs)} but {first.shown} is in "
-                             f"{_crs_text(first.grid.crs)}: the bands of a scene share one CRS "
+            raise InputError(f"is in {crs_name(crs)} but {first.shown} is in "
+                             f"{crs_name(first.grid.crs)}: the bands of a scene share one CRS "
                              f"(warp them to one first, e.g. gdalwarp -t_srs)", layer.shown)
     finest = min(chosen, key=lambda b: abs(infos[b.path].grid.transform.a))
     grid = infos[finest.path].grid
@@ -445,13 +446,6 @@ def _check_covers(info: RasterInfo, grid: Grid) -> None:
 
 def _bounds_text(b: tuple[float, float, float, float]) -> str:
     return "(" + ", ".join(f"{v:.6g}" for v in b) + ")"
-
-
-def _crs_text(crs: Any) -> str:
-    if crs is None:
-        return "no CRS"
-    epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.to_string()
 
 
 def _choose_bands(bands: Sequence[int] | None, want: Sequence[str] | None,
