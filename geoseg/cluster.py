@@ -62,8 +62,9 @@ def compute(*collections: Any, scheduler: str = "threads", workers: int | None =
 
     check_scheduler(scheduler)
     if scheduler in LOCAL_SCHEDULERS:
-        with _local_progress(progress):
-            return dask.compute(*collections, scheduler=scheduler, num_workers=workers)
+        with _local_progress(progress):  # by function: a name makes dask import distributed
+            return dask.compute(*collections, scheduler=_local_get(scheduler),
+                                num_workers=workers)
     with client_for(scheduler, workers=workers) as client:
         futures = client.compute(list(collections))
         if progress:

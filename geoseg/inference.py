@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from geoseg.model import (
 if TYPE_CHECKING:
     import torch
 
-    from geoseg.runtimes import OnnxRuntime, TorchRuntime
+    from geoseg.runtimes import OnnxRuntime, Signature, TorchRuntime
 
 
 @dataclass(frozen=True)
@@ -93,71 +94,81 @@ class ModelHandle:
         return Model(model.network, spec, onnx=self.onnx)
 
 
-def runtime_for(model: Model, device: torch.device) -> TorchRuntime | OnnxRuntime:
+def runtime_for(model: Model, device: str) -> TorchRuntime | OnnxRuntime:
     """The runtime for ``model`` on ``device``: its card's CPU runtime on a CPU; on a GPU
     torch when there is a torch network (autocast, cuDNN), else ONNX Runtime's CUDA
     provider (or its CPU provider, with a warning, when this onnxruntime has none). An
-    ONNX graph is checked against the card."""
+    ONNX graph is checked against the card when its first session is made."""
     from geoseg.runtimes import OnnxRuntime, TorchRuntime, check_signature, cuda_provider
 
     spec = model.spec
     graph = model.graph
-    if model.network is not None and (device.type == "cuda" or spec.runtime == "torch"
-                                      or graph is None):
-        return TorchRuntime(model.network, device)
+    cuda = device.startswith("cuda")
+    if model.network is not None and (cuda or spec.runtime == "torch" or graph is None):
+        import torch
+
+        return TorchRuntime(model.network, torch.device(device))
     assert graph is not None
     name = str(onnx_path(model.path)) if model.path else spec.name
     where = "cpu"
-    if device.type == "cuda":
+    if cuda:
         if cuda_provider():
-            where = str(device)
+            where = device
         else:
             warn("this onnxruntime has no CUDA provider: the ONNX model runs on the CPU "
                  "(pip install onnxruntime-gpu)", name)
-    runtime = OnnxRuntime(graph, where)
-    check_signature(runtime.signature, len(spec.bands), len(spec.classes), spec.input_size, name)
-    return runtime
+
+    def check(signature: Signature) -> None:
+        check_signature(signature, len(spec.bands), len(spec.classes), spec.input_size, name)
+
+    return OnnxRuntime(graph, where, check)
 
 
 class Predictor:
     """Normalizes raw tiles and runs the network on a device; returns class probabilities.
 
-    Everything per pixel after reading happens on the device: tiles travel in their own
-    dtype (uint16 is half the bytes of float32), are normalized there, and come back as
-    probabilities already multiplied by their blend weights. The network runs in the
-    runtime :func:`runtime_for` picks (a torch network is taken over: it moves to the
-    device).
+    With ONNX Runtime everything happens in numpy on the host (ONNX Runtime copies to its
+    device itself), and torch is never imported: half of a small scene's start-up. With
+    torch everything per pixel after reading happens on the device: tiles travel in their
+    own dtype (uint16 is half the bytes of float32), are normalized there, and come back
+    as probabilities already multiplied by their blend weights. The runtime is the one
+    :func:`runtime_for` picks (a torch network is taken over: it moves to the device).
     """
 
     def __init__(self, model: Model, device: str = "auto", *, tta: bool = False) -> None:
-        import torch
+        from geoseg.runtimes import OnnxRuntime
 
         self.spec = model.spec
-        self.device = torch.device(select_device(device))
+        self.device = select_device(device)
         self.tta = tta
-        self.cuda = self.device.type == "cuda"
-        if self.cuda:
-            torch.backends.cudnn.benchmark = True  # tiles have one shape: pick the fastest kernels
+        self.cuda = self.device.startswith("cuda")
         self.runtime = runtime_for(model, self.device)
+        self.on_host = isinstance(self.runtime, OnnxRuntime)  # numpy in, numpy out
+        if self.cuda and not self.on_host:
+            import torch
+
+            torch.backends.cudnn.benchmark = True  # tiles have one shape: pick the fastest kernels
         # Mean and 1/std in a scene's stored units, per declared (scale, offset), so that
         # scale and offset cost nothing per pixel.
-        self._normalizations: dict[tuple[tuple[float, ...], tuple[float, ...]],
-                                   tuple[torch.Tensor, torch.Tensor]] = {}
+        self._normalizations: dict[tuple[tuple[float, ...], tuple[float, ...]], Any] = {}
         self._local = threading.local()  # a CUDA stream per calling thread
 
     def normalization(self, scale: tuple[float, ...] = (), offset: tuple[float, ...] = ()
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mean, 1 / std)`` on the device for a scene that declares ``scale`` and
-        ``offset`` (:meth:`geoseg.model.ModelSpec.normalization`)."""
-        import torch
-
+                      ) -> tuple[Any, Any]:
+        """``(mean, 1 / std)`` shaped ``(1, bands, 1, 1)`` for a scene that declares
+        ``scale`` and ``offset`` (:meth:`geoseg.model.ModelSpec.normalization`): float32
+        numpy arrays with ONNX Runtime, tensors on the device with torch."""
         key = (tuple(scale), tuple(offset))
         if key not in self._normalizations:
             mean, std = self.spec.normalization(scale, offset)
             shape = (1, len(self.spec.bands), 1, 1)
-            self._normalizations[key] = (
-                torch.tensor(mean, dtype=torch.float32, device=self.device).view(shape),
-                1.0 / torch.tensor(std, dtype=torch.float32, device=self.device).view(shape))
+            m = np.asarray(mean, np.float32).reshape(shape)
+            inv = (1.0 / np.asarray(std, np.float64)).astype(np.float32).reshape(shape)
+            if not self.on_host:
+                import torch
+
+                m, inv = (torch.from_numpy(v).to(self.device) for v in (m, inv))
+            self._normalizations[key] = (m, inv)
         return self._normalizations[key]
 
     def to_device(self, a: np.ndarray) -> torch.Tensor:
@@ -169,25 +180,35 @@ class Predictor:
         return t
 
     def normalize(self, tiles: np.ndarray, valid: np.ndarray | None = None,
-                  scale: tuple[float, ...] = (), offset: tuple[float, ...] = ()) -> torch.Tensor:
+                  scale: tuple[float, ...] = (), offset: tuple[float, ...] = ()) -> Any:
         """``(B, bands, H, W)`` stored values (of a scene that declares ``scale`` and
-        ``offset``) → normalized float32 on the device (channels-last for a torch
-        network); invalid pixels become 0 (the band mean)."""
+        ``offset``) → normalized float32 (a numpy array with ONNX Runtime; a tensor on the
+        device with torch, channels-last); invalid pixels become 0 (the band mean)."""
+        mean, inv_std = self.normalization(scale, offset)
+        invalid = valid is not None and not valid.all()  # most tiles have no invalid pixel
+        if self.on_host:
+            x = tiles.astype(np.float32)
+            x -= mean
+            x *= inv_std
+            if invalid:
+                assert valid is not None
+                np.copyto(x, np.float32(0), where=~valid[:, None])
+            return x
         import torch
 
-        mean, inv_std = self.normalization(scale, offset)
         # The fastest order on CPU (~4x the naive one): convert, scale, fill only when some
-        # pixel is invalid (most tiles have none), and change layout last.
-        x = (self.to_device(tiles).to(torch.float32) - mean) * inv_std
-        if valid is not None and not valid.all():
-            x.masked_fill_(~self.to_device(valid)[:, None], 0.0)
+        # pixel is invalid, and change layout last.
+        t = (self.to_device(tiles).to(torch.float32) - mean) * inv_std
+        if invalid:
+            t.masked_fill_(~self.to_device(valid)[:, None], 0.0)
         if self.runtime.channels_last:
-            return x.contiguous(memory_format=torch.channels_last)
-        return x
+            return t.contiguous(memory_format=torch.channels_last)
+        return t
 
     def prepare(self, threads: int | None = None) -> None:
         """Make what running with ``threads`` needs now (an ONNX Runtime session), so that
-        a graph ONNX Runtime cannot load fails before any work."""
+        a graph ONNX Runtime cannot load, or one that does not fit its card, fails before
+        any work."""
         from geoseg.runtimes import OnnxRuntime
 
         if isinstance(self.runtime, OnnxRuntime):
@@ -202,6 +223,40 @@ class Predictor:
         ``(B, classes, H, W)`` as ``dtype``, times ``weights`` ``(B, H, W)`` when given.
         ``threads``: the intra-op threads of an ONNX Runtime session (torch's are the
         caller's, :func:`torch_threads`); ``scale``/``offset``: what the scene declares."""
+        if self.on_host:
+            return self._host_proba(tiles, valid, weights, dtype, threads, scale, offset)
+        return self._device_proba(tiles, valid, weights, dtype, scale, offset)
+
+    def _flips(self) -> list[tuple[int, ...]]:
+        """The flips of test-time augmentation (the tile as it is alone without it)."""
+        return [(), (3,), (2,), (2, 3)] if self.tta else [()]
+
+    def _host_proba(self, tiles: np.ndarray, valid: np.ndarray | None,
+                    weights: np.ndarray | None, dtype: type[np.floating[Any]],
+                    threads: int | None, scale: tuple[float, ...], offset: tuple[float, ...]
+                    ) -> np.ndarray:
+        from geoseg.runtimes import probabilities_of
+
+        n_classes = len(self.spec.classes)
+        x = self.normalize(tiles, valid, scale, offset)
+        flips = self._flips()
+        total: np.ndarray | None = None
+        for dims in flips:
+            out = self.runtime(np.flip(x, dims) if dims else x, threads)
+            probs = probabilities_of(out, self.spec.outputs, n_classes,
+                                     weights if len(flips) == 1 else None)
+            if dims:
+                probs = np.flip(probs, dims)
+            total = probs if total is None else np.add(total, probs, out=total)
+        assert total is not None
+        if len(flips) > 1:
+            total *= (np.float32(1 / len(flips)) if weights is None
+                      else weights[:, None].astype(np.float32) / len(flips))
+        return total.astype(dtype, copy=False)
+
+    def _device_proba(self, tiles: np.ndarray, valid: np.ndarray | None,
+                      weights: np.ndarray | None, dtype: type[np.floating[Any]],
+                      scale: tuple[float, ...], offset: tuple[float, ...]) -> np.ndarray:
         import torch
 
         from geoseg.runtimes import to_probabilities
@@ -209,12 +264,11 @@ class Predictor:
         n_classes = len(self.spec.classes)
         with torch.inference_mode(), self._stream():
             t = self.normalize(tiles, valid, scale, offset)
-            flips = [(), (3,), (2,), (2, 3)] if self.tta else [()]
+            flips = self._flips()
             total = None
             for dims in flips:
                 inp = torch.flip(t, dims) if dims else t
-                probs = to_probabilities(self.runtime(inp, threads), self.spec.outputs,
-                                         n_classes)
+                probs = to_probabilities(self.runtime(inp), self.spec.outputs, n_classes)
                 if dims:
                     probs = torch.flip(probs, dims)
                 total = probs if total is None else total + probs
@@ -245,7 +299,6 @@ def task_threads(scheduler: str, workers: int | None) -> int | None:
     would start pool × cores OpenMP threads. At most what torch has in this thread, so a
     limit the caller set with ``torch.set_num_threads`` holds. ``None`` on a distributed
     cluster, whose worker processes start with ``OMP_NUM_THREADS=1`` already."""
-    import torch
     from dask.system import CPU_COUNT  # the machine's cores as dask counts them (cgroups)
 
     from geoseg.cluster import tasks_at_once
@@ -253,7 +306,8 @@ def task_threads(scheduler: str, workers: int | None) -> int | None:
     at_once = tasks_at_once(scheduler, workers)
     if at_once is None:
         return None
-    cores = min(torch.get_num_threads(), CPU_COUNT)
+    torch = sys.modules.get("torch")  # not imported: nobody set its threads (ONNX Runtime)
+    cores = min(torch.get_num_threads(), CPU_COUNT) if torch is not None else CPU_COUNT
     return max(1, cores // at_once)
 
 
@@ -261,11 +315,14 @@ def task_threads(scheduler: str, workers: int | None) -> int | None:
 def torch_threads(n: int | None) -> Iterator[None]:
     """Run the block with ``n`` torch intra-op threads in the calling thread (``None``:
     as it is), then put the count back: torch keeps it per thread but also makes it the
-    default for threads created later, so a task must not leave it changed."""
-    import torch
-
+    default for threads created later, so a task must not leave it changed. Nothing
+    when torch is not loaded (ONNX Runtime takes its threads per call)."""
+    torch = sys.modules.get("torch")
+    if n is None or torch is None:
+        yield
+        return
     before = torch.get_num_threads()
-    if n is None or n == before:
+    if n == before:
         yield
         return
     torch.set_num_threads(n)

@@ -10,6 +10,7 @@ graph takes and gives without running it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -113,13 +114,34 @@ def graph_signature(graph: bytes) -> Signature:
         return kind, dims
 
     (in_type, in_shape), (out_type, out_shape) = described(i), described(o)
-    for what, value, shape in (("input", i, in_shape), ("output", o, out_shape)):
+    return _checked(Signature(i.name, in_type, in_shape, o.name, out_type, out_shape))
+
+
+def session_signature(sess: Any) -> Signature:
+    """What a loaded session's graph takes and gives: :func:`graph_signature` without
+    parsing the graph again (nor importing ``onnx``, half a second of start-up)."""
+    inputs, outputs = sess.get_inputs(), sess.get_outputs()
+    if len(inputs) != 1 or not outputs:
+        raise ModelError(f"the ONNX graph has {len(inputs)} inputs; geoseg feeds one image tensor")
+    i, o = inputs[0], outputs[0]
+
+    def dims(shape: Any) -> tuple[int | str | None, ...]:
+        return tuple(d if isinstance(d, int | str) else None for d in (shape or ()))
+
+    return _checked(Signature(i.name, i.type, dims(i.shape), o.name, o.type, dims(o.shape)))
+
+
+def _checked(signature: Signature) -> Signature:
+    """A signature geoseg can feed: 4-D tensors in and out, a float32 or float16 input."""
+    for what, name, shape in (("input", signature.input_name, signature.input_shape),
+                              ("output", signature.output_name, signature.output_shape)):
         if len(shape) != 4:
-            raise ModelError(f"the ONNX graph's {what} {value.name!r} has shape {list(shape)}; "
+            raise ModelError(f"the ONNX graph's {what} {name!r} has shape {list(shape)}; "
                              f"geoseg needs (batch, channels, height, width)")
-    if in_type not in ("tensor(float)", "tensor(float16)"):
-        raise ModelError(f"the ONNX graph's input is {in_type}; geoseg feeds float32 or float16")
-    return Signature(i.name, in_type, in_shape, o.name, out_type, out_shape)
+    if signature.input_type not in ("tensor(float)", "tensor(float16)"):
+        raise ModelError(f"the ONNX graph's input is {signature.input_type}; geoseg feeds "
+                         f"float32 or float16")
+    return signature
 
 
 _TYPES = {1: "tensor(float)", 10: "tensor(float16)", 11: "tensor(double)", 2: "tensor(uint8)",
@@ -148,20 +170,23 @@ class TorchRuntime:
 
 
 class OnnxRuntime:
-    """An ONNX graph in ONNX Runtime: float16 inputs are fed as such, a fixed batch size
-    is honoured by running the batch in parts. A session is made for each number of
-    intra-op threads asked for (tasks that share the cores ask for fewer), when first
-    asked for."""
+    """An ONNX graph in ONNX Runtime, fed and read as numpy arrays (torch is never needed):
+    float16 inputs are fed as such, a fixed batch size is honoured by running the batch in
+    parts. A session is made for each number of intra-op threads asked for (tasks that
+    share the cores ask for fewer), when first asked for; the first one made reads the
+    graph's :class:`Signature` and gives it to ``check`` (which raises if the graph does
+    not fit its card)."""
 
     name = "onnxruntime"
     channels_last = False
 
-    def __init__(self, graph: bytes, device: str) -> None:
+    def __init__(self, graph: bytes, device: str,
+                 check: Callable[[Signature], None] | None = None) -> None:
         import threading
 
         self.graph, self.device = graph, device
-        self.signature = graph_signature(graph)
-        self.input_dtype = np.float16 if self.signature.input_type == "tensor(float16)" else np.float32
+        self._check = check
+        self._signature: Signature | None = None
         self._sessions: dict[int | None, Any] = {}
         self._lock = threading.Lock()
 
@@ -169,25 +194,43 @@ class OnnxRuntime:
         """The session with ``threads`` intra-op threads (``None``: ONNX Runtime's choice)."""
         with self._lock:
             if threads not in self._sessions:
-                self._sessions[threads] = session(self.graph, self.device, threads)
+                made = session(self.graph, self.device, threads)
+                if self._signature is None:
+                    signature = session_signature(made)
+                    if self._check is not None:
+                        self._check(signature)
+                    self._signature = signature
+                self._sessions[threads] = made
             return self._sessions[threads]
 
-    def __call__(self, x: torch.Tensor, threads: int | None = None) -> torch.Tensor:
-        import torch
+    @property
+    def signature(self) -> Signature:
+        """What the graph takes and gives (from its first session, made now if none is)."""
+        if self._signature is None:
+            self.session(next(iter(self._sessions), None))
+        assert self._signature is not None
+        return self._signature
 
+    @property
+    def input_dtype(self) -> type[np.floating[Any]]:
+        return np.float16 if self.signature.input_type == "tensor(float16)" else np.float32
+
+    def __call__(self, x: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """``(B, bands, H, W)`` normalized float32 → the graph's raw output as float32."""
         run = self.session(threads).run
-        a = x.detach().cpu().contiguous().numpy().astype(self.input_dtype, copy=False)
-        step = self.signature.fixed_batch or len(a)
+        signature = self.signature
+        a = np.ascontiguousarray(x, dtype=self.input_dtype)
+        step = signature.fixed_batch or len(a)
         parts = []
         for start in range(0, len(a), step):
             part = a[start:start + step]
             short = step - len(part)
             if short:  # a fixed batch size: fill the last part with zeros, drop their outputs
                 part = np.concatenate([part, np.zeros((short, *part.shape[1:]), part.dtype)])
-            out = run([self.signature.output_name], {self.signature.input_name: part})[0]
+            out = run([signature.output_name], {signature.input_name: part})[0]
             parts.append(out[:len(out) - short])
         out = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return torch.from_numpy(np.asarray(out, np.float32)).to(x.device)
+        return np.asarray(out, np.float32)
 
 
 def check_signature(signature: Signature, n_bands: int, n_classes: int, input_size: int | None,
@@ -211,15 +254,49 @@ def check_signature(signature: Signature, n_bands: int, n_classes: int, input_si
 def to_probabilities(out: torch.Tensor, outputs: str, n_classes: int) -> torch.Tensor:
     """A network's raw output → class probabilities ``(B, n_classes, H, W)``: a softmax
     over logits, probabilities as they are; one channel is the second of two classes
-    (a sigmoid over a logit)."""
+    (a sigmoid over a logit). For tensors on a device; :func:`probabilities_of` is the same
+    for numpy arrays."""
     import torch
 
     channels = out.shape[1]
     if channels == 1 and n_classes == 2:
         p = torch.sigmoid(out) if outputs == "logits" else out.clamp(0, 1)
         return torch.cat([1 - p, p], dim=1)
+    _check_channels(channels, n_classes)
+    return torch.softmax(out, dim=1) if outputs == "logits" else out
+
+
+def probabilities_of(out: np.ndarray, outputs: str, n_classes: int,
+                     weights: np.ndarray | None = None) -> np.ndarray:
+    """:func:`to_probabilities` for a float32 numpy ``out`` (overwritten), times
+    ``weights`` ``(B, H, W)`` when given, in as few passes over the planes as it takes:
+    a softmax's division and the weights are one multiplication."""
+    channels = out.shape[1]
+    factor = None if weights is None else weights[:, None].astype(np.float32, copy=False)
+    if channels == 1 and n_classes == 2:
+        p = out
+        if outputs == "logits":  # a sigmoid, in place
+            np.negative(p, out=p)
+            np.exp(p, out=p)
+            p += 1
+            np.reciprocal(p, out=p)
+        else:
+            np.clip(p, 0, 1, out=p)
+        probs = np.concatenate([1 - p, p], axis=1)
+    else:
+        _check_channels(channels, n_classes)
+        probs = out
+        if outputs == "logits":
+            probs -= probs.max(axis=1, keepdims=True)  # exp never overflows
+            np.exp(probs, out=probs)
+            total = probs.sum(axis=1, keepdims=True)
+            factor = 1 / total if factor is None else np.divide(factor, total, out=total)
+    if factor is not None:
+        probs *= factor
+    return probs
+
+
+def _check_channels(channels: int, n_classes: int) -> None:
     if channels != n_classes:
         raise ModelError(f"the network gives {channels} output channels but the card names "
                          f"{n_classes} classes")
-    return torch.softmax(out, dim=1) if outputs == "logits" else out
-

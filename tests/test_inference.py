@@ -77,3 +77,61 @@ def test_a_process_never_reuses_a_model_whose_files_changed(make_raster, tmp_pat
     # The CPU runs the ONNX graph, checked against the card as torch weights are.
     with pytest.raises(ModelError, match="ONNX graph does not match the model card"):
         geoseg.predict(image, model=model)
+
+
+@pytest.mark.parametrize(("channels", "outputs"), [(6, "logits"), (6, "probabilities"),
+                                                   (1, "logits"), (1, "probabilities")])
+def test_host_and_device_probabilities_agree(channels, outputs):
+    """ONNX Runtime's outputs become probabilities in numpy, torch's on the device: one
+    meaning, two implementations, so they are held to each other."""
+    from geoseg.runtimes import probabilities_of, to_probabilities
+
+    rng = np.random.default_rng(3)
+    out = rng.normal(0, 4, (2, channels, 16, 16)).astype(np.float32)
+    if outputs == "probabilities":
+        out = rng.uniform(0, 1, out.shape).astype(np.float32)
+    weights = rng.uniform(0, 1, (2, 16, 16)).astype(np.float32)
+    n_classes = 2 if channels == 1 else channels
+    want = to_probabilities(torch.from_numpy(out), outputs, n_classes).numpy() * weights[:, None]
+    np.testing.assert_allclose(probabilities_of(out.copy(), outputs, n_classes, weights), want,
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_onnx_runtime_and_torch_give_the_same_probabilities(default_model, tta):
+    """The default model on its CPU runtime (ONNX Runtime, numpy around it) against its own
+    torch network (torch around it): nodata, blend weights and flips included."""
+    import dataclasses
+
+    from geoseg.model import Model
+
+    rng = np.random.default_rng(4)
+    tiles = rng.integers(200, 4000, (2, 4, 64, 64)).astype(np.uint16)
+    valid = np.ones((2, 64, 64), bool)
+    valid[0, :10] = False
+    weights = rng.uniform(0.1, 1, (2, 64, 64)).astype(np.float32)
+    onnx = Predictor(default_model, "cpu", tta=tta)
+    torch_spec = dataclasses.replace(default_model.spec, runtime="torch")
+    with_torch = Predictor(Model(default_model.network, torch_spec), "cpu", tta=tta)
+    assert onnx.on_host and not with_torch.on_host
+    got = onnx.predict_proba(tiles, valid, weights, scale=(2.0,) * 4, offset=(-1.0,) * 4)
+    want = with_torch.predict_proba(tiles, valid, weights, scale=(2.0,) * 4, offset=(-1.0,) * 4)
+    np.testing.assert_allclose(got, want, atol=2e-4)
+
+
+def test_onnx_models_predict_without_importing_torch(make_scene, tmp_path):
+    """A scene predicted with an ONNX Runtime model on the CPU never imports torch (over a
+    second of every command's start-up)."""
+    import os
+    import subprocess
+    import sys
+
+    path, _ = make_scene(96, 80)
+    code = ("import sys, geoseg\n"
+            f"geoseg.predict({str(path)!r}, {str(tmp_path / 'mask.tif')!r}, device='auto')\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx')))")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, on any machine
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
+    assert (tmp_path / "mask.tif").exists()
