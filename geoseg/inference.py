@@ -162,8 +162,8 @@ class Predictor:
         if key not in self._normalizations:
             mean, std = self.spec.normalization(scale, offset)
             shape = (1, len(self.spec.bands), 1, 1)
-            m = np.asarray(mean, np.float32).reshape(shape)
-            inv = (1.0 / np.asarray(std, np.float64)).astype(np.float32).reshape(shape)
+            m: Any = np.asarray(mean, np.float32).reshape(shape)
+            inv: Any = (1.0 / np.asarray(std, np.float64)).astype(np.float32).reshape(shape)
             if not self.on_host:
                 import torch
 
@@ -185,22 +185,22 @@ class Predictor:
         ``offset``) → normalized float32 (a numpy array with ONNX Runtime; a tensor on the
         device with torch, channels-last); invalid pixels become 0 (the band mean)."""
         mean, inv_std = self.normalization(scale, offset)
-        invalid = valid is not None and not valid.all()  # most tiles have no invalid pixel
+        # Most tiles have no invalid pixel.
+        invalid = valid if valid is not None and not valid.all() else None
         if self.on_host:
             x = tiles.astype(np.float32)
             x -= mean
             x *= inv_std
-            if invalid:
-                assert valid is not None
-                np.copyto(x, np.float32(0), where=~valid[:, None])
+            if invalid is not None:
+                np.copyto(x, np.float32(0), where=~invalid[:, None])
             return x
         import torch
 
         # The fastest order on CPU (~4x the naive one): convert, scale, fill only when some
         # pixel is invalid, and change layout last.
         t = (self.to_device(tiles).to(torch.float32) - mean) * inv_std
-        if invalid:
-            t.masked_fill_(~self.to_device(valid)[:, None], 0.0)
+        if invalid is not None:
+            t.masked_fill_(~self.to_device(invalid)[:, None], 0.0)
         if self.runtime.channels_last:
             return t.contiguous(memory_format=torch.channels_last)
         return t
@@ -235,14 +235,16 @@ class Predictor:
                     weights: np.ndarray | None, dtype: type[np.floating[Any]],
                     threads: int | None, scale: tuple[float, ...], offset: tuple[float, ...]
                     ) -> np.ndarray:
-        from geoseg.runtimes import probabilities_of
+        from geoseg.runtimes import OnnxRuntime, probabilities_of
 
+        runtime = self.runtime
+        assert isinstance(runtime, OnnxRuntime)
         n_classes = len(self.spec.classes)
         x = self.normalize(tiles, valid, scale, offset)
         flips = self._flips()
         total: np.ndarray | None = None
         for dims in flips:
-            out = self.runtime(np.flip(x, dims) if dims else x, threads)
+            out = runtime(np.flip(x, dims) if dims else x, threads)
             probs = probabilities_of(out, self.spec.outputs, n_classes,
                                      weights if len(flips) == 1 else None)
             if dims:
@@ -259,8 +261,10 @@ class Predictor:
                       scale: tuple[float, ...], offset: tuple[float, ...]) -> np.ndarray:
         import torch
 
-        from geoseg.runtimes import to_probabilities
+        from geoseg.runtimes import TorchRuntime, to_probabilities
 
+        runtime = self.runtime
+        assert isinstance(runtime, TorchRuntime)
         n_classes = len(self.spec.classes)
         with torch.inference_mode(), self._stream():
             t = self.normalize(tiles, valid, scale, offset)
@@ -268,7 +272,7 @@ class Predictor:
             total = None
             for dims in flips:
                 inp = torch.flip(t, dims) if dims else t
-                probs = to_probabilities(self.runtime(inp), self.spec.outputs, n_classes)
+                probs = to_probabilities(runtime(inp), self.spec.outputs, n_classes)
                 if dims:
                     probs = torch.flip(probs, dims)
                 total = probs if total is None else total + probs
