@@ -135,9 +135,12 @@ def _model_only(predictor: Any, sizes: list[int], options: Any, pool: int) -> di
     from geoseg.inference import torch_threads
 
     layout = torch.channels_last if predictor.runtime.channels_last else torch.contiguous_format
-    inputs = {n: torch.randn(n, len(predictor.spec.bands), options.tile_size, options.tile_size,
-                             device=predictor.device).contiguous(memory_format=layout)
-              for n in set(sizes)}
+    inputs: dict[int, Any] = {
+        n: torch.randn(n, len(predictor.spec.bands), options.tile_size, options.tile_size,
+                       device=predictor.device).contiguous(memory_format=layout)
+        for n in set(sizes)}
+    if predictor.on_host:  # ONNX Runtime is fed numpy arrays
+        inputs = {n: x.numpy() for n, x in inputs.items()}
 
     def forward(n: int, threads: int | None = None) -> None:  # in the pipeline's runtime
         with torch.inference_mode():
@@ -173,7 +176,7 @@ def _stages(source: Any, predictor: Any, batches: list[list[Any]], options: Any,
             mask: Path, tmp: Path) -> dict[str, float]:
     """Each stage of the pipeline alone, on the same tiles and the same pool of threads."""
     from geoseg import cog, pipeline
-    from geoseg.inference import torch_threads
+    from geoseg.inference import FIXED_POINT, torch_threads
     from geoseg.tiling import TileGrid
 
     grid = TileGrid(*source.grid.shape, options.tile_size, options.overlap)
@@ -188,12 +191,12 @@ def _stages(source: Any, predictor: Any, batches: list[list[Any]], options: Any,
         data, valid = sample[len(batches[k])]
         with torch_threads(options.threads):
             predictor.predict_proba(data, valid, weights[len(batches[k])],
-                                    dtype=pipeline.TILE_DTYPE)
+                                    dtype=pipeline.TILE_DTYPE, threads=options.threads)
 
     # Blending reads ≤ 9 tiles' probabilities per block: one made-up batch serves them all.
     n_classes = len(predictor.spec.classes)
     probs = np.random.default_rng(0).random((9, n_classes, grid.size, grid.size), np.float32)
-    probs = probs.astype(pipeline.TILE_DTYPE)  # as the tiles come from the model tasks
+    probs = (probs * FIXED_POINT).astype(pipeline.TILE_DTYPE)  # as model tasks give them
     valid = np.ones((9, grid.size, grid.size), bool)
     blocks = [(i, j) for i in range(grid.shape[0]) for j in range(grid.shape[1])]
 

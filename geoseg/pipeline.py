@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from geoseg import maskfile, sources
-from geoseg.inference import ModelHandle, cached_predictor, torch_threads
+from geoseg.inference import FIXED_POINT, ModelHandle, cached_predictor, torch_threads
 from geoseg.tiling import TileGrid
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 BAND_PIXELS = 8192  # width of a band of the sweep (bounds memory for wide rasters)
 BAND_MIN_TILES = 8  # but never under 8 tiles: each band predicts 2 side tiles again
 REACH_ROWS = 2  # a batch is used up once the batches two rows (and two tiles) on are done
-TILE_DTYPE = np.float16  # tile results between tasks: half the memory, blended in float32
+TILE_DTYPE = np.uint16  # tile results between tasks: fixed point (inference.FIXED_POINT is 1)
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,7 @@ def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], t
         if (tile.row_index, tile.col_index) == (i, j):
             valid = tile_valid[k][ts_r, ts_c]
     assert valid is not None, (i, j)
+    weight *= FIXED_POINT
     total /= weight
     total[:, ~valid] = np.nan
     return total
@@ -177,8 +178,13 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
 
 
 def sweep_band(grid: TileGrid) -> int:
-    """Block columns in one band of the sweep: about :data:`BAND_PIXELS` wide."""
-    return max(BAND_MIN_TILES, BAND_PIXELS // grid.stride)
+    """Block columns in one band of the sweep: about :data:`BAND_PIXELS` wide (never under
+    :data:`BAND_MIN_TILES`), spread evenly over the raster so that no band is a thin
+    remainder (each band predicts its 2 side tiles again: a band of 1 column after one of
+    18, at 8192² and 512 px tiles, cost 10 % more tiles). At most 1.5× the nominal width."""
+    nominal = max(BAND_MIN_TILES, BAND_PIXELS // grid.stride)
+    cols = grid.shape[1]
+    return -(-cols // max(1, round(cols / nominal)))
 
 
 def tile_results_bound(grid: TileGrid, batch_size: int, at_once: int | None = None) -> int:

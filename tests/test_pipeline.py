@@ -136,8 +136,25 @@ def test_writing_keeps_at_most_a_window_of_tile_results_alive(make_scene, defaul
                 if not alive[serial]:
                     del alive[serial]
         most = max(most, len(alive))
-    bound = pipeline.tile_results_bound(TileGrid(size, size, 32, 8), batch, at_once=4)
-    # 4 block columns and 2 side tiles: a reach of 2 rows of 6 (or 3) batches and 2 more,
+    grid = TileGrid(size, size, 32, 8)
+    bound = pipeline.tile_results_bound(grid, batch, at_once=4)
+    # Bands of 4 block columns spread evenly (17 columns at 400 px: 4 bands of ≤ 5; 34 at
+    # 800: 8 of ≤ 5) and 2 side tiles: a reach of 2 rows of 7 tiles' batches and 2 more,
     # one batch beyond, and the 4 tasks the pool runs at once (at most a row)
-    assert bound == 2 * -(-6 // batch) + 2 + 1 + min(4, -(-6 // batch))
+    assert pipeline.sweep_band(grid) == 5
+    row = -(-7 // batch)
+    assert bound == 2 * row + 2 + 1 + min(4, row)
     assert 0 < most <= bound, (most, bound)
+
+
+@pytest.mark.parametrize(("cols", "nominal", "bands"), [(19, 18, 1), (37, 18, 2), (11, 3, 4),
+                                                        (26, 18, 1), (28, 18, 2), (8, 18, 1)])
+def test_bands_of_the_sweep_are_even(monkeypatch, cols, nominal, bands):
+    """No thin last band (its side tiles are predicted twice): the columns are split into
+    as many bands as the nominal width fits best, each at most 1.5× as wide."""
+    monkeypatch.setattr(pipeline, "BAND_PIXELS", 0)
+    monkeypatch.setattr(pipeline, "BAND_MIN_TILES", nominal)
+    grid = TileGrid(10, cols * 24, 32, 8)  # 24 px stride: ``cols`` columns
+    assert grid.shape[1] == cols
+    width = pipeline.sweep_band(grid)
+    assert -(-cols // width) == bands and width <= 1.5 * nominal
