@@ -221,7 +221,7 @@ class Predictor:
 
     def predict_proba(self, tiles: np.ndarray, valid: np.ndarray | None = None,
                       weights: np.ndarray | None = None,
-                      dtype: type[np.floating[Any]] = np.float32,
+                      dtype: type[np.floating[Any]] | type[np.uint16] = np.float32,
                       threads: int | None = None, scale: tuple[float, ...] = (),
                       offset: tuple[float, ...] = ()) -> np.ndarray:
         """Raw ``(B, bands, H, W)`` tiles (any real dtype) → class probabilities
@@ -238,7 +238,7 @@ class Predictor:
         return [(), (3,), (2,), (2, 3)] if self.tta else [()]
 
     def _host_proba(self, tiles: np.ndarray, valid: np.ndarray | None,
-                    weights: np.ndarray | None, dtype: type[np.floating[Any]],
+                    weights: np.ndarray | None, dtype: type[np.floating[Any]] | type[np.uint16],
                     threads: int | None, scale: tuple[float, ...], offset: tuple[float, ...]
                     ) -> np.ndarray:
         from geoseg.runtimes import OnnxRuntime, probabilities_of
@@ -267,7 +267,7 @@ class Predictor:
         return total.astype(dtype, copy=False)
 
     def _device_proba(self, tiles: np.ndarray, valid: np.ndarray | None,
-                      weights: np.ndarray | None, dtype: type[np.floating[Any]],
+                      weights: np.ndarray | None, dtype: type[np.floating[Any]] | type[np.uint16],
                       scale: tuple[float, ...], offset: tuple[float, ...]) -> np.ndarray:
         import torch
 
