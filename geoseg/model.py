@@ -61,7 +61,9 @@ class ModelSpec:
     is the tile overlap in pixels its author recommends; ``outputs`` says whether the
     network ends in logits or in probabilities (a softmax or sigmoid inside it); ``runtime``
     is what runs it on a CPU (``onnxruntime`` needs an ONNX graph beside or instead of the
-    weights); ``source`` records where it came from (format, origin, sha256).
+    weights); ``source`` records where it came from (format, origin, sha256);
+    ``quantization`` how its ONNX graph was quantized, when it was
+    (:mod:`geoseg.quantize`), empty for a float graph.
 
     ``units`` names what the network's input values are before ``mean``/``std`` (e.g.
     ``"reflectance"``). A model that names units, or has a ``scale``/``offset``, reads
@@ -92,6 +94,7 @@ class ModelSpec:
     runtime: str = "torch"
     source: dict[str, Any] = field(default_factory=dict)
     units: str = ""
+    quantization: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -285,6 +288,7 @@ _FIELDS: dict[str, Any] = {
     "name": _text, "architecture": _text, "encoder": _text, "description": _text,
     "encoder_depth": _integer, "tile_size": _integer, "resolution": _optional_number,
     "metrics": _mapping, "network_options": _mapping, "source": _mapping,
+    "quantization": _mapping,
     "outputs": _text, "runtime": _text, "units": _text,
     "input_size": lambda v: None if v is None else _integer(v),
     "overlap": lambda v: None if v is None else _integer(v),

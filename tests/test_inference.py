@@ -99,19 +99,22 @@ def test_host_and_device_probabilities_agree(channels, outputs):
 
 @pytest.mark.parametrize("tta", [False, True])
 def test_onnx_runtime_and_torch_give_the_same_probabilities(default_model, tta):
-    """The default model on its CPU runtime (ONNX Runtime, numpy around it) against its own
-    torch network (torch around it): nodata, blend weights and flips included."""
+    """The default network as a float ONNX graph on ONNX Runtime (numpy around it) against
+    the same torch network (torch around it): nodata, blend weights and flips included."""
     import dataclasses
 
     from geoseg.model import Model
+    from geoseg.model_export import onnx_graph
 
     rng = np.random.default_rng(4)
     tiles = rng.integers(200, 4000, (2, 4, 64, 64)).astype(np.uint16)
     valid = np.ones((2, 64, 64), bool)
     valid[0, :10] = False
     weights = rng.uniform(0.1, 1, (2, 64, 64)).astype(np.float32)
-    onnx = Predictor(default_model, "cpu", tta=tta)
-    torch_spec = dataclasses.replace(default_model.spec, runtime="torch")
+    float_spec = dataclasses.replace(default_model.spec, quantization={})
+    graph = onnx_graph(Model(default_model.network, float_spec))  # exported from torch
+    onnx = Predictor(Model(None, float_spec, onnx=graph), "cpu", tta=tta)
+    torch_spec = dataclasses.replace(float_spec, runtime="torch")
     with_torch = Predictor(Model(default_model.network, torch_spec), "cpu", tta=tta)
     assert onnx.on_host and not with_torch.on_host
     got = onnx.predict_proba(tiles, valid, weights, scale=(2.0,) * 4, offset=(-1.0,) * 4)
