@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-BENCHMARKS = {"efficiency": "benchmarks.efficiency", "model": "benchmarks.model",
+BENCHMARKS = {"cpu": "benchmarks.cpu", "efficiency": "benchmarks.efficiency",
+              "model": "benchmarks.model",
               "sparse": "benchmarks.sparse", "train": "benchmarks.train",
               "pretrained": "benchmarks.pretrained",
               "peers": "benchmarks.peers", "scaling": "benchmarks.scaling",
