@@ -1,10 +1,12 @@
 """ONNX Runtime against torch on the CPU, for the bundled default model, end to end.
 
-The same network runs both ways through ``geoseg.predict`` (in this process, warm,
+The same network runs three ways through ``geoseg.predict`` (in this process, warm,
 writing the COG) on held-out synthetic scenes (seeds 1000-1002, as ``benchmarks model``):
-torch (channels-last, oneDNN) and ONNX Runtime (the graph ``geoseg models export``
-writes). Rounds alternate and each side keeps its best, so a noisy machine hurts both
-alike. Reports Mpx/s, held-out mIoU, and the share of pixels where the two masks agree.
+torch (channels-last, oneDNN), ONNX Runtime on the float32 graph exported from it, and
+ONNX Runtime on the int8 graph the model ships for CPUs (``geoseg models quantize``).
+Rounds alternate and each side keeps its best, so a noisy machine hurts all alike.
+Reports Mpx/s, held-out mIoU, and the share of pixels where each mask agrees with
+torch's.
 
     python -m benchmarks runtimes                      # 3 scenes of 2048² (~2 min, 2 cores)
     python -m benchmarks runtimes --size 8192 --rounds 1
@@ -41,10 +43,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     base = geoseg.load_model("default")
     network = base.network if base.network is not None else geoseg.load_model(
         "default", runtime="torch").network
-    graph = base.onnx or onnx_graph(base)
-    models = {runtime: Model(network, dataclasses.replace(base.spec, runtime=runtime),
-                             onnx=graph)
-              for runtime in ("torch", "onnxruntime")}
+    float_spec = dataclasses.replace(base.spec, quantization={})
+    float_graph = onnx_graph(Model(network, float_spec))  # exported from torch
+    models = {"torch": Model(network, dataclasses.replace(float_spec, runtime="torch")),
+              "onnxruntime": Model(network, float_spec, onnx=float_graph)}
+    if base.spec.quantization and base.onnx is not None:
+        models["onnxruntime int8"] = Model(network, base.spec, onnx=base.onnx)
     n = len(base.spec.classes)
     best: dict[str, float] = {}
     cms: dict[str, np.ndarray] = {}
@@ -69,22 +73,29 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 best[runtime] = min(best.get(runtime, float("inf")), seconds)
                 cms[runtime], masks[runtime] = cm, found
     megapixels = len(SEEDS) * args.size ** 2 / 1e6
-    agree = float(np.mean([np.mean(a == b) for a, b in zip(masks["torch"], masks["onnxruntime"],
-                                                            strict=True)]))
+    def agree(runtime: str) -> float:
+        return float(np.mean([np.mean(a == b) for a, b in zip(masks["torch"], masks[runtime],
+                                                               strict=True)]))
+
     rows = [{"runtime": r, "seconds": round(best[r], 2),
              "mpx_per_s": round(megapixels / best[r], 3),
-             "miou": round(float(scores(cms[r])["miou"]), 4)} for r in models]
+             "miou": round(float(scores(cms[r])["miou"]), 4),
+             "agrees_with_torch": round(agree(r), 6)} for r in models]
     result = {"benchmark": "runtimes", "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
               "model": f"{base.spec.architecture}/{base.spec.encoder}",
               "scenes": [f"seed {s}, {args.size}²" for s in SEEDS], "rounds": args.rounds,
-              "runs": rows, "masks_agree": round(agree, 6),
-              "speedup": round(best["torch"] / best["onnxruntime"], 3)}
+              "runs": rows, "masks_agree": round(agree("onnxruntime"), 6),
+              "speedup": round(best["torch"] / best["onnxruntime"], 3),
+              "speedup_int8": (round(best["torch"] / best["onnxruntime int8"], 3)
+                               if "onnxruntime int8" in best else None)}
     print(f"default model {result['model']}, CPU, {os.cpu_count()} CPUs, "
           f"{len(SEEDS)} held-out scenes of {args.size}², best of {args.rounds}")
-    print(f"{'runtime':<14} {'seconds':>8} {'Mpx/s':>7} {'mIoU':>7}")
+    print(f"{'runtime':<18} {'seconds':>8} {'Mpx/s':>7} {'mIoU':>7} {'same as torch':>14}")
     for r in rows:
-        print(f"{r['runtime']:<14} {r['seconds']:>8.2f} {r['mpx_per_s']:>7.2f} {r['miou']:>7.4f}")
-    print(f"ONNX Runtime / torch speed: {result['speedup']}x; masks agree on {agree:.4%} of pixels")
+        print(f"{r['runtime']:<18} {r['seconds']:>8.2f} {r['mpx_per_s']:>7.2f} {r['miou']:>7.4f} "
+              f"{r['agrees_with_torch']:>14.4%}")
+    print(f"ONNX Runtime / torch speed: {result['speedup']}x (float), "
+          f"{result['speedup_int8']}x (int8)")
     return save("runtimes", result)
 
 

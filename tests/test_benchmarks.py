@@ -70,3 +70,15 @@ def test_pretrained_compares_encoder_weights_with_scratch_in_equal_steps(tmp_pat
     assert [r["run"] for r in result["runs"]] == ["from scratch", "from pretrained encoder"]
     assert all(0 <= r["miou"] <= 1 for r in result["runs"])
     assert "from pretrained encoder" in printed
+
+
+def test_cpu_scores_each_lever_and_says_whether_the_goals_are_met(tmp_path):
+    printed = bench(tmp_path, "cpu", "--size", "600", "--rounds", "1", "--startup-runs", "1")
+    result = json.loads((tmp_path / "cpu.json").read_text())
+    runs = {r["setting"]: r for r in result["runs"]}
+    assert set(runs) == {"default (int8, overlap 16)", "float graph", "int8, overlap 32",
+                         "int8, tile 1024"}
+    assert all(r["miou"] > 0.9 and r["mpx_per_s"] > 0 for r in runs.values())
+    assert set(result["startup_s"]) == {"geoseg --help", "geoseg predict 64²"}
+    assert result["startup_meets_goal"] == (max(result["startup_s"].values()) <= 2.0)
+    assert "goal: ≥ 3.0 Mpx/s" in printed and "start-up, geoseg --help" in printed
