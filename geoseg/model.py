@@ -14,6 +14,7 @@ and travels on as safetensors.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -334,14 +335,23 @@ class Model:
             return self.onnx
         return self.onnx if state_digest(self.network) == self.graph_of else None
 
+    def card(self, graph: bytes | None) -> ModelSpec:
+        """The card of the model as saved with ``graph`` (:attr:`graph`): without one, a
+        network changed since its graph was made runs on torch, and no quantization
+        describes it any more."""
+        if graph is not None or self.network is None:
+            return self.spec
+        return dataclasses.replace(self.spec, quantization={}, runtime="torch")
+
     def to_bytes(self) -> tuple[bytes, bytes, bytes]:
         """The model as ``(card JSON, safetensors weights, ONNX graph)`` (empty bytes for a
         form it lacks, or a graph gone stale), ready to travel or to hash."""
         from safetensors.torch import save
 
-        card = json.dumps(self.spec.to_dict(), sort_keys=True).encode()
+        graph = self.graph
+        card = json.dumps(self.card(graph).to_dict(), sort_keys=True).encode()
         weights = save(_contiguous_state(self.network)) if self.network is not None else b""
-        return card, weights, self.graph or b""
+        return card, weights, graph or b""
 
     @property
     def fingerprint(self) -> str:
@@ -365,7 +375,8 @@ class Model:
             current = self.graph
             if current is not None:
                 files.path(graph).write_bytes(current)
-            files.path(card).write_text(json.dumps(self.spec.to_dict(), indent=2) + "\n")
+            text = json.dumps(self.card(current).to_dict(), indent=2)
+            files.path(card).write_text(text + "\n")
         for stale, has in ((weights, self.network is not None), (graph, current is not None)):
             if not has:
                 stale.unlink(missing_ok=True)

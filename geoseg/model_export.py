@@ -58,10 +58,11 @@ def with_onnx(model: Model) -> Model:
     masks (``python -m benchmarks runtimes``)."""
     import dataclasses
 
-    graph = model.graph  # the one it has, if still the network's (a digest of its tensors)
+    graph, spec = model.graph, model.spec  # its graph, if still the network's (a digest)
     if graph is None:
         graph = onnx_graph(model)
-    spec = dataclasses.replace(model.spec, runtime="onnxruntime")
+        spec = dataclasses.replace(spec, quantization={})  # a new float32 graph
+    spec = dataclasses.replace(spec, runtime="onnxruntime")
     return Model(model.network, spec, model.path, graph)
 
 
