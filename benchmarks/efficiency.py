@@ -147,7 +147,7 @@ def _model_only(predictor: Any, sizes: list[int], options: Any, pool: int) -> di
             predictor.runtime(inputs[n], threads)
 
     def from_pool(k: int) -> None:  # as a pipeline task: its torch threads, its CUDA stream
-        with torch_threads(options.threads), predictor._stream():
+        with torch_threads(options.threads), predictor.stream():
             forward(sizes[k], options.threads)
             if predictor.cuda:
                 torch.cuda.current_stream().synchronize()

@@ -43,16 +43,19 @@ class PredictOptions:
     tta: bool = False
     threads: int | None = None  # torch intra-op threads per task (None: leave torch's own)
     at_once: int | None = None  # tasks the scheduler runs at once (None: unknown, a cluster)
+    feeder: bool | None = None  # one thread owns the device (None: on CUDA only)
 
 
 def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int, int]],
                  handle: ModelHandle, options: PredictOptions,
-                 after: object = None) -> tuple[np.ndarray, np.ndarray]:
+                 after: object = None, row_batch: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Read, normalize and predict a batch of tiles; returns (weighted probs as
     :data:`TILE_DTYPE`, valid masks).
 
     ``after`` only orders the task behind the marker that the batches a window before it
-    are used up (see :func:`probabilities`); its value is unused.
+    are used up (see :func:`probabilities`); its value is unused. ``row_batch``: the size
+    of the other batches of its row, which a device feeder pads a shorter one to.
     """
     predictor = cached_predictor(handle, options.device, options.tta)
     data, valid = read_tiles(source, grid, ids)
@@ -60,11 +63,25 @@ def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int
         n_classes = len(predictor.spec.classes)
         return np.zeros((len(ids), n_classes, grid.size, grid.size), TILE_DTYPE), valid
     weights = np.stack([grid.blend_weights(grid.tile(i, j)) for i, j in ids])
+    if options.feeder if options.feeder is not None else predictor.cuda:
+        from geoseg.feeder import feeder_for
+
+        probs = feeder_for(handle, predictor.device, options.tta).predict_proba(
+            data, valid, weights, dtype=TILE_DTYPE, threads=options.threads,
+            scale=source.scale, offset=source.offset, pad_to=row_batch)
+        return probs, valid
     with torch_threads(options.threads):
         probs = predictor.predict_proba(data, valid, weights, dtype=TILE_DTYPE,
                                         threads=options.threads, scale=source.scale,
                                         offset=source.offset)
     return probs, valid
+
+
+def row_batches(tiles: int, batch_size: int) -> int:
+    """The size of the batches a row of ``tiles`` tiles is split into: as many batches as
+    ``batch_size`` needs, of equal size (the last shorter by less than their number), so
+    that a GPU sees one batch shape per row instead of a full one and a remainder."""
+    return -(-tiles // -(-tiles // batch_size))
 
 
 def read_tiles(source: sources.Source, grid: TileGrid,
@@ -154,13 +171,14 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
         for r in range(rows + 1):
             if r < rows:
                 ids = [(r, c) for c in tile_cols]
-                for k in range(0, len(ids), options.batch_size):
+                step = row_batches(len(ids), options.batch_size)
+                for k in range(0, len(ids), step):
                     key = (infer_name, first, r, k)
-                    batch = ids[k:k + options.batch_size]
+                    batch = ids[k:k + step]
                     batch_of.update({tid: (key, n) for n, tid in enumerate(batch)})
                     n = len(order)
                     after = [(used_name, n - window)] if sweep and n >= window else None
-                    dsk[key] = (_infer_batch, source, grid, batch, model_key, options, after)
+                    dsk[key] = (_infer_batch, source, grid, batch, model_key, options, after, step)
                     order.append(key)
             if r >= 1:  # blend block row r - 1: its tiles (rows r-2 .. r) are all there now
                 i = r - 1
