@@ -135,8 +135,22 @@ def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], t
     return total
 
 
+@dataclass(frozen=True)
+class TaskResources:
+    """A layer annotation: ``resources`` for the tasks whose name starts with ``prefix``,
+    none for the others (the scheduler skips a None)."""
+
+    prefix: str
+    resources: tuple[tuple[str, float], ...]
+
+    def __call__(self, key: Any) -> dict[str, float] | None:
+        name = key[0] if isinstance(key, tuple) else key
+        return dict(self.resources) if str(name).startswith(self.prefix) else None
+
+
 def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
-                  options: PredictOptions, *, sweep: bool = False) -> da.Array:
+                  options: PredictOptions, *, sweep: bool = False,
+                  resources: dict[str, float] | None = None) -> da.Array:
     """Lazy blended class probabilities ``(classes, height, width)`` float32 (NaN = nodata).
 
     With ``sweep`` (for writing the whole raster) the graph sweeps it in bands about
@@ -147,10 +161,13 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
     blocks: so at most that many tile results are alive, whatever the raster's size and
     whenever the scheduler lets them go. Without it every block depends only on its
     neighbouring tiles, so a window of the lazy array computes only the tiles it needs.
+    ``resources`` (e.g. ``{"GPU": 1}``): what the model tasks need of a distributed
+    worker (an annotation: it holds when the graph is not fused, see
+    :func:`geoseg.cluster.compute`).
     """
     import dask.array as da
     from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
     grid = TileGrid(source.grid.height, source.grid.width, options.tile_size, options.overlap)
     token = tokenize(source, grid, handle, options, sweep)
@@ -191,7 +208,11 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
     if sweep:  # batch n is used up once its blocks are made, and so are those before it
         for n, key in enumerate(order):
             dsk[(used_name, n)] = (_done, users.get(key, []) + ([(used_name, n - 1)] if n else []))
-    graph = HighLevelGraph.from_collections(blend_name, dsk, dependencies=())
+    annotations = None
+    if resources:  # the model tasks only: blending needs no GPU
+        annotations = {"resources": TaskResources(infer_name, tuple(sorted(resources.items())))}
+    graph = HighLevelGraph({blend_name: MaterializedLayer(dsk, annotations=annotations)},
+                           {blend_name: set()})
     return da.Array(graph, blend_name, chunks=((n_classes,), *grid.chunks), dtype=np.float32)
 
 
