@@ -84,7 +84,14 @@ def compute(*collections: Any, scheduler: str = "threads", workers: int | None =
 
 
 def annotated(collection: Any) -> bool:
-    """Whether a layer of a Dask collection's graph carries annotations."""
+    """Whether a layer of a Dask collection's graph (or of one in a list or tuple of them)
+    carries annotations."""
+    from dask import is_dask_collection
+
+    if isinstance(collection, list | tuple):
+        return any(map(annotated, collection))
+    if not is_dask_collection(collection):
+        return False
     layers = getattr(collection.__dask_graph__(), "layers", {})
     return any(layer.annotations for layer in layers.values())
 

@@ -3,14 +3,18 @@ tasks restricted to the ``GPU`` resource where (and only where) workers declare 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 
 import faults
 import numpy as np
 import pytest
+import rasterio
 
 import geoseg
 from geoseg import cluster, devices
+
+_find = importlib.util.find_spec  # the real one, for the names a test does not hide
 
 
 def test_visible_gpus_without_a_driver_or_with_all_hidden(monkeypatch):
@@ -53,9 +57,6 @@ def test_a_local_cluster_starts_one_worker_per_gpu_each_seeing_its_own(monkeypat
         assert [w.get("resources") for w in plain.scheduler_info["workers"].values()] == [{}]
 
 
-_find = __import__("importlib.util").util.find_spec
-
-
 def test_the_restriction_follows_the_device_and_the_workers():
     gpu, cpu = {"resources": {"GPU": 1}}, {"resources": {}}
     assert cluster.resources_for([cpu, gpu], "cuda") == {"GPU": 1}
@@ -94,5 +95,5 @@ def test_tile_mode_model_tasks_are_restricted_to_gpu_workers(make_scene, monkeyp
     assert all(v == ({"GPU": 1} if gpu_workers else None) for v in infer.values()), infer
     assert not any(others.values()), others
     assert (tmp_path / "cluster.tif").read_bytes() == (tmp_path / "threads.tif").read_bytes()
-    np.testing.assert_array_equal(geoseg.predict(path, **options).values,
-                                  __import__("rasterio").open(tmp_path / "cluster.tif").read(1))
+    with rasterio.open(tmp_path / "cluster.tif") as written:
+        np.testing.assert_array_equal(geoseg.predict(path, **options).values, written.read(1))
