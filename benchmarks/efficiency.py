@@ -147,7 +147,7 @@ def _model_only(predictor: Any, sizes: list[int], options: Any, pool: int) -> di
             predictor.runtime(inputs[n], threads)
 
     def from_pool(k: int) -> None:  # as a pipeline task: its torch threads, its CUDA stream
-        with torch_threads(options.threads), predictor._stream():
+        with torch_threads(options.threads), predictor.stream():
             forward(sizes[k], options.threads)
             if predictor.cuda:
                 torch.cuda.current_stream().synchronize()
@@ -187,11 +187,17 @@ def _stages(source: Any, predictor: Any, batches: list[list[Any]], options: Any,
     sample = {len(b): read(b) for b in batches}
     weights = {n: np.stack([grid.blend_weights(grid.tile(1, 1))] * n) for n in sample}
 
+    run = predictor.predict_proba
+    if predictor.cuda:  # as the pipeline runs it there: through the device's one thread
+        from geoseg.feeder import DeviceFeeder
+
+        run = DeviceFeeder(predictor).predict_proba
+
     def infer(k: int) -> None:
         data, valid = sample[len(batches[k])]
         with torch_threads(options.threads):
-            predictor.predict_proba(data, valid, weights[len(batches[k])],
-                                    dtype=pipeline.TILE_DTYPE, threads=options.threads)
+            run(data, valid, weights[len(batches[k])], dtype=pipeline.TILE_DTYPE,
+                threads=options.threads)
 
     # Blending reads ≤ 9 tiles' probabilities per block: one made-up batch serves them all.
     n_classes = len(predictor.spec.classes)

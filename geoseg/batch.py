@@ -382,7 +382,7 @@ def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_
              device: str, progress: bool, started: set[str]) -> Generator[Outcome, None, None]:
     """Run the jobs; yields ``(job, journal entry or error)`` as each ends. The names of the
     scenes begun so far are added to ``started``."""
-    from geoseg.cluster import LOCAL_SCHEDULERS, client_for, model_resources, worker_threads
+    from geoseg.cluster import LOCAL_SCHEDULERS, client_for, worker_threads
 
     if not jobs:
         return
@@ -392,11 +392,12 @@ def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_
         return
     # Workers may run in another directory: they get absolute paths.
     jobs = [dataclasses.replace(j, scene=absolute(j.scene)) for j in jobs]
-    with client_for(scheduler, workers=workers, threads_per_worker=threads_per_worker) as client:
+    with client_for(scheduler, workers=workers, threads_per_worker=threads_per_worker,
+                    device=device) as client:
         wait_for_workers(client, scheduler, WORKER_WAIT_S)
-        # Too few scenes to fill the cluster: share out their tiles instead. Not on GPU
-        # workers: there whole scenes keep one model task per GPU (tiles could not).
-        if len(jobs) < worker_threads(client) and not model_resources(client, device):
+        # Too few scenes to fill the cluster: share out their tiles instead (on GPU
+        # workers the model tasks keep to one per GPU: see geoseg.predict).
+        if len(jobs) < worker_threads(client):
             yield from _one_by_one(jobs, client.scheduler.address, None, progress, started)
         else:
             yield from _on_cluster(client, jobs, device, started)

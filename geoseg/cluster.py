@@ -1,11 +1,12 @@
 """One place that turns ``--scheduler`` into a way of computing Dask collections.
 
 ``threads`` (default), ``processes`` and ``sync`` use Dask's local schedulers; ``local``
-starts a :class:`distributed.LocalCluster` (a ``dask_cuda.LocalCUDACluster``, one worker per
-GPU, when dask-cuda is installed and CUDA is present); ``tcp://host:port`` connects to a
-running ``dask-scheduler``. Workers of the last two must see the same file system as this
-process. Workers that declare a ``GPU`` resource (``dask worker --resources GPU=1``) run
-one model task at a time per GPU: see :func:`model_resources`.
+starts a :class:`distributed.LocalCluster`, or on a machine with GPUs one worker per GPU
+(dask-cuda's ``LocalCUDACluster`` when installed, else one nanny per GPU with its own
+``CUDA_VISIBLE_DEVICES``), each declaring the resource ``GPU=1``; ``tcp://host:port``
+connects to a running ``dask-scheduler``. Workers of the last two must see the same file
+system as this process. Workers that declare a ``GPU`` resource (``dask worker --resources
+GPU=1``) run one model task at a time per GPU: see :func:`model_resources`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from geoseg.devices import visible_gpus
 from geoseg.errors import ClusterError, InputError
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,9 @@ def wait_for_workers(client: Any, scheduler: str, timeout_s: int) -> None:
 
 
 def compute(*collections: Any, scheduler: str = "threads", workers: int | None = None,
-            progress: bool = False) -> tuple[Any, ...]:
-    """Compute Dask collections on the chosen scheduler, optionally with a progress bar."""
+            progress: bool = False, client: Any = None) -> tuple[Any, ...]:
+    """Compute Dask collections on the chosen scheduler, optionally with a progress bar;
+    on ``client`` when given (a distributed scheduler already connected)."""
     import dask
 
     check_scheduler(scheduler)
@@ -65,14 +68,32 @@ def compute(*collections: Any, scheduler: str = "threads", workers: int | None =
         with _local_progress(progress):  # by function: a name makes dask import distributed
             return dask.compute(*collections, scheduler=_local_get(scheduler),
                                 num_workers=workers)
-    with client_for(scheduler, workers=workers) as client:
-        futures = client.compute(list(collections))
+    with contextlib.ExitStack() as stack:
+        if client is None:
+            client = stack.enter_context(client_for(scheduler, workers=workers))
+        # The scheduler's optimization merges an annotated layer (the model tasks' GPU
+        # resource) into its unannotated neighbours: such graphs go as they are.
+        futures = client.compute(list(collections),
+                                 optimize_graph=not any(map(annotated, collections)))
         if progress:
             from distributed import progress as dist_progress
 
             dist_progress(futures)
             sys.stderr.write("\n")  # the bar's line ends
         return tuple(client.gather(futures))
+
+
+def annotated(collection: Any) -> bool:
+    """Whether a layer of a Dask collection's graph (or of one in a list or tuple of them)
+    carries annotations."""
+    from dask import is_dask_collection
+
+    if isinstance(collection, list | tuple):
+        return any(map(annotated, collection))
+    if not is_dask_collection(collection):
+        return False
+    layers = getattr(collection.__dask_graph__(), "layers", {})
+    return any(layer.annotations for layer in layers.values())
 
 
 @contextlib.contextmanager
@@ -153,9 +174,10 @@ def _pool(scheduler: str, workers: int | None) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def client_for(scheduler: str, *, workers: int | None = None,
-               threads_per_worker: int = 1) -> Iterator[Any]:
-    """A distributed Client: a new LocalCluster (``local``) or an existing scheduler (``tcp://``)."""
+def client_for(scheduler: str, *, workers: int | None = None, threads_per_worker: int = 1,
+               device: str = "auto") -> Iterator[Any]:
+    """A distributed Client: a new LocalCluster (``local``: one worker per GPU unless
+    ``device`` is ``cpu`` or there is none) or an existing scheduler (``tcp://``)."""
     from distributed import Client
 
     from geoseg.workers import GeosegWorker
@@ -163,7 +185,7 @@ def client_for(scheduler: str, *, workers: int | None = None,
     with contextlib.ExitStack() as stack:
         # Not the default client: geoseg passes it around and leaves dask's config alone.
         if scheduler == "local":
-            cluster = stack.enter_context(_local_cluster(workers, threads_per_worker))
+            cluster = stack.enter_context(_local_cluster(workers, threads_per_worker, device))
             client = stack.enter_context(Client(cluster, set_as_default=False))
             log.info("Dask dashboard: %s", client.dashboard_link)
         else:
@@ -176,24 +198,45 @@ def client_for(scheduler: str, *, workers: int | None = None,
         yield client
 
 
-def _local_cluster(workers: int | None, threads_per_worker: int) -> Any:
-    """One process per worker (torch and GDAL do not share a GIL well); on a CUDA machine
-    with dask-cuda, one worker per GPU, each declaring the resource ``GPU=1``."""
+def _local_cluster(workers: int | None, threads_per_worker: int, device: str = "auto") -> Any:
+    """One process per worker (torch and GDAL do not share a GIL well); with GPUs (unless
+    ``device`` is ``cpu``) one worker per GPU (the first ``workers`` of them), each seeing
+    only its own and declaring the resource ``GPU=1``: dask-cuda's ``LocalCUDACluster``
+    when installed, else :func:`gpu_workers`."""
     import importlib.util
 
-    if importlib.util.find_spec("dask_cuda") is not None:
-        import torch
-
-        if torch.cuda.is_available():
+    gpus = [] if device == "cpu" else visible_gpus()
+    if gpus:
+        gpus = gpus[:workers] if workers else gpus
+        if importlib.util.find_spec("dask_cuda") is not None:
             from dask_cuda import LocalCUDACluster
 
-            return LocalCUDACluster(n_workers=workers, threads_per_worker=threads_per_worker,
+            return LocalCUDACluster(CUDA_VISIBLE_DEVICES=gpus,
+                                    threads_per_worker=threads_per_worker,
                                     resources={"GPU": 1}, dashboard_address=":0")
+        from distributed import Scheduler, SpecCluster
+
+        return SpecCluster(workers=gpu_workers(gpus, threads_per_worker),
+                           scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+                           silence_logs=logging.ERROR)
     from distributed import LocalCluster
 
     return LocalCluster(n_workers=workers or max(1, os.cpu_count() or 1),
                         threads_per_worker=threads_per_worker, processes=True,
                         dashboard_address=":0")
+
+
+def gpu_workers(gpus: list[str], threads_per_worker: int) -> dict[str, dict[str, Any]]:
+    """A :class:`distributed.SpecCluster` worker spec: a nanny per GPU (named as
+    ``CUDA_VISIBLE_DEVICES`` names it), its worker process seeing only that GPU, declaring
+    ``GPU=1`` and an equal share of this machine's memory (bytes)."""
+    from distributed import Nanny
+    from distributed.system import MEMORY_LIMIT
+
+    return {f"gpu-{gpu}": {"cls": Nanny, "options": {
+        "nthreads": threads_per_worker, "resources": {"GPU": 1},
+        "env": {"CUDA_VISIBLE_DEVICES": gpu}, "memory_limit": MEMORY_LIMIT // len(gpus)}}
+        for gpu in gpus}
 
 
 def worker_threads(client: Any) -> int:
@@ -205,11 +248,15 @@ def worker_threads(client: Any) -> int:
 def model_resources(client: Any, device: str) -> dict[str, float] | None:
     """``{"GPU": 1}`` when the model is to run on a GPU and the cluster's workers declare GPUs,
     so that each GPU runs one model task at a time; None otherwise (a task restricted to a
-    resource no worker has would wait forever)."""
+    resource no worker has would wait forever). See :func:`resources_for`."""
+    return resources_for(client.scheduler_info(n_workers=-1)["workers"].values(), device)
+
+
+def resources_for(workers: Iterable[dict[str, Any]], device: str) -> dict[str, float] | None:
+    """:func:`model_resources` given the workers' info (as the scheduler reports it)."""
     if device == "cpu":
         return None
-    info = client.scheduler_info(n_workers=-1)["workers"]
-    if any(w.get("resources", {}).get("GPU", 0) >= 1 for w in info.values()):
+    if any(w.get("resources", {}).get("GPU", 0) >= 1 for w in workers):
         return {"GPU": 1}
     return None
 

@@ -45,3 +45,19 @@ def cuda_available() -> bool:
     import torch
 
     return bool(torch.cuda.is_available())
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, each as ``CUDA_VISIBLE_DEVICES`` names it to a child
+    process (an index or a UUID: the names this process's own ``CUDA_VISIBLE_DEVICES``
+    gives, else ``0``, ``1`` …); none, without importing torch, where no NVIDIA driver is
+    (see :func:`cuda_available`)."""
+    if not cuda_available():
+        return []
+    import torch
+
+    count = torch.cuda.device_count()  # NVML where it can: no CUDA context made here
+    names = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if names is None:
+        return [str(i) for i in range(count)]
+    return [n.strip() for n in names.split(",") if n.strip()][:count]

@@ -176,12 +176,16 @@ class Predictor:
             self._normalizations[key] = (m, inv)
         return self._normalizations[key]
 
-    def to_device(self, a: np.ndarray) -> torch.Tensor:
+    def to_device(self, a: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """A host array as a tensor on the device; on CUDA copied asynchronously from
+        pinned memory (a tensor given is taken as it is: a feeder's pinned buffer)."""
         import torch
 
-        t = torch.from_numpy(np.ascontiguousarray(a))
+        t = a if isinstance(a, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(a))
         if self.cuda:
-            t = t.pin_memory().to(self.device, non_blocking=True)
+            if not t.is_pinned():
+                t = t.pin_memory()
+            t = t.to(self.device, non_blocking=True)
         return t
 
     def normalize(self, tiles: np.ndarray, valid: np.ndarray | None = None,
@@ -271,33 +275,53 @@ class Predictor:
                       scale: tuple[float, ...], offset: tuple[float, ...]) -> np.ndarray:
         import torch
 
+        with torch.inference_mode(), self.stream():
+            out = self.launch(tiles, valid, weights, dtype, scale, offset)
+            return self.host_result(out.cpu().numpy(), dtype)
+
+    def launch(self, tiles: Any, valid: Any, weights: Any,
+               dtype: type[np.floating[Any]] | type[np.uint16],
+               scale: tuple[float, ...] = (), offset: tuple[float, ...] = ()) -> torch.Tensor:
+        """The device half of :meth:`predict_proba` with torch: host arrays (numpy, or
+        pinned tensors) in, probabilities on the device out, queued on the current stream
+        and not waited for; :meth:`host_result` turns them, once on the host, into what
+        :meth:`predict_proba` returns. Call it under ``torch.inference_mode()``."""
+        import torch
+
         from geoseg.runtimes import TorchRuntime, to_probabilities
 
         runtime = self.runtime
         assert isinstance(runtime, TorchRuntime)
         n_classes = len(self.spec.classes)
-        with torch.inference_mode(), self._stream():
-            t = self.normalize(tiles, valid, scale, offset)
-            flips = self._flips()
-            total = None
-            for dims in flips:
-                inp = torch.flip(t, dims) if dims else t
-                probs = to_probabilities(runtime(inp), self.spec.outputs, n_classes)
-                if dims:
-                    probs = torch.flip(probs, dims)
-                total = probs if total is None else total + probs
-            assert total is not None
-            if len(flips) > 1:
-                total /= len(flips)
-            if weights is not None:
-                total *= self.to_device(weights)[:, None]
-            if np.dtype(dtype) == np.uint16:  # as int16 q - 32768: CUDA has few uint16 kernels
-                q = total.mul_(FIXED_POINT).round_().clamp_(0, FIXED_POINT).sub_(32768)
-                return q.to(torch.int16).cpu().numpy().view(np.uint16) ^ 0x8000
-            out = total.to(getattr(torch, np.dtype(dtype).name)).contiguous()  # on the device
-            return out.cpu().numpy()
+        t = self.normalize(tiles, valid, scale, offset)
+        flips = self._flips()
+        total = None
+        for dims in flips:
+            inp = torch.flip(t, dims) if dims else t
+            probs = to_probabilities(runtime(inp), self.spec.outputs, n_classes)
+            if dims:
+                probs = torch.flip(probs, dims)
+            total = probs if total is None else total + probs
+        assert total is not None
+        if len(flips) > 1:
+            total /= len(flips)
+        if weights is not None:
+            total *= self.to_device(weights)[:, None]
+        if np.dtype(dtype) == np.uint16:  # as int16 q - 32768: CUDA has few uint16 kernels
+            q = total.mul_(FIXED_POINT).round_().clamp_(0, FIXED_POINT).sub_(32768)
+            return q.to(torch.int16)
+        return total.to(getattr(torch, np.dtype(dtype).name)).contiguous()  # on the device
 
-    def _stream(self) -> contextlib.AbstractContextManager[object]:
+    @staticmethod
+    def host_result(out: np.ndarray, dtype: type[np.floating[Any]] | type[np.uint16]
+                    ) -> np.ndarray:
+        """What :meth:`launch` gave, copied to the host, as :meth:`predict_proba` returns
+        it (uint16 comes as int16 offset by -32768)."""
+        if np.dtype(dtype) == np.uint16:
+            return out.view(np.uint16) ^ np.uint16(0x8000)
+        return out
+
+    def stream(self) -> contextlib.AbstractContextManager[object]:
         """On CUDA, this thread's own stream, so one task's copies overlap another's compute."""
         import torch
 

@@ -43,16 +43,19 @@ class PredictOptions:
     tta: bool = False
     threads: int | None = None  # torch intra-op threads per task (None: leave torch's own)
     at_once: int | None = None  # tasks the scheduler runs at once (None: unknown, a cluster)
+    feeder: bool | None = None  # one thread owns the device (None: on CUDA only)
 
 
 def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int, int]],
                  handle: ModelHandle, options: PredictOptions,
-                 after: object = None) -> tuple[np.ndarray, np.ndarray]:
+                 after: object = None, row_batch: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Read, normalize and predict a batch of tiles; returns (weighted probs as
     :data:`TILE_DTYPE`, valid masks).
 
     ``after`` only orders the task behind the marker that the batches a window before it
-    are used up (see :func:`probabilities`); its value is unused.
+    are used up (see :func:`probabilities`); its value is unused. ``row_batch``: the size
+    of the other batches of its row, which a device feeder pads a shorter one to.
     """
     predictor = cached_predictor(handle, options.device, options.tta)
     data, valid = read_tiles(source, grid, ids)
@@ -60,11 +63,25 @@ def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int
         n_classes = len(predictor.spec.classes)
         return np.zeros((len(ids), n_classes, grid.size, grid.size), TILE_DTYPE), valid
     weights = np.stack([grid.blend_weights(grid.tile(i, j)) for i, j in ids])
+    if options.feeder if options.feeder is not None else predictor.cuda:
+        from geoseg.feeder import feeder_for
+
+        probs = feeder_for(handle, predictor.device, options.tta).predict_proba(
+            data, valid, weights, dtype=TILE_DTYPE, threads=options.threads,
+            scale=source.scale, offset=source.offset, pad_to=row_batch)
+        return probs, valid
     with torch_threads(options.threads):
         probs = predictor.predict_proba(data, valid, weights, dtype=TILE_DTYPE,
                                         threads=options.threads, scale=source.scale,
                                         offset=source.offset)
     return probs, valid
+
+
+def row_batches(tiles: int, batch_size: int) -> int:
+    """The size of the batches a row of ``tiles`` tiles is split into: as many batches as
+    ``batch_size`` needs, of equal size (the last shorter by less than their number), so
+    that a GPU sees one batch shape per row instead of a full one and a remainder."""
+    return -(-tiles // -(-tiles // batch_size))
 
 
 def read_tiles(source: sources.Source, grid: TileGrid,
@@ -118,8 +135,22 @@ def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], t
     return total
 
 
+@dataclass(frozen=True)
+class TaskResources:
+    """A layer annotation: ``resources`` for the tasks whose name starts with ``prefix``,
+    none for the others (the scheduler skips a None)."""
+
+    prefix: str
+    resources: tuple[tuple[str, float], ...]
+
+    def __call__(self, key: Any) -> dict[str, float] | None:
+        name = key[0] if isinstance(key, tuple) else key
+        return dict(self.resources) if str(name).startswith(self.prefix) else None
+
+
 def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
-                  options: PredictOptions, *, sweep: bool = False) -> da.Array:
+                  options: PredictOptions, *, sweep: bool = False,
+                  resources: dict[str, float] | None = None) -> da.Array:
     """Lazy blended class probabilities ``(classes, height, width)`` float32 (NaN = nodata).
 
     With ``sweep`` (for writing the whole raster) the graph sweeps it in bands about
@@ -130,10 +161,13 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
     blocks: so at most that many tile results are alive, whatever the raster's size and
     whenever the scheduler lets them go. Without it every block depends only on its
     neighbouring tiles, so a window of the lazy array computes only the tiles it needs.
+    ``resources`` (e.g. ``{"GPU": 1}``): what the model tasks need of a distributed
+    worker (an annotation: it holds when the graph is not fused, see
+    :func:`geoseg.cluster.compute`).
     """
     import dask.array as da
     from dask.base import tokenize
-    from dask.highlevelgraph import HighLevelGraph
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
     grid = TileGrid(source.grid.height, source.grid.width, options.tile_size, options.overlap)
     token = tokenize(source, grid, handle, options, sweep)
@@ -154,13 +188,14 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
         for r in range(rows + 1):
             if r < rows:
                 ids = [(r, c) for c in tile_cols]
-                for k in range(0, len(ids), options.batch_size):
+                step = row_batches(len(ids), options.batch_size)
+                for k in range(0, len(ids), step):
                     key = (infer_name, first, r, k)
-                    batch = ids[k:k + options.batch_size]
+                    batch = ids[k:k + step]
                     batch_of.update({tid: (key, n) for n, tid in enumerate(batch)})
                     n = len(order)
                     after = [(used_name, n - window)] if sweep and n >= window else None
-                    dsk[key] = (_infer_batch, source, grid, batch, model_key, options, after)
+                    dsk[key] = (_infer_batch, source, grid, batch, model_key, options, after, step)
                     order.append(key)
             if r >= 1:  # blend block row r - 1: its tiles (rows r-2 .. r) are all there now
                 i = r - 1
@@ -173,7 +208,11 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
     if sweep:  # batch n is used up once its blocks are made, and so are those before it
         for n, key in enumerate(order):
             dsk[(used_name, n)] = (_done, users.get(key, []) + ([(used_name, n - 1)] if n else []))
-    graph = HighLevelGraph.from_collections(blend_name, dsk, dependencies=())
+    annotations = None
+    if resources:  # the model tasks only: blending needs no GPU
+        annotations = {"resources": TaskResources(infer_name, tuple(sorted(resources.items())))}
+    graph = HighLevelGraph({blend_name: MaterializedLayer(dsk, annotations=annotations)},
+                           {blend_name: set()})
     return da.Array(graph, blend_name, chunks=((n_classes,), *grid.chunks), dtype=np.float32)
 
 

@@ -8,6 +8,7 @@ finished files in place together (:mod:`geoseg.atomic`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -16,7 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from geoseg import atomic, cog, maskfile
-from geoseg.cluster import IN_PROCESS, check_scheduler, tasks_at_once
+from geoseg.cluster import (
+    IN_PROCESS,
+    LOCAL_SCHEDULERS,
+    check_scheduler,
+    client_for,
+    model_resources,
+    tasks_at_once,
+)
 from geoseg.devices import Device, select_device
 from geoseg.errors import InputError, warn
 from geoseg.gdal import write_errors
@@ -76,7 +84,8 @@ def predict(
     if dst is None and (probabilities_path or quicklook):
         raise InputError("probabilities and quicklook outputs need a mask path (dst)")
     targets = [] if dst is None else [dst, style_path(dst), probabilities_path, quicklook]
-    with atomic.outputs(targets, overwrite=overwrite):  # a failure leaves no new folder
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(atomic.outputs(targets, overwrite=overwrite))  # a failure leaves no new folder
         spec, handle = model_reference(model)
         source = open_source(src, bands=bands, want=spec.bands, assets=assets,
                              resolution=resolution, resampling=resampling,
@@ -89,14 +98,22 @@ def predict(
         check_units(source, spec)
         check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS,
                       threads=options.threads)
-        probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None)
+        client, resources = None, None
+        if dst is not None and scheduler not in LOCAL_SCHEDULERS:
+            # The cluster first: whether model tasks need a GPU worker depends on its workers.
+            client = stack.enter_context(client_for(scheduler, workers=workers,
+                                                    device=options.device))
+            resources = model_resources(client, options.device)
+        probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None,
+                              resources=resources)
         mask = class_mask(probs)
         if dst is None:
             out = as_dataarray(mask, source.grid, name="class", nodata=maskfile.NODATA)
         else:
             write_outputs(source, spec, mask, probs, Path(dst), overwrite=overwrite,
                           probabilities_path=probabilities_path, quicklook=quicklook,
-                          scheduler=scheduler, workers=workers, progress=progress)
+                          scheduler=scheduler, workers=workers, progress=progress,
+                          client=client)
             out = maskfile.open_mask(dst)
     # What geoseg.vectorize (and a reader of the array) needs to name and colour classes.
     return maskfile.with_classes(out, spec.class_names, spec.colors)
@@ -187,8 +204,9 @@ def _affine_text(scale: Sequence[float], offset: Sequence[float]) -> str:
 def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Array,
                   dst: Path, *, overwrite: bool, probabilities_path: str | os.PathLike[str] | None,
                   quicklook: str | os.PathLike[str] | None, scheduler: str,
-                  workers: int | None, progress: bool) -> None:
-    """Compute the graph into scratch GeoTIFFs, then turn them into COGs atomically."""
+                  workers: int | None, progress: bool, client: object = None) -> None:
+    """Compute the graph into scratch GeoTIFFs (on ``client`` when given), then turn them
+    into COGs atomically."""
     import dask.array as da
 
     from geoseg.cluster import compute
@@ -214,7 +232,7 @@ def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Arr
             arrays.append(scaled_probabilities(probs))
             targets.append(cog.WindowWriter(scratch_probs, probabilities_path))
         stored = da.store(arrays, targets, lock=False, compute=False)  # type: ignore[arg-type]
-        compute(stored, scheduler=scheduler, workers=workers, progress=progress)
+        compute(stored, scheduler=scheduler, workers=workers, progress=progress, client=client)
         if not maskfile.has_data(scratch_mask, name=dst):
             warn("has no valid pixels (all nodata): the mask is all nodata", source.name)
         with write_errors(dst):

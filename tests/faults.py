@@ -20,7 +20,7 @@ import select
 import signal
 from typing import Any
 
-from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 
 def pause_at(target: str, notify_fd: int) -> None:
@@ -115,3 +115,20 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+class RecordRestrictions(SchedulerPlugin):
+    """A scheduler plugin: the resource restrictions of each geoseg task as it starts."""
+
+    name = "record-restrictions"
+
+    def __init__(self) -> None:
+        self.seen: dict[str, dict[str, float] | None] = {}
+
+    async def start(self, scheduler: Any) -> None:
+        self.scheduler = scheduler
+
+    def transition(self, key: Any, start: str, finish: str, *args: Any, **kwargs: Any) -> None:
+        name = str(key[0] if isinstance(key, tuple) else key)
+        if finish == "processing" and name.startswith("geoseg-"):
+            self.seen[str(key)] = self.scheduler.tasks[key].resource_restrictions
