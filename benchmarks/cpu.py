@@ -110,9 +110,9 @@ def _record(row: dict[str, Any], result: dict[str, Any]) -> None:
     import json
     import platform
 
-    from geoseg.model import bundled_path, read_spec
+    from geoseg.model import read_spec, resolve_model_path
 
-    card = bundled_path("default")
+    card = resolve_model_path("default")  # its model.json
     spec = read_spec(card)
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     names = [line.split(":", 1)[1].strip() for line in info.splitlines()
