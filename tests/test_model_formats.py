@@ -121,7 +121,8 @@ def test_deepness_metadata_is_read_on_import(tmp_path, default_model, make_scene
     assert spec.source["format"] == "deepness" and spec.input_size == 512
     assert spec.class_names == default_model.spec.class_names
     assert spec.outputs == "probabilities" and spec.resolution == pytest.approx(2.0)
-    assert spec.overlap == round(512 * round(100 * 128 / 512) / 100)
+    # The card's overlap, as Deepness stores it: a whole percentage of the tile.
+    assert spec.overlap == round(512 * round(100 * default_model.spec.overlap / 512) / 100)
     assert spec.scale == (1 / 255,) * 4
     np.testing.assert_allclose(spec.raw_mean, default_model.spec.raw_mean, rtol=1e-6)
     np.testing.assert_allclose(spec.raw_std, default_model.spec.raw_std, rtol=1e-6)
