@@ -195,6 +195,60 @@ def test_geopackage_is_styled_indexed_and_in_the_mask_crs(tmp_path):
     assert not list((tmp_path / "out").glob(".*"))  # no temp files left
 
 
+def test_geopackage_reads_back_through_gdal_with_a_working_spatial_index(tmp_path):
+    mask = blobs(90, 110, seed=9)
+    dst = tmp_path / "cover.gpkg"
+    gdf = vectorize(write_classes(tmp_path / "m.tif", mask, NAMES, COLORS), dst, chunk_size=40)
+    info = pyogrio.read_info(dst, layer="cover")
+    assert info["features"] == len(gdf) and info["geometry_type"] == "Polygon"
+    assert info["capabilities"]["fast_spatial_filter"]
+    assert list(info["fields"]) == ["class_id", "class_name", "area_m2", "perimeter_m"]
+    assert list(info["dtypes"]) == ["int32", "object", "float64", "float64"]
+    np.testing.assert_array_equal(info["total_bounds"], gdf.total_bounds)
+    back = pyogrio.read_dataframe(dst, layer="cover")
+    assert (shapely.to_wkb(back.geometry.values) == shapely.to_wkb(gdf.geometry.values)).all()
+    assert back.drop(columns="geometry").equals(gdf.drop(columns="geometry"))
+    # The R-tree holds every polygon's box; GDAL filters a window with it.
+    x0, y0, x1, y1 = gdf.total_bounds
+    window = (x0 + (x1 - x0) / 3, y0 + (y1 - y0) / 3, x0 + (x1 - x0) / 2, y0 + (y1 - y0) / 2)
+    hits = pyogrio.read_dataframe(dst, layer="cover", bbox=window)
+    meets = shapely.intersects(gdf.geometry.values, shapely.box(*window))
+    assert 0 < len(hits) == meets.sum() < len(gdf)
+    with sqlite3.connect(dst) as con:
+        boxes = con.execute("SELECT minx, miny, maxx, maxy FROM rtree_cover_geom ORDER BY id")
+        np.testing.assert_array_equal(boxes.fetchall(), shapely.bounds(gdf.geometry.values))
+        assert con.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+        assert con.execute("SELECT srs_id FROM gpkg_spatial_ref_sys ORDER BY srs_id"
+                           ).fetchall() == [(-1,), (0,), (4326,), (32633,)]
+        assert con.execute("SELECT feature_count FROM gpkg_ogr_contents").fetchone()[0] == len(gdf)
+
+
+def test_geopackage_stays_editable_by_gdal(tmp_path):
+    """The spatial index and feature count triggers are GDAL's: an edit keeps both true."""
+    dst = tmp_path / "cover.gpkg"
+    gdf = vectorize(write_classes(tmp_path / "m.tif", blobs(40, 50), NAMES, COLORS), dst)
+    extra = shapely.box(0, 0, 1, 1)
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"class_id": [1]}, geometry=[extra], crs=UTM), dst,
+                            layer="cover", append=True)
+    assert pyogrio.read_info(dst, layer="cover")["features"] == len(gdf) + 1
+    assert len(pyogrio.read_dataframe(dst, layer="cover", bbox=(0, 0, 2, 2))) == 1
+
+
+@pytest.mark.parametrize("crs", [None, "+proj=tmerc +lon_0=15.5 +k=0.9996 +x_0=500000 "
+                                       "+datum=WGS84 +units=m", "EPSG:4326"])
+def test_geopackage_keeps_any_crs_or_none(tmp_path, crs):
+    transform = Affine(0.001, 0, 10.0, 0, -0.001, 60.0) if crs == "EPSG:4326" else TRANSFORM
+    path = write_classes(tmp_path / "m.tif", blobs(30, 40), NAMES, COLORS, crs=crs,
+                         transform=transform)
+    gdf = vectorize(path, tmp_path / "out.gpkg", allow_no_crs=True)
+    back = gpd.read_file(tmp_path / "out.gpkg", layer="out")
+    assert len(back) == len(gdf)
+    if crs is None:
+        assert back.crs is None
+    else:
+        assert back.crs.equals(gdf.crs)
+
+
 def test_existing_output_is_kept_without_overwrite(tmp_path):
     path = write_classes(tmp_path / "m.tif", blobs(40, 40), NAMES, COLORS)
     dst = tmp_path / "out.gpkg"
