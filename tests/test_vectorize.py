@@ -280,6 +280,39 @@ def test_schedulers_give_the_same_polygons(tmp_path, scheduler):
     assert (shapely.to_wkb(ref.geometry.values) == shapely.to_wkb(other.geometry.values)).all()
 
 
+@pytest.mark.parametrize("chunk", [37, 4096])
+def test_chunks_polygonized_in_process_equal_dask_s(tmp_path, chunk):
+    """Threads and sync skip Dask; the processes scheduler computes the same chunk
+    functions as Dask tasks: one chunk or many, the polygons are the same bytes."""
+    path = write_classes(tmp_path / "m.tif", blobs(150, 170, seed=12), NAMES, COLORS)
+    here = vectorize(path, chunk_size=chunk)
+    by_dask = vectorize(path, chunk_size=chunk, scheduler="processes", workers=2)
+    assert (shapely.to_wkb(here.geometry.values) == shapely.to_wkb(by_dask.geometry.values)).all()
+    assert here.drop(columns="geometry").equals(by_dask.drop(columns="geometry"))
+
+
+def test_vectorize_command_imports_only_what_it_uses(tmp_path):
+    """No torch, Dask, pandas or GDAL vector bindings for a mask file on the default scheduler:
+    their imports would cost more than vectorizing a small mask."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = write_classes(tmp_path / "m.tif", blobs(60, 70), NAMES, COLORS)
+    heavy = ("torch", "dask", "distributed", "pandas", "geopandas", "pyogrio", "fiona",
+             "xarray", "scipy", "pyproj")
+    code = ("import sys\nfrom geoseg.cli import cli\n"
+            "cli.main(['vectorize', sys.argv[1], '-o', sys.argv[2], '--no-progress'], "
+            "standalone_mode=False)\n"
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "out.gpkg")],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert len(gpd.read_file(tmp_path / "out.gpkg", layer="out")) == components(
+        blobs(60, 70))
+
+
 def test_bad_masks_are_refused_with_the_file_named(tmp_path):
     rgb = write_raster(tmp_path / "rgb.tif", np.zeros((3, 20, 20), np.uint8))
     with pytest.raises(InputError, match=r"rgb\.tif.*3 bands"):
