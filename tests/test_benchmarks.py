@@ -70,3 +70,19 @@ def test_pretrained_compares_encoder_weights_with_scratch_in_equal_steps(tmp_pat
     assert [r["run"] for r in result["runs"]] == ["from scratch", "from pretrained encoder"]
     assert all(0 <= r["miou"] <= 1 for r in result["runs"])
     assert "from pretrained encoder" in printed
+
+
+def test_vectorize_races_geoseg_against_its_peers_on_equal_output(tmp_path):
+    printed = bench(tmp_path, "vectorize", "--sizes", "300", "--repeats", "1")
+    result = json.loads((tmp_path / "vectorize.json").read_text())
+    (run,) = result["runs"]
+    # The rasterio + geopandas script always runs; gdal_polygonize.py where installed.
+    assert run["rasterio_same_count_and_areas"] and run["same_as_peers"]
+    assert run["polygons"] == run["rasterio_polygons"] > 10
+    fastest = run["fastest_peer"]
+    assert run[f"{fastest}_seconds"] == min(run[f"{n}_seconds"] for n in ("gdal", "rasterio")
+                                            if f"{n}_seconds" in run)
+    assert run["vs_fastest_peer"] == pytest.approx(
+        run[f"{fastest}_seconds"] / run["geoseg_seconds"], abs=0.006)
+    assert run["meets_goal"] == (run["vs_fastest_peer"] >= result["goal"])
+    assert "vs fastest peer" in printed
