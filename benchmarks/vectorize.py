@@ -164,15 +164,14 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp, cached_bytecode(Path(tmp) / "pycache"):
         script = Path(tmp) / "rasterio_peer.py"
         script.write_text(RASTERIO_SCRIPT)
-        warmed = False
+        small = Path(tmp) / "warm_up.tif"
+        write_mask(small, 256)
+        # Each tool once on a small mask first: bytecode compiled, libraries read from disk.
+        race(commands(small, Path(tmp), args.chunk_size, gdal, script), 1)
         for size in args.sizes:
             mask = Path(tmp) / f"mask_{size}.tif"
             write_mask(mask, size)
             tools = commands(mask, Path(tmp), args.chunk_size, gdal, script)
-            if not warmed:  # bytecode compiled and libraries read once, for every tool
-                for cmd, gpkg, _ in tools.values():
-                    run_once(cmd, gpkg)
-                warmed = True
             runs = race(tools, args.repeats)
             found = {n: class_areas(gpkg, layer, "class_id")
                      for n, (_, gpkg, layer) in tools.items()}
