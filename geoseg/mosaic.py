@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-from xml.sax.saxutils import escape
 
 from affine import Affine
 from rasterio.dtypes import _gdal_typename
@@ -46,6 +45,8 @@ def check_tiles(infos: Sequence[RasterInfo]) -> None:
 def vrt(infos: Sequence[RasterInfo]) -> tuple[str, Grid]:
     """GDAL VRT XML for tiles on one grid (see :func:`check_tiles`), and its grid; gaps
     between tiles are masked out."""
+    from xml.sax.saxutils import escape  # imports urllib and http: only for mosaics
+
     ref = infos[0].grid.transform
     offsets = []
     for info in infos:
@@ -100,6 +101,8 @@ def stack_vrt(layers: Sequence[tuple[str, int, Grid, float | None, bool]], grid:
     file, the file's grid, nodata, masked)``, placed by georeferencing and resampled with
     ``resampling`` where its pixels differ from the grid's (same CRS assumed). A
     ``masked`` band carries its file's mask band (nearest), so no data stays no data."""
+    from xml.sax.saxutils import escape  # imports urllib and http: only for mosaics
+
     t = grid.transform
     gdal_type = _gdal_typename(dtype)
     bands = []

@@ -82,3 +82,19 @@ def test_cpu_scores_each_lever_and_says_whether_the_goals_are_met(tmp_path):
     assert set(result["startup_s"]) == {"geoseg --help", "geoseg predict 64²"}
     assert result["startup_meets_goal"] == (max(result["startup_s"].values()) <= 2.0)
     assert "goal: ≥ 3.0 Mpx/s" in printed and "start-up, geoseg --help" in printed
+
+
+def test_vectorize_races_geoseg_against_its_peers_on_equal_output(tmp_path):
+    printed = bench(tmp_path, "vectorize", "--sizes", "300", "--repeats", "1")
+    result = json.loads((tmp_path / "vectorize.json").read_text())
+    (run,) = result["runs"]
+    # The rasterio + geopandas script always runs; gdal_polygonize.py where installed.
+    assert run["rasterio_same_count_and_areas"] and run["same_as_peers"]
+    assert run["polygons"] == run["rasterio_polygons"] > 10
+    fastest = run["fastest_peer"]
+    assert run[f"{fastest}_seconds"] == min(run[f"{n}_seconds"] for n in ("gdal", "rasterio")
+                                            if f"{n}_seconds" in run)
+    assert run["vs_fastest_peer"] == pytest.approx(
+        run[f"{fastest}_seconds"] / run["geoseg_seconds"], abs=0.006)
+    assert run["meets_goal"] == (run["vs_fastest_peer"] >= result["goal"])
+    assert "vs fastest peer" in printed

@@ -195,6 +195,60 @@ def test_geopackage_is_styled_indexed_and_in_the_mask_crs(tmp_path):
     assert not list((tmp_path / "out").glob(".*"))  # no temp files left
 
 
+def test_geopackage_reads_back_through_gdal_with_a_working_spatial_index(tmp_path):
+    mask = blobs(90, 110, seed=9)
+    dst = tmp_path / "cover.gpkg"
+    gdf = vectorize(write_classes(tmp_path / "m.tif", mask, NAMES, COLORS), dst, chunk_size=40)
+    info = pyogrio.read_info(dst, layer="cover")
+    assert info["features"] == len(gdf) and info["geometry_type"] == "Polygon"
+    assert info["capabilities"]["fast_spatial_filter"]
+    assert list(info["fields"]) == ["class_id", "class_name", "area_m2", "perimeter_m"]
+    assert list(info["dtypes"]) == ["int32", "object", "float64", "float64"]
+    np.testing.assert_array_equal(info["total_bounds"], gdf.total_bounds)
+    back = pyogrio.read_dataframe(dst, layer="cover")
+    assert (shapely.to_wkb(back.geometry.values) == shapely.to_wkb(gdf.geometry.values)).all()
+    assert back.drop(columns="geometry").equals(gdf.drop(columns="geometry"))
+    # The R-tree holds every polygon's box; GDAL filters a window with it.
+    x0, y0, x1, y1 = gdf.total_bounds
+    window = (x0 + (x1 - x0) / 3, y0 + (y1 - y0) / 3, x0 + (x1 - x0) / 2, y0 + (y1 - y0) / 2)
+    hits = pyogrio.read_dataframe(dst, layer="cover", bbox=window)
+    meets = shapely.intersects(gdf.geometry.values, shapely.box(*window))
+    assert 0 < len(hits) == meets.sum() < len(gdf)
+    with sqlite3.connect(dst) as con:
+        boxes = con.execute("SELECT minx, miny, maxx, maxy FROM rtree_cover_geom ORDER BY id")
+        np.testing.assert_array_equal(boxes.fetchall(), shapely.bounds(gdf.geometry.values))
+        assert con.execute("PRAGMA application_id").fetchone()[0] == 0x47504B47
+        assert con.execute("SELECT srs_id FROM gpkg_spatial_ref_sys ORDER BY srs_id"
+                           ).fetchall() == [(-1,), (0,), (4326,), (32633,)]
+        assert con.execute("SELECT feature_count FROM gpkg_ogr_contents").fetchone()[0] == len(gdf)
+
+
+def test_geopackage_stays_editable_by_gdal(tmp_path):
+    """The spatial index and feature count triggers are GDAL's: an edit keeps both true."""
+    dst = tmp_path / "cover.gpkg"
+    gdf = vectorize(write_classes(tmp_path / "m.tif", blobs(40, 50), NAMES, COLORS), dst)
+    extra = shapely.box(0, 0, 1, 1)
+    pyogrio.write_dataframe(gpd.GeoDataFrame({"class_id": [1]}, geometry=[extra], crs=UTM), dst,
+                            layer="cover", append=True)
+    assert pyogrio.read_info(dst, layer="cover")["features"] == len(gdf) + 1
+    assert len(pyogrio.read_dataframe(dst, layer="cover", bbox=(0, 0, 2, 2))) == 1
+
+
+@pytest.mark.parametrize("crs", [None, "+proj=tmerc +lon_0=15.5 +k=0.9996 +x_0=500000 "
+                                       "+datum=WGS84 +units=m", "EPSG:4326"])
+def test_geopackage_keeps_any_crs_or_none(tmp_path, crs):
+    transform = Affine(0.001, 0, 10.0, 0, -0.001, 60.0) if crs == "EPSG:4326" else TRANSFORM
+    path = write_classes(tmp_path / "m.tif", blobs(30, 40), NAMES, COLORS, crs=crs,
+                         transform=transform)
+    gdf = vectorize(path, tmp_path / "out.gpkg", allow_no_crs=True)
+    back = gpd.read_file(tmp_path / "out.gpkg", layer="out")
+    assert len(back) == len(gdf)
+    if crs is None:
+        assert back.crs is None
+    else:
+        assert back.crs.equals(gdf.crs)
+
+
 def test_existing_output_is_kept_without_overwrite(tmp_path):
     path = write_classes(tmp_path / "m.tif", blobs(40, 40), NAMES, COLORS)
     dst = tmp_path / "out.gpkg"
@@ -224,6 +278,39 @@ def test_schedulers_give_the_same_polygons(tmp_path, scheduler):
     ref = vectorize(path, chunk_size=30)
     other = vectorize(path, chunk_size=30, scheduler=scheduler, workers=2)
     assert (shapely.to_wkb(ref.geometry.values) == shapely.to_wkb(other.geometry.values)).all()
+
+
+@pytest.mark.parametrize("chunk", [37, 4096])
+def test_chunks_polygonized_in_process_equal_dask_s(tmp_path, chunk):
+    """Threads and sync skip Dask; the processes scheduler computes the same chunk
+    functions as Dask tasks: one chunk or many, the polygons are the same bytes."""
+    path = write_classes(tmp_path / "m.tif", blobs(150, 170, seed=12), NAMES, COLORS)
+    here = vectorize(path, chunk_size=chunk)
+    by_dask = vectorize(path, chunk_size=chunk, scheduler="processes", workers=2)
+    assert (shapely.to_wkb(here.geometry.values) == shapely.to_wkb(by_dask.geometry.values)).all()
+    assert here.drop(columns="geometry").equals(by_dask.drop(columns="geometry"))
+
+
+def test_vectorize_command_imports_only_what_it_uses(tmp_path):
+    """No torch, Dask, pandas or GDAL vector bindings for a mask file on the default scheduler:
+    their imports would cost more than vectorizing a small mask."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = write_classes(tmp_path / "m.tif", blobs(60, 70), NAMES, COLORS)
+    heavy = ("torch", "dask", "distributed", "pandas", "geopandas", "pyogrio", "fiona",
+             "xarray", "scipy", "pyproj")
+    code = ("import sys\nfrom geoseg.cli import cli\n"
+            "cli.main(['vectorize', sys.argv[1], '-o', sys.argv[2], '--no-progress'], "
+            "standalone_mode=False)\n"
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "out.gpkg")],
+                         cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    assert len(gpd.read_file(tmp_path / "out.gpkg", layer="out")) == components(
+        blobs(60, 70))
 
 
 def test_bad_masks_are_refused_with_the_file_named(tmp_path):

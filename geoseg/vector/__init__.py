@@ -31,7 +31,7 @@ import numpy as np
 
 from geoseg.errors import InputError, warn
 from geoseg.maskfile import NODATA
-from geoseg.vector.chunks import MaskInfo, chunk_tasks
+from geoseg.vector.chunks import MaskInfo, chunk_runner, chunk_tasks
 from geoseg.vector.generalize import canonical, generalize_all
 from geoseg.vector.gpkg import Tally, gpkg_outputs, write_gpkg
 from geoseg.vector.layer import Layer, concat_layers, make_layer, to_geodataframe
@@ -64,7 +64,7 @@ def iter_layers(
     row of chunks, so that a writer holds only one row's polygons (plus those of regions
     still open below it). ``min_area`` and ``simplify`` need every polygon's neighbours:
     with them, the polygons are gathered and come as one batch at the end."""
-    from geoseg.cluster import check_scheduler, session
+    from geoseg.cluster import check_scheduler
 
     check_scheduler(scheduler)
     if chunk_size < MIN_CHUNK:
@@ -74,9 +74,8 @@ def iter_layers(
     nodes = simplify > 0
     info, rows = chunk_tasks(mask, probabilities, chunk_size, nodes, allow_no_crs)
     keep = None if classes is None else class_ids(classes, info.classes.names)
-    with session(scheduler, workers, total=sum(map(len, rows)), progress=progress,
-                 desc="vectorize") as run:
-        batches = complete_regions(run, rows, nodes, threads=workers)
+    with chunk_runner(rows, scheduler, workers, progress) as (run, tasks):
+        batches = complete_regions(run, tasks, nodes, threads=workers)
         if not (min_area > 0 or nodes):
             found = 0
             for regions in batches:

@@ -7,8 +7,11 @@ each border say which pieces continue each other (see :mod:`geoseg.vector.stitch
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,17 +52,15 @@ class Pieces:
 
 def chunk_tasks(mask: str | os.PathLike[str] | xr.DataArray,
                 probabilities: str | os.PathLike[str] | None, chunk_size: int, nodes: bool,
-                allow_no_crs: bool) -> tuple[MaskInfo, list[list[Any]]]:
-    """The mask's info and its chunks as Dask tasks that each give :class:`Pieces`, in
-    rows of chunks (``chunk_size`` pixels a side); ``nodes``: see
-    :func:`~geoseg.vector.polygonize.segments`."""
-    import dask
-
+                allow_no_crs: bool) -> tuple[MaskInfo, list[list[partial[Pieces]]]]:
+    """The mask's info and its chunks as calls that each give :class:`Pieces`, in rows of
+    chunks (``chunk_size`` pixels a side); ``nodes``: see
+    :func:`~geoseg.vector.polygonize.segments`. :func:`chunk_runner` computes them."""
     if isinstance(mask, (str, os.PathLike)):
         source, classes = maskfile.open_mask_source(mask, allow_no_crs=allow_no_crs)
         info = MaskInfo(source.name, source.grid, classes)
         probs = maskfile.open_probabilities(probabilities, source) if probabilities else None
-        tasks = [dask.delayed(_file_chunk, pure=True)(source, probs, r, c, h, w, nodes)
+        tasks = [partial(_file_chunk, source, probs, r, c, h, w, nodes)
                  for r, c, h, w in windows(info.grid, chunk_size)]
     else:
         if probabilities:
@@ -74,10 +75,65 @@ def chunk_tasks(mask: str | os.PathLike[str] | xr.DataArray,
             r0, c0 = max(r - 1, 0), max(c - 1, 0)
             r1, c1 = min(r + h + 1, height), min(c + w + 1, width)
             pads = ((r0 - r + 1, r + h + 1 - r1), (c0 - c + 1, c + w + 1 - c1))
-            tasks.append(dask.delayed(_array_chunk, pure=True)(
-                data[r0:r1, c0:c1], nodata, pads, r, c, nodes, info.grid.transform, info.name))
+            tasks.append(partial(_array_chunk, data[r0:r1, c0:c1], nodata, pads, r, c, nodes,
+                                 info.grid.transform, info.name))
     n_cols = len(range(0, info.grid.width, chunk_size))
     return info, [tasks[i:i + n_cols] for i in range(0, len(tasks), n_cols)]
+
+
+@contextlib.contextmanager
+def chunk_runner(rows: list[list[partial[Pieces]]], scheduler: str, workers: int | None,
+                 progress: bool) -> Iterator[tuple[Callable[[list[Any]], list[Any]],
+                                                   list[list[Any]]]]:
+    """A function that computes a list of chunk tasks, and the rows of tasks to give it.
+
+    On a scheduler that runs in this process (``threads``, ``sync``) the chunks are
+    polygonized by this process's threads without Dask, whose import and graphs cost
+    more than a small mask takes; Dask still reads a lazy (Dask-backed) mask. Otherwise
+    the tasks become Dask tasks for the scheduler (:func:`geoseg.cluster.session`).
+    """
+    from geoseg.cluster import IN_PROCESS, session
+
+    total = sum(map(len, rows))
+    lazy_input = any(hasattr(a, "__dask_graph__") for row in rows for t in row for a in t.args)
+    if scheduler in IN_PROCESS and not lazy_input:
+        with _in_process(1 if scheduler == "sync" else workers or os.cpu_count() or 1,
+                         total, progress) as run:
+            yield run, rows
+        return
+    import dask
+
+    tasks = [[dask.delayed(t.func, pure=True)(*t.args) for t in row] for row in rows]
+    with session(scheduler, workers, total=total, progress=progress, desc="vectorize") as run:
+        yield run, tasks
+
+
+@contextlib.contextmanager
+def _in_process(threads: int, total: int, progress: bool
+                ) -> Iterator[Callable[[list[partial[Pieces]]], list[Pieces]]]:
+    """Chunk calls computed by a pool of ``threads`` (polygonizing releases the GIL), with
+    a progress bar over ``total`` chunks if asked."""
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="task", desc="vectorize", file=sys.stderr, leave=False)
+
+    def run(calls: list[partial[Pieces]]) -> list[Pieces]:
+        out = list(pool.map(lambda call: call(), calls))
+        if bar is not None:
+            bar.update(len(calls))
+        return out
+
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            yield run
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def windows(grid: Grid, size: int) -> list[tuple[int, int, int, int]]:

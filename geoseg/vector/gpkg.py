@@ -7,18 +7,17 @@ import contextlib
 import datetime
 import os
 import sqlite3
-import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import shapely
 
 from geoseg import atomic, styles
 from geoseg.errors import InputError, OutputError
 from geoseg.maskfile import RGB
+from geoseg.vector.geopackage import PolygonTable
 from geoseg.vector.layer import Layer, crs_text
 
 
@@ -65,36 +64,37 @@ def write_gpkg(layers: Layer | Iterable[Layer], dst: str | os.PathLike[str], *,
     ``timestamp`` (POSIX seconds; default now, or ``SOURCE_DATE_EPOCH``) is the file's
     ``last_change``: the only thing that differs between two writes of the same polygons.
     """
-    import pyogrio.raw
-
     name = layer_name or Path(dst).stem
     batches = [layers] if isinstance(layers, Layer) else layers
     tally = Tally([], np.zeros(0, np.int64), np.zeros(0))
     colors: list[RGB] = []
+    when = gpkg_timestamp(timestamp)
     with contextlib.ExitStack() as outputs:
         tmp = outputs.enter_context(atomic.atomic_path(dst, overwrite=overwrite))
-        tmp.unlink()  # GDAL creates the GeoPackage itself
-        crs = None
-        for i, batch in enumerate(batches):
-            if i and not len(batch.geometry):
-                continue
-            cols = batch.columns()
-            crs = batch.crs
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    pyogrio.raw.write(
-                        tmp, shapely.to_wkb(batch.geometry), list(cols.values()), list(cols),
-                        layer=name, driver="GPKG", geometry_type="Polygon",
-                        crs=crs_text(crs), promote_to_multi=False, append=i > 0,
-                        layer_options=None if i else {"SPATIAL_INDEX": "YES"})
-            except (OSError, RuntimeError, ValueError) as exc:
-                raise OutputError(f"could not be written ({exc})", dst) from None
-            tally.add(batch)
-            colors = max(colors, batch.colors, key=len)
+        con = sqlite3.connect(tmp, isolation_level=None)
+        try:
+            # A temp file that replaces dst only once complete (and synced): no journal.
+            con.execute("PRAGMA journal_mode = OFF")
+            con.execute("PRAGMA synchronous = OFF")
+            con.execute("BEGIN")
+            table = None
+            for batch in batches:
+                cols = batch.columns()
+                if table is None:
+                    table = PolygonTable.create(con, name, cols, batch.crs, when)
+                table.append(batch.geometry, cols)
+                tally.add(batch)
+                colors = max(colors, batch.colors, key=len)
+            if table is not None:
+                table.finish()
+            con.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise OutputError(f"could not be written ({exc})", dst) from None
+        finally:
+            con.close()
         qml = styles.categorized_qml(tally.class_names, colors, field="class_id")
         try:
-            styles.embed_gpkg_style(tmp, name, qml, gpkg_timestamp(timestamp))
+            styles.embed_gpkg_style(tmp, name, qml, when)
         except sqlite3.Error as exc:
             raise OutputError(f"could not be written ({exc})", dst) from None
         tmp_qml = outputs.enter_context(atomic.atomic_path(styles.style_path(dst), overwrite=overwrite))
