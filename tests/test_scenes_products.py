@@ -267,12 +267,15 @@ def test_run_over_an_item_collection_names_each_scene_by_its_item_and_resumes(pr
 
 
 def physical_model(folder: Path, **card: Any) -> Path:
-    """The bundled model, told that it reads reflectance (0…1) rather than digital numbers
-    (reflectance × 10 000, as the synthetic scenes store it): its mean and std / 10 000."""
+    """The bundled model's float network, told that it reads reflectance (0…1) rather than
+    digital numbers (reflectance × 10 000, as the synthetic scenes store it): its mean and
+    std / 10 000. (Its int8 CPU graph would turn the last digits of rounding, which differ
+    between the forms compared here, into class flips.)"""
     shutil.copytree(Path(geoseg.__file__).parent / "models" / "default", folder)
+    (folder / "model.onnx").unlink()
     spec = json.loads((folder / "model.json").read_text())
     spec.update(mean=[m / 1e4 for m in spec["mean"]], std=[s / 1e4 for s in spec["std"]],
-                name="reflectance", **card)
+                name="reflectance", runtime="torch", quantization={}, **card)
     (folder / "model.json").write_text(json.dumps(spec))
     return folder
 
@@ -288,25 +291,33 @@ def test_an_l2a_item_with_the_baseline_offset_gives_the_mask_of_its_reflectance(
     info = json.loads(run_cli("info", l2a_item, "--json").output)  # what the Item declares
     assert info["band_names"] == ["blue", "green", "red", "nir08"] and info["size"] == "192 x 192"
     assert info["scale"] == [0.0001] * 4 and info["offset"] == [-0.1] * 4
-    # A model that reads reflectance, imported as users import theirs.
+    # A model that reads reflectance, imported as users import theirs; its float network
+    # (the bundled int8 graph would turn the last digits of rounding into class flips).
     default = geoseg.load_model().spec
     result = run_cli("models", "import", Path(geoseg.__file__).parent / "models" / "default" /
                      "model.safetensors", "-o", tmp_path / "model", "--units", "reflectance",
                      "--mean", ",".join(repr(m / 1e4) for m in default.mean),
-                     "--std", ",".join(repr(v / 1e4) for v in default.std))
+                     "--std", ",".join(repr(v / 1e4) for v in default.std), "--runtime", "torch")
     assert result.exit_code == 0, result.output
     model = tmp_path / "model"
     assert geoseg.load_model(model).spec.units == "reflectance"
     assert run_cli("predict", *float_files.values(), "--model", model, "-o", tmp_path / "ref.tif",
-                   *TILE).exit_code == 0
+                   "--probabilities", tmp_path / "ref.prob.tif", *TILE).exit_code == 0
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         mask = geoseg.predict(l2a_item, tmp_path / "l2a.tif", model=model, tile_size=128)
     assert not [w for w in said if issubclass(w.category, GeoSegWarning)]
     expected = mask_of(tmp_path / "ref.tif")
-    # The network sees the same values up to float32 rounding (v × s + o, then normalized,
-    # against mean and std folded into the stored units): equal here, a near tie at most.
-    assert (mask.values == expected).mean() > 0.9999
+    # The network sees the same values up to rounding (v × s + o, then normalized, against
+    # mean and std folded into the stored units; the 20 m band resampled as integers, not
+    # as reflectance): a pixel may differ only where its two classes are a near tie.
+    differ = mask.values != expected
+    assert differ.mean() < 0.002
+    with rasterio.open(tmp_path / "ref.prob.tif") as ds:
+        probs = ds.read().astype(np.float32) / 254
+    rows, cols = np.nonzero(differ)
+    ours, theirs = mask.values[differ], expected[differ]
+    assert np.all(np.abs(probs[ours, rows, cols] - probs[theirs, rows, cols]) <= 0.02)
     # An Item that declares no rule but names its processing baseline (as Planetary
     # Computer's do) gets ESA's rule for that baseline.
     unsaid = item("S2B_MSIL2A_N0510", {n: f.name for n, f in l2a.items()})
