@@ -222,7 +222,13 @@ def staged(targets: Sequence[str | os.PathLike[str] | None], *,
             sub = folders.setdefault(head, folder / str(len(folders)))
             sub.mkdir(exist_ok=True)
             local.append(sub / name)
-        yield local
+        try:
+            yield local
+        except GeoSegError as exc:
+            named = {str(p): str(t) for p, t in zip(local, targets, strict=True) if p is not None}
+            if exc.path in named:  # the file the user named, not its local stand-in
+                raise type(exc)(exc.message, named[exc.path]) from None
+            raise
         _upload_all([(p, str(t)) for p, t in zip(local, targets, strict=True)
                      if p is not None and t is not None], overwrite=overwrite)
     finally:

@@ -263,12 +263,31 @@ def test_a_failed_upload_removes_what_this_run_uploaded(s3, scene, tmp_path, mon
     assert list((tmp_path / "tmp").iterdir()) == []  # the local files went too
 
 
+def test_a_failed_local_write_names_the_url(s3, scene, monkeypatch):
+    def disk_full(mask: Path, png: Path) -> None:
+        raise OutputError("could not be written (No space left on device)", png)
+
+    monkeypatch.setattr(geoseg.maskfile, "write_quicklook", disk_full)
+    url = f"s3://{s3.bucket}/q.png"
+    result = run_cli("predict", scene, "-o", f"s3://{s3.bucket}/m.tif", "--quicklook", url,
+                     "--tile-size", 64)
+    assert_one_line_error(result, "No space left", named=url)
+    assert objects(s3) == {}
+
+
 def test_local_and_s3_outputs_together_are_refused(s3, scene, tmp_path, monkeypatch):
     monkeypatch.setattr(geoseg.prediction, "open_source", _never)
     result = run_cli("predict", scene, "-o", f"s3://{s3.bucket}/m.tif", "--quicklook",
                      tmp_path / "q.png")
     assert_one_line_error(result, "all to object storage or all to local files")
     assert objects(s3) == {} and not (tmp_path / "q.png").exists()
+
+
+def test_a_url_without_a_key_is_one_line(s3, scene, monkeypatch):
+    monkeypatch.setattr(geoseg.prediction, "open_source", _never)
+    url = f"s3://{s3.bucket}"
+    assert_one_line_error(run_cli("predict", scene, "-o", url), "expected s3://BUCKET/KEY",
+                          named=url)
 
 
 def _never(*args: object, **kwargs: object) -> None:
