@@ -31,7 +31,8 @@ def _model(model: str | None, trust_pickle: bool) -> Any:
 
 @cli.command()
 @click.argument("src", nargs=-1, required=True)
-@opt.output("The class mask to write (Cloud-Optimized GeoTIFF).", name="dst")
+@opt.output("The class mask to write (Cloud-Optimized GeoTIFF), a file or "
+            "s3://BUCKET/KEY.", name="dst")
 @opt.prediction
 @opt.scene
 @opt.file("--probabilities", "Also write per-class probabilities (uint8, value / 254) to this COG.")
@@ -84,7 +85,7 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
 
 @cli.command()
 @click.argument("mask")
-@opt.output("The GeoPackage to write (.gpkg).", name="dst")
+@opt.output("The GeoPackage to write (.gpkg), a file or s3://BUCKET/KEY.", name="dst")
 @opt.file("--probabilities", "The probabilities raster from predict: adds a confidence column.")
 @opt.vectorizing
 @click.option("--layer", default=None, help="Layer name [default: the output's file name].")
