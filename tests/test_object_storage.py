@@ -290,5 +290,12 @@ def test_a_url_without_a_key_is_one_line(s3, scene, monkeypatch):
                           named=url)
 
 
+def test_run_to_a_bucket_is_refused_not_a_local_folder(scene, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("run", scene, "-o", "s3://some-bucket/out")
+    assert_one_line_error(result, "local folder", named="s3://some-bucket/out")
+    assert not (tmp_path / "s3:").exists()
+
+
 def _never(*args: object, **kwargs: object) -> None:
     raise AssertionError("the work started before the outputs were checked")
