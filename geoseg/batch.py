@@ -37,9 +37,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from geoseg import __version__, atomic
+from geoseg import __version__, atomic, storage
 from geoseg.cluster import IN_PROCESS, check_scheduler, wait_for_workers
-from geoseg.errors import GeoSegError, GeoSegWarning, OutputError, Speaker
+from geoseg.errors import GeoSegError, GeoSegWarning, InputError, OutputError, Speaker
 from geoseg.journal import Journal, fingerprint, open_journal, sha256, source_stamp
 from geoseg.scenes import SceneOutputs, absolute, expand_sources, plan
 
@@ -226,6 +226,9 @@ def run(
             report(line)
 
     check_scheduler(scheduler)
+    if storage.is_url(os.fspath(out_dir)):  # not a local folder named "s3:"
+        raise InputError("a batch run writes to a local folder; object storage outputs are "
+                         "for predict and vectorize only (for now)", out_dir)
     started = time.perf_counter()
     scenes = plan(expand_sources(sources), out_dir, probabilities=probabilities,
                   quicklook=quicklook)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from geoseg import atomic, cog, maskfile
+from geoseg import atomic, cog, maskfile, storage
 from geoseg.cluster import (
     IN_PROCESS,
     LOCAL_SCHEDULERS,
@@ -27,7 +27,7 @@ from geoseg.cluster import (
 )
 from geoseg.devices import Device, select_device
 from geoseg.errors import InputError, warn
-from geoseg.gdal import write_errors
+from geoseg.gdal import vsi_path, write_errors
 from geoseg.inference import check_weights, model_reference, task_threads
 from geoseg.model import Model, ModelSpec
 from geoseg.pipeline import (
@@ -38,7 +38,7 @@ from geoseg.pipeline import (
     scaled_probabilities,
 )
 from geoseg.sources import Source, open_source
-from geoseg.styles import paletted_qml, style_path
+from geoseg.styles import paletted_qml, style_name, style_path
 from geoseg.tiling import TileGrid
 
 if TYPE_CHECKING:
@@ -83,8 +83,11 @@ def predict(
     check_scheduler(scheduler)
     if dst is None and (probabilities_path or quicklook):
         raise InputError("probabilities and quicklook outputs need a mask path (dst)")
-    targets = [] if dst is None else [dst, style_path(dst), probabilities_path, quicklook]
+    named = [] if dst is None else [dst, style_name(dst), probabilities_path, quicklook]
     with contextlib.ExitStack() as stack:
+        # URLs are checked now and written locally, then uploaded when all are finished.
+        targets = stack.enter_context(storage.staged(named, overwrite=overwrite))
+        local_dst, _, local_probs, local_quicklook = targets or [None] * 4
         stack.enter_context(atomic.outputs(targets, overwrite=overwrite))  # a failure leaves no new folder
         spec, handle = model_reference(model)
         source = open_source(src, bands=bands, want=spec.bands, assets=assets,
@@ -107,14 +110,15 @@ def predict(
         probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None,
                               resources=resources)
         mask = class_mask(probs)
-        if dst is None:
+        if local_dst is None:
             out = as_dataarray(mask, source.grid, name="class", nodata=maskfile.NODATA)
         else:
-            write_outputs(source, spec, mask, probs, Path(dst), overwrite=overwrite,
-                          probabilities_path=probabilities_path, quicklook=quicklook,
+            write_outputs(source, spec, mask, probs, local_dst, overwrite=overwrite,
+                          probabilities_path=local_probs, quicklook=local_quicklook,
                           scheduler=scheduler, workers=workers, progress=progress,
                           client=client)
-            out = maskfile.open_mask(dst)
+    if dst is not None:
+        out = maskfile.open_mask(vsi_path(os.fspath(dst)))  # an uploaded mask: via /vsis3/
     # What geoseg.vectorize (and a reader of the array) needs to name and colour classes.
     return maskfile.with_classes(out, spec.class_names, spec.colors)
 

@@ -14,6 +14,15 @@ def style_path(layer: str | os.PathLike[str]) -> Path:
     return Path(layer).with_suffix(".qml")
 
 
+def style_name(layer: str | os.PathLike[str]) -> str:
+    """:func:`style_path` as a name, for a URL too (``s3://b/m.tif`` → ``s3://b/m.qml``:
+    a Path would fold the ``//``)."""
+    if isinstance(layer, str) and "://" in layer:
+        head, _, name = layer.rpartition("/")
+        return f"{head}/{style_path(name).name}"
+    return str(style_path(layer))
+
+
 def quoteattr(value: str) -> str:
     """``value`` as a quoted XML attribute, as ``xml.sax.saxutils.quoteattr`` writes it
     (which imports urllib and http: 25 ms of every ``geoseg vectorize``)."""

@@ -31,7 +31,8 @@ def _model(model: str | None, trust_pickle: bool) -> Any:
 
 @cli.command()
 @click.argument("src", nargs=-1, required=True)
-@opt.output("The class mask to write (Cloud-Optimized GeoTIFF).", name="dst")
+@opt.output("The class mask to write (Cloud-Optimized GeoTIFF), a file or "
+            "s3://BUCKET/KEY.", name="dst")
 @opt.prediction
 @opt.scene
 @opt.file("--probabilities", "Also write per-class probabilities (uint8, value / 254) to this COG.")
@@ -61,7 +62,7 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
       geoseg predict S2B_33UUP_20240611_0_L2A.json -o s2.mask.tif
     """
     from geoseg.prediction import predict as run_predict
-    from geoseg.styles import style_path
+    from geoseg.styles import style_name
 
     started = time.perf_counter()
     mask = run_predict(
@@ -76,7 +77,7 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
     height, width = mask.shape
     say(ctx, f"mask: {dst} ({width} x {height} px, {width * height / 1e6 / seconds:.2f} Mpx/s, "
              f"{seconds:.1f} s)")
-    say(ctx, f"style: {style_path(dst)}")
+    say(ctx, f"style: {style_name(dst)}")
     for label, path in (("probabilities", probabilities), ("quicklook", quicklook)):
         if path:
             say(ctx, f"{label}: {path}")
@@ -84,7 +85,7 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
 
 @cli.command()
 @click.argument("mask")
-@opt.output("The GeoPackage to write (.gpkg).", name="dst")
+@opt.output("The GeoPackage to write (.gpkg), a file or s3://BUCKET/KEY.", name="dst")
 @opt.file("--probabilities", "The probabilities raster from predict: adds a confidence column.")
 @opt.vectorizing
 @click.option("--layer", default=None, help="Layer name [default: the output's file name].")
@@ -105,7 +106,7 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
     Example:
       geoseg vectorize scene.mask.tif -o scene.gpkg --min-area 500
     """
-    from geoseg.styles import style_path
+    from geoseg.styles import style_name
     from geoseg.vector import vectorize_to_gpkg
 
     started = time.perf_counter()
@@ -116,7 +117,7 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
         progress=opt.show_progress(progress))
     seconds = time.perf_counter() - started
     say(ctx, f"polygons: {dst} ({tally.polygons.sum()} polygons, {seconds:.1f} s)")
-    say(ctx, f"style: {style_path(dst)}")
+    say(ctx, f"style: {style_name(dst)}")
 
 
 @cli.command()

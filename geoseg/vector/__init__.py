@@ -142,12 +142,12 @@ def vectorize(
     subset. With ``dst`` the polygons are also written to a GeoPackage (with its QGIS
     style embedded, and a ``.qml`` beside it).
     """
-    with gpkg_outputs(mask, dst, overwrite=overwrite):
+    with gpkg_outputs(mask, dst, overwrite=overwrite) as local:
         out = polygons(mask, probabilities=probabilities, min_area=min_area, simplify=simplify,
                        classes=classes, chunk_size=chunk_size, allow_no_crs=allow_no_crs,
                        scheduler=scheduler, workers=workers, progress=progress)
-        if dst is not None:
-            write_gpkg(out, dst, layer_name=layer, overwrite=overwrite)
+        if local is not None:
+            write_gpkg(out, local, layer_name=layer, overwrite=overwrite)
     return to_geodataframe(out)
 
 
@@ -158,6 +158,7 @@ def vectorize_to_gpkg(mask: str | os.PathLike[str] | xr.DataArray, dst: str | os
     memory follows the open regions, not the mask: see :func:`iter_layers` for
     ``options``), and return what the layer holds. ``timestamp``: see
     :func:`~geoseg.vector.gpkg.write_gpkg`."""
-    with gpkg_outputs(mask, dst, overwrite=overwrite):
-        return write_gpkg(iter_layers(mask, **options), dst, layer_name=layer,
+    with gpkg_outputs(mask, dst, overwrite=overwrite) as local:
+        assert local is not None  # dst is given
+        return write_gpkg(iter_layers(mask, **options), local, layer_name=layer,
                           overwrite=overwrite, timestamp=timestamp)

@@ -7,33 +7,45 @@ import contextlib
 import datetime
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from geoseg import atomic, styles
+from geoseg import atomic, storage, styles
 from geoseg.errors import InputError, OutputError
 from geoseg.maskfile import RGB
 from geoseg.vector.geopackage import PolygonTable
 from geoseg.vector.layer import Layer, crs_text
 
 
+@contextlib.contextmanager
 def gpkg_outputs(mask: Any, dst: str | os.PathLike[str] | None, *,
-                 overwrite: bool) -> contextlib.AbstractContextManager[None]:
+                 overwrite: bool) -> Iterator[Path | None]:
     """Check the GeoPackage and its style file before any work; the work goes in the
-    ``with`` block of the result (see :func:`atomic.outputs`). ``scene.mask.gpkg`` beside
-    ``scene.mask.tif`` would share one ``scene.mask.qml``: refused."""
+    ``with`` block, writing to the path it yields (see :func:`atomic.outputs`; for an
+    ``s3://`` URL a local file, uploaded when the block ends well: see
+    :func:`geoseg.storage.staged`). ``scene.mask.gpkg`` beside ``scene.mask.tif`` would
+    share one ``scene.mask.qml``: refused."""
     if dst is None:
-        return contextlib.nullcontext()
-    style = styles.style_path(dst)
-    if isinstance(mask, (str, os.PathLike)) and styles.style_path(mask).resolve() == \
-            style.resolve():
+        yield None
+        return
+    style = styles.style_name(dst)
+    if isinstance(mask, (str, os.PathLike)) and _same_file(styles.style_name(mask), style):
         raise InputError(f"its QGIS style file would be {style}, which styles the mask; "
                          f"give the GeoPackage another name", dst)
-    return atomic.outputs([dst, style], overwrite=overwrite)
+    with contextlib.ExitStack() as stack:
+        local, local_style = stack.enter_context(storage.staged([dst, style], overwrite=overwrite))
+        stack.enter_context(atomic.outputs([local, local_style], overwrite=overwrite))
+        yield local
+
+
+def _same_file(a: str, b: str) -> bool:
+    if storage.is_url(a) or storage.is_url(b):
+        return a == b
+    return Path(a).resolve() == Path(b).resolve()
 
 
 @dataclass

@@ -1,0 +1,249 @@
+"""Outputs in object storage: ``s3://bucket/key`` URLs as targets of any geoseg output.
+
+Outputs to a URL are written as usual into a local temp folder (``tempfile``, so the
+process's ``TMPDIR``) and uploaded when all are finished: :func:`staged`. Each object
+appears whole or not at all (one PUT, or a multipart upload that S3 only shows once
+complete); without ``overwrite`` an object is created only if absent (a conditional PUT,
+``If-None-Match: *``), so a concurrent writer is never overwritten either; if one upload
+fails, the objects this run uploaded are deleted again.
+
+The library is obstore (the Rust ``object_store`` crate behind a small wheel): it reads
+the standard AWS environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
+``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``, web
+identity, ECS and EC2 instance credentials), retries with backoff, supports conditional
+create and multipart uploads, and brings no botocore. It does not read ``AWS_PROFILE`` or
+``~/.aws`` files: credentials come from the environment or the machine's role.
+Credentials are never part of a message: errors name the URL and the problem only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from geoseg.errors import EnvError, GeoSegError, InputError, OutputError, OutputExistsError
+
+if TYPE_CHECKING:
+    from obstore.store import S3Store
+
+SCHEME = "s3://"
+# Larger files go up in parts; a conditional PUT is one request holding the whole file in
+# memory, so above this size "absent" is checked just before the upload instead.
+MULTIPART_FROM = 256 * 1024 * 1024
+PART_SIZE = 16 * 1024 * 1024
+# Transient failures (5xx, dropped connections) are retried with backoff, this many times.
+MAX_RETRIES = 4
+CONNECT_TIMEOUT = "10s"
+_CODE = re.compile(r"<Code>(\w+)</Code>")
+
+
+@dataclass(frozen=True)
+class ObjectURL:
+    """``s3://bucket/key``, parsed."""
+
+    bucket: str
+    key: str
+
+    def __str__(self) -> str:
+        return f"{SCHEME}{self.bucket}/{self.key}"
+
+
+def is_url(path: str | os.PathLike[str] | None) -> bool:
+    """Whether ``path`` names an object in object storage (``s3://…``)."""
+    return isinstance(path, str) and path.startswith(SCHEME)
+
+
+def parse(url: str) -> ObjectURL:
+    """``s3://bucket/key`` → bucket and key; a URL without a key is refused."""
+    bucket, _, key = url[len(SCHEME):].partition("/")
+    if not is_url(url) or not bucket or not key or key.endswith("/"):
+        raise InputError("expected s3://BUCKET/KEY, a bucket and an object key", url)
+    return ObjectURL(bucket, key)
+
+
+def store(bucket: str) -> S3Store:
+    """The bucket, configured from the standard AWS environment variables; an endpoint
+    given there may be plain HTTP (a local S3-compatible server)."""
+    from obstore.store import S3Store
+
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    config: dict[str, Any] = {} if endpoint is None else {"endpoint": endpoint}
+    return S3Store(bucket, config=config,  # type: ignore[arg-type]
+                   client_options={"allow_http": bool(endpoint and endpoint.startswith("http:")),
+                                   "connect_timeout": CONNECT_TIMEOUT},
+                   retry_config={"max_retries": MAX_RETRIES,
+                                 "retry_timeout": datetime.timedelta(minutes=3)})
+
+
+def exists(url: str) -> bool:
+    """Whether the object at ``url`` exists (a missing bucket is an error, not False)."""
+    import obstore
+
+    target = parse(url)
+    try:
+        obstore.head(store(target.bucket), target.key)
+    except FileNotFoundError:
+        _check_bucket(target, url)
+        return False
+    except Exception as exc:
+        _check_bucket(target, url)  # an answer to HEAD has no body: a listing's says why
+        raise failure(exc, url) from None
+    return True
+
+
+def check_writable(url: str, *, overwrite: bool) -> None:
+    """Before any work: the endpoint answers, the credentials work, the bucket exists and
+    the object is absent (unless ``overwrite``). A denied write shows only on upload."""
+    if exists(url) and not overwrite:
+        raise OutputExistsError("exists already (use ${overwrite=True} to replace it)", url)
+
+
+def upload(local: str | os.PathLike[str], url: str, *, overwrite: bool) -> None:
+    """Upload a local file to ``url``: the object appears whole or not at all; without
+    ``overwrite`` an existing object (even one that appeared meanwhile) is kept and this
+    is an :class:`OutputExistsError`."""
+    import obstore
+
+    target = parse(url)
+    bucket = store(target.bucket)
+    size = Path(local).stat().st_size
+    try:
+        if size < MULTIPART_FROM:
+            obstore.put(bucket, target.key, Path(local).read_bytes(),
+                        mode="overwrite" if overwrite else "create", use_multipart=False)
+            return
+        if not overwrite:
+            check_writable(url, overwrite=False)
+        with open(local, "rb") as f:
+            obstore.put(bucket, target.key, f, use_multipart=True, chunk_size=PART_SIZE)
+    except GeoSegError:
+        raise
+    except Exception as exc:
+        raise failure(exc, url) from None
+
+
+def delete(url: str) -> None:
+    """Delete the object at ``url`` (absent already is fine)."""
+    import obstore
+
+    target = parse(url)
+    with contextlib.suppress(FileNotFoundError):
+        obstore.delete(store(target.bucket), target.key)
+
+
+def _check_bucket(target: ObjectURL, url: str) -> None:
+    """Listing one page of the key's folder proves the bucket is there and readable."""
+    import obstore
+
+    folder = target.key.rpartition("/")[0] or None
+    try:
+        next(iter(obstore.list(store(target.bucket), prefix=folder, chunk_size=1)), None)
+    except Exception as exc:
+        raise failure(exc, url) from None
+
+
+def failure(exc: BaseException, url: str) -> GeoSegError:
+    """What a failed request means, as a one-line error about ``url`` (the library's text
+    is long and multi-line; only the S3 error code or the kind of failure is kept)."""
+    from obstore.exceptions import (
+        AlreadyExistsError,
+        PermissionDeniedError,
+        UnauthenticatedError,
+    )
+
+    text = str(exc)
+    code = _CODE.search(text)
+    if isinstance(exc, AlreadyExistsError):
+        return OutputExistsError("exists already (use ${overwrite=True} to replace it)", url)
+    if code and code[1] == "NoSuchBucket":
+        return OutputError(f"no such bucket ({parse(url).bucket})", url)
+    if code and code[1] in ("AccessDenied", "AllAccessDisabled"):
+        return OutputError("access denied: the credentials may not write here", url)
+    if code and code[1] in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
+                            "InvalidToken"):
+        return EnvError(f"the AWS credentials were refused ({code[1]})", url)
+    if isinstance(exc, UnauthenticatedError):
+        return EnvError("the AWS credentials were refused", url)
+    if isinstance(exc, PermissionDeniedError):
+        return OutputError("access denied: the credentials may not write here", url)
+    if "/latest/api/token" in text or "/latest/meta-data" in text or "credential" in text.lower():
+        return EnvError("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                        "(or run where an instance or web identity role provides them)", url)
+    if "error sending request" in text or "Connect" in text:
+        endpoint = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                    or "AWS S3")
+        return EnvError(f"cannot reach the endpoint {endpoint} (after {MAX_RETRIES} retries)",
+                        url)
+    summary = code[1] if code else text.splitlines()[0][:200]
+    return OutputError(f"object storage request failed ({summary})", url)
+
+
+@contextlib.contextmanager
+def staged(targets: Sequence[str | os.PathLike[str] | None], *,
+           overwrite: bool) -> Iterator[list[Path | None]]:
+    """Local stand-ins for ``targets`` (``None`` stays ``None``): a URL's is a file of the
+    same name in a temp folder, one folder per URL folder, so that files written beside
+    each other (a mask and its style) are uploaded beside each other. The URLs are
+    checked now; when the block ends well, every URL's file is uploaded (in order); on any
+    failure the objects uploaded so far go again. The temp folder always goes.
+
+    Targets without a URL pass through as they are; URLs and local files together are
+    refused (no one step could put both in place)."""
+    urls = [t for t in targets if is_url(t)]
+    if not urls:
+        yield [None if t is None else Path(t) for t in targets]
+        return
+    if len(urls) != sum(t is not None for t in targets):
+        plain = next(t for t in targets if t is not None and not is_url(t))
+        raise InputError("outputs go either all to object storage or all to local files", plain)
+    seen: set[str] = set()
+    for url in map(str, urls):
+        if url in seen:
+            raise OutputError("named twice as an output", url)
+        seen.add(url)
+        check_writable(url, overwrite=overwrite)
+    folder = Path(tempfile.mkdtemp(prefix="geoseg-upload-"))
+    try:
+        folders: dict[str, Path] = {}
+        local: list[Path | None] = []
+        for t in targets:
+            if t is None:
+                local.append(None)
+                continue
+            head, _, name = str(t).rpartition("/")
+            sub = folders.setdefault(head, folder / str(len(folders)))
+            sub.mkdir(exist_ok=True)
+            local.append(sub / name)
+        try:
+            yield local
+        except GeoSegError as exc:
+            named = {str(p): str(t) for p, t in zip(local, targets, strict=True) if p is not None}
+            if exc.path in named:  # the file the user named, not its local stand-in
+                raise type(exc)(exc.message, named[exc.path]) from None
+            raise
+        _upload_all([(p, str(t)) for p, t in zip(local, targets, strict=True)
+                     if p is not None and t is not None], overwrite=overwrite)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _upload_all(pairs: list[tuple[Path, str]], *, overwrite: bool) -> None:
+    """Upload each (file, URL); if any upload fails, delete those done before it."""
+    done: list[str] = []
+    try:
+        for local, url in pairs:
+            upload(local, url, overwrite=overwrite)
+            done.append(url)
+    except BaseException:
+        for url in reversed(done):
+            with contextlib.suppress(Exception):
+                delete(url)
+        raise
