@@ -23,6 +23,7 @@ from geoseg.errors import ModelError, warn
 from geoseg.model import (
     Model,
     ModelSpec,
+    card_and_weights,
     fingerprint_of,
     load_model,
     model_files,
@@ -81,6 +82,25 @@ class ModelHandle:
                 raise ModelError(f"cannot read the model ({exc.strerror})", p) from None
             stats.append(f"{p.suffix}:{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
         return cls(fingerprint=f"{card_path}@{digest}:{','.join(stats)}", path=str(card_path))
+
+    def carried(self) -> ModelHandle:
+        """This handle with the saved model's bytes in it, for workers that share no file
+        system with this process (a handle with bytes already is returned as it is). The
+        files are read as they are, not re-serialized: the card, the weights and the ONNX
+        graph each travel once per worker (the handle is one graph key or one scattered
+        object). Its fingerprint is of the bytes, so every process caches it alike."""
+        if self.path is None:
+            return self
+        card_path = Path(self.path)
+        weights, graph = card_and_weights(card_path)[1], onnx_path(card_path)
+        try:
+            card = card_path.read_bytes()
+            weights_bytes = weights.read_bytes() if weights.exists() else b""
+            graph_bytes = graph.read_bytes() if graph.exists() else b""
+        except OSError as exc:
+            raise ModelError(f"cannot read the model ({exc.strerror})", card_path) from None
+        return ModelHandle(fingerprint=fingerprint_of(card, weights_bytes, graph_bytes),
+                           card=card, weights=weights_bytes or None, onnx=graph_bytes or None)
 
     def load(self, runtime: str | None = None) -> Model:
         """The model (with ``runtime`` ``"onnxruntime"``, without its torch network when it
@@ -373,14 +393,21 @@ def torch_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def model_reference(model: str | os.PathLike[str] | Model) -> tuple[ModelSpec, ModelHandle]:
+def model_reference(model: str | os.PathLike[str] | Model | ModelHandle
+                    ) -> tuple[ModelSpec, ModelHandle]:
     """A model's card and the handle tasks load it by, without loading the weights here.
 
     A :class:`Model` object travels as it is in memory (it may differ from the file it
-    came from); a name or path travels as that path.
+    came from); a name or path travels as that path; a handle as it is.
     """
     if isinstance(model, Model):
         return model.spec, ModelHandle.of(model)
+    if isinstance(model, ModelHandle):
+        if model.path is not None:
+            return read_spec(model.path), model
+        import json
+
+        return ModelSpec.from_dict(json.loads(model.card or b"{}")), model
     card = resolve_model_path(model)
     return read_spec(card), ModelHandle.of_path(card)
 
