@@ -13,6 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 from rasterio._err import CPLE_BaseError
 from rasterio.errors import RasterioError
@@ -41,10 +42,28 @@ def gdal_env(remote: bool = False) -> dict[str, Any]:
     sets. A ``remote`` raster is read by one GDAL thread: with GDAL_NUM_THREADS, GDAL 3.10
     fills a window with wrong pixels, raising nothing, when an HTTP request of its parallel
     block reads fails (tests/test_sources.py shows it on a server failing 1 request in 3)."""
-    env = {k: v for k, v in GDAL_DEFAULTS.items() if k not in os.environ}
+    env: dict[str, Any] = {k: v for k, v in GDAL_DEFAULTS.items() if k not in os.environ}
+    env.update(s3_options())
     if remote:
         env["GDAL_NUM_THREADS"] = "1"
     return env
+
+
+def s3_options() -> dict[str, str]:
+    """GDAL's /vsis3/ options for the endpoint the standard AWS environment names
+    (``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``), which GDAL 3.10 does not read:
+    ``AWS_S3_ENDPOINT`` (host[:port][/path]), ``AWS_HTTPS`` (NO for http://) and
+    ``AWS_VIRTUAL_HOSTING=FALSE`` (path-style requests, which MinIO and moto need), each
+    unless the environment sets it. Credentials and region GDAL reads itself (the
+    environment, ``~/.aws/credentials`` and ``config``, ``AWS_PROFILE``, instance roles)."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return {}
+    url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+    options = {"AWS_S3_ENDPOINT": url.netloc + url.path.rstrip("/"),
+               "AWS_HTTPS": "NO" if url.scheme == "http" else "YES",
+               "AWS_VIRTUAL_HOSTING": "FALSE"}
+    return {k: v for k, v in options.items() if k not in os.environ}
 
 
 def is_gdal_path(path: str) -> bool:

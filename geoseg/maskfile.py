@@ -267,12 +267,17 @@ def array_classes(array: xr.DataArray) -> ClassTable:
 
 def open_mask(path: str | os.PathLike[str]) -> xr.DataArray:
     """A written mask COG as a lazy DataArray (chunked by its internal tiles)."""
+    import rasterio
     import rioxarray
     import xarray as xr
 
+    from geoseg.gdal import gdal_env, reads_over_network
+
     try:
-        arr = rioxarray.open_rasterio(path, chunks={"band": 1, "y": 512, "x": 512},
-                                      mask_and_scale=False)
+        # GDAL fixes an S3 object's endpoint when it opens it; the cached handle keeps it.
+        with rasterio.Env(**gdal_env(reads_over_network(os.fspath(path)))):
+            arr = rioxarray.open_rasterio(path, chunks={"band": 1, "y": 512, "x": 512},
+                                          mask_and_scale=False)
     except Exception as exc:  # rasterio raises several unrelated types here
         raise OutputError(f"cannot open the written mask ({exc})", path) from None
     assert isinstance(arr, xr.DataArray)  # one file, one variable

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from geoseg import safe, stac
+from geoseg import safe, stac, storage
 from geoseg.errors import InputError
 from geoseg.gdal import is_gdal_path
 from geoseg.styles import style_path
@@ -50,8 +50,9 @@ class SceneOutputs:
 
 def expand_sources(items: Sequence[str | os.PathLike[str]]) -> list[str]:
     """Scenes from arguments: paths (files, VRTs, folders of tiles), glob patterns such as
-    ``'tiles/*.tif'`` (quoted, so thousands of files pass no shell limit) and text lists
-    (``.txt``/``.lst``: one path or pattern per line, ``#`` comments)."""
+    ``'tiles/*.tif'`` or ``'s3://bucket/scenes/**/*.tif'`` (quoted, so thousands of files
+    pass no shell limit) and text lists (``.txt``/``.lst``: one path or pattern per line,
+    ``#`` comments)."""
     scenes: list[str] = []
     for item in items:
         text = os.fspath(item)
@@ -70,6 +71,8 @@ def expand_sources(items: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 
 def _expand_one(text: str) -> list[str]:
+    if storage.has_magic(text):  # listed in the bucket: each object is a scene
+        return [s for m in storage.glob(text) for s in _items(m)]
     # The '?' of a signed URL is no wildcard.
     if not is_gdal_path(text) and glob.has_magic(text) and not Path(text).exists():
         matches = sorted(glob.glob(text, recursive=True))

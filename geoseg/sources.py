@@ -35,7 +35,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
-from geoseg import mosaic, safe, stac
+from geoseg import mosaic, safe, stac, storage
 from geoseg.bands import (
     BandFile,
     common_name,
@@ -169,6 +169,8 @@ def open_source(
         raise InputError(f"resolution must be a positive number, not {resolution}")
     items = [os.fspath(paths)] if isinstance(paths, (str, os.PathLike)) else [
         os.fspath(p) for p in paths]
+    # An s3:// glob becomes its objects here, as a shell expands a local glob into files.
+    items = [u for i in items for u in (storage.glob(i) if storage.has_magic(i) else [i])]
     if assets and not (len(items) == 1 and is_item(items[0])):
         raise InputError("${assets} chooses the assets of a STAC Item; the scene is no Item")
     stack = scene_bands(items, assets)
@@ -488,6 +490,9 @@ def expand(paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
             if not tiles:
                 raise RasterReadError("is a directory without GeoTIFF tiles", p)
             files.extend((str(c), str(c.absolute())) for c in tiles)
+        elif storage.is_url(str(item)):  # checked here so each failure is one clear line
+            storage.check_readable(str(item))
+            files.append((str(item), vsi_path(str(item))))
         elif is_gdal_path(str(item)):
             files.append((str(item), str(item)))
         elif not p.exists():

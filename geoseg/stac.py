@@ -273,9 +273,9 @@ def _json(href: str) -> dict[str, Any]:
 
     href = href.removeprefix("file://")
 
-    if is_gdal_path(href) and not href.startswith(("http://", "https://", "file://")):
+    if is_gdal_path(href) and not href.startswith(("http://", "https://", "file://", "s3://")):
         raise InputError("is STAC JSON on a file system geoseg reads Items from only over "
-                         "http(s) or from disk (download it, or give its https:// URL)", href)
+                         "http(s), s3:// or from disk (download it, or give its URL)", href)
     if not is_gdal_path(href) and not Path(href).is_file():
         raise InputError("no such file" if not Path(href).exists() else "is not a file", href)
     try:
@@ -308,6 +308,10 @@ def _read_text(href: str) -> str:
 
     from geoseg.gdal import GDAL_DEFAULTS
 
+    if href.startswith("s3://"):
+        from geoseg import storage
+
+        return storage.read_text(href)
     if not href.startswith(("http://", "https://")):
         return Path(href.removeprefix("file://")).read_text(encoding="utf-8")
     timeout = float(os.environ.get("GDAL_HTTP_TIMEOUT", "60"))

@@ -1,4 +1,10 @@
-"""Outputs in object storage: ``s3://bucket/key`` URLs as targets of any geoseg output.
+"""Object storage: ``s3://bucket/key`` URLs as targets of any geoseg output, and as
+inputs (scenes GDAL reads through ``/vsis3/``, globs over a prefix, STAC Item JSON).
+
+Inputs: a scene's object is checked here up front (:func:`check_readable`: the endpoint,
+the credentials, the bucket, the object), a glob is listed here (:func:`glob`), an Item's
+JSON is read here (:func:`read_text`); the pixels are read by GDAL itself, configured
+from the same AWS environment by :func:`geoseg.gdal.s3_options`.
 
 Outputs to a URL are written as usual into a local temp folder (``tempfile``, so the
 process's ``TMPDIR``) and uploaded when all are finished: :func:`staged`. Each object
@@ -83,6 +89,88 @@ def store(bucket: str) -> S3Store:
                                  "retry_timeout": datetime.timedelta(minutes=3)})
 
 
+def has_magic(url: str) -> bool:
+    """Whether an ``s3://`` URL is a glob (``*``, ``?`` or ``[…]`` in its key)."""
+    return is_url(url) and any(c in url[len(SCHEME):].partition("/")[2] for c in "*?[")
+
+
+def glob(pattern: str) -> list[str]:
+    """The ``s3://`` URLs of the objects matching ``pattern``, sorted: the prefix before
+    the first wildcard is listed, then matched as a local glob would (``**`` crosses
+    folders, ``*`` and ``?`` do not). Matching nothing is an :class:`InputError`."""
+    import obstore
+
+    target = parse(pattern)
+    first = min(target.key.find(c) % (len(target.key) + 1) for c in "*?[")
+    folder = target.key[:first].rpartition("/")[0]
+    regex = re.compile(_translate(target.key))
+    try:
+        keys = [meta["path"] for page in obstore.list(store(target.bucket), prefix=folder or None)
+                for meta in page]
+    except Exception as exc:
+        raise failure(exc, pattern, reading=True) from None
+    found = sorted(f"{SCHEME}{target.bucket}/{k}" for k in keys if regex.fullmatch(k))
+    if not found:
+        raise InputError("matches no object", pattern)
+    return found
+
+
+def _translate(pattern: str) -> str:
+    """A glob over keys as a regular expression (``**/`` is any number of folders)."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)
+            inside = pattern[i + 1:end]
+            out.append("[" + ("^" + inside[1:] if inside.startswith("!") else inside) + "]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return "".join(out)
+
+
+def check_readable(url: str) -> None:
+    """Before any work: the endpoint answers, the credentials work, the bucket and the
+    object exist; each failure is one line naming ``url``."""
+    import obstore
+
+    target = parse(url)
+    try:
+        obstore.head(store(target.bucket), target.key)
+    except FileNotFoundError:
+        _check_bucket(target, url, reading=True)
+        raise InputError("no such object", url) from None
+    except Exception as exc:
+        _check_bucket(target, url, reading=True)
+        raise failure(exc, url, reading=True) from None
+
+
+def read_text(url: str) -> str:
+    """The text (UTF-8) of the object at ``url``."""
+    import obstore
+
+    check_readable(url)
+    target = parse(url)
+    try:
+        data = obstore.get(store(target.bucket), target.key).bytes()
+    except Exception as exc:
+        raise failure(exc, url, reading=True) from None
+    return bytes(data).decode("utf-8")
+
+
 def exists(url: str) -> bool:
     """Whether the object at ``url`` exists (a missing bucket is an error, not False)."""
     import obstore
@@ -139,7 +227,7 @@ def delete(url: str) -> None:
         obstore.delete(store(target.bucket), target.key)
 
 
-def _check_bucket(target: ObjectURL, url: str) -> None:
+def _check_bucket(target: ObjectURL, url: str, *, reading: bool = False) -> None:
     """Listing one page of the key's folder proves the bucket is there and readable."""
     import obstore
 
@@ -147,12 +235,13 @@ def _check_bucket(target: ObjectURL, url: str) -> None:
     try:
         next(iter(obstore.list(store(target.bucket), prefix=folder, chunk_size=1)), None)
     except Exception as exc:
-        raise failure(exc, url) from None
+        raise failure(exc, url, reading=reading) from None
 
 
-def failure(exc: BaseException, url: str) -> GeoSegError:
+def failure(exc: BaseException, url: str, *, reading: bool = False) -> GeoSegError:
     """What a failed request means, as a one-line error about ``url`` (the library's text
-    is long and multi-line; only the S3 error code or the kind of failure is kept)."""
+    is long and multi-line; only the S3 error code or the kind of failure is kept): an
+    :class:`InputError` for an input (``reading``), else an :class:`OutputError`."""
     from obstore.exceptions import (
         AlreadyExistsError,
         PermissionDeniedError,
@@ -161,19 +250,21 @@ def failure(exc: BaseException, url: str) -> GeoSegError:
 
     text = str(exc)
     code = _CODE.search(text)
+    error = InputError if reading else OutputError
+    denied = "access denied: the credentials may not " + ("read it" if reading else "write here")
     if isinstance(exc, AlreadyExistsError):
         return OutputExistsError("exists already (use ${overwrite=True} to replace it)", url)
     if code and code[1] == "NoSuchBucket":
-        return OutputError(f"no such bucket ({parse(url).bucket})", url)
+        return error(f"no such bucket ({url[len(SCHEME):].partition('/')[0]})", url)
     if code and code[1] in ("AccessDenied", "AllAccessDisabled"):
-        return OutputError("access denied: the credentials may not write here", url)
+        return error(denied, url)
     if code and code[1] in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
                             "InvalidToken"):
         return EnvError(f"the AWS credentials were refused ({code[1]})", url)
     if isinstance(exc, UnauthenticatedError):
         return EnvError("the AWS credentials were refused", url)
     if isinstance(exc, PermissionDeniedError):
-        return OutputError("access denied: the credentials may not write here", url)
+        return error(denied, url)
     if "/latest/api/token" in text or "/latest/meta-data" in text or "credential" in text.lower():
         return EnvError("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                         "(or run where an instance or web identity role provides them)", url)
@@ -183,7 +274,7 @@ def failure(exc: BaseException, url: str) -> GeoSegError:
         return EnvError(f"cannot reach the endpoint {endpoint} (after {MAX_RETRIES} retries)",
                         url)
     summary = code[1] if code else text.splitlines()[0][:200]
-    return OutputError(f"object storage request failed ({summary})", url)
+    return error(f"object storage request failed ({summary})", url)
 
 
 @contextlib.contextmanager

@@ -4,11 +4,15 @@ helpers with ``from conftest import …``; fixtures come by name."""
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -224,3 +228,88 @@ def assert_one_line_error(result: Any, *words: str, named: object = None) -> Non
     assert named is None or lines[0].startswith(f"Error: {named}: "), lines[0]
     for w in words:
         assert w in lines[0], lines[0]
+
+
+# A real S3 API for tests of object storage: moto's server, reached over HTTP.
+
+_buckets = itertools.count()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """moto's S3 API in a process of its own on a free port of 127.0.0.1 (so that GDAL's
+    and obstore's requests from this process never wait on this process's GIL), serving
+    once it prints the address it listens on; its endpoint URL."""
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert server.stderr is not None
+    try:
+        for line in server.stderr:
+            found = re.search(r"Running on (http://127\.0\.0\.1:\d+)", line)
+            if found:
+                break
+        else:
+            raise RuntimeError(f"moto's server did not start (exit code {server.wait()})")
+        # Its log goes on to a pipe nobody reads: drain it, so that the server never blocks.
+        threading.Thread(target=server.stderr.read, daemon=True).start()
+        yield found[1]
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def aws_env(monkeypatch: pytest.MonkeyPatch, endpoint: str, key: str = "testing",
+            secret: str = "testing") -> None:
+    """The standard AWS variables for ``endpoint`` only (geoseg passes the endpoint on to
+    GDAL itself); no instance metadata service or config files to fall back on."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    for name, value in {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
+                        "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
+                        "AWS_METADATA_ENDPOINT": closed,
+                        "AWS_EC2_METADATA_DISABLED": "true",
+                        "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+                        "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+                        "CPL_AWS_CREDENTIALS_FILE": "/nonexistent/aws-credentials"}.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3", "AWS_S3_ENDPOINT",
+                 "AWS_HTTPS", "AWS_VIRTUAL_HOSTING",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                 "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The AWS environment pointing at the server, and a new empty bucket of this test's
+    own: a boto3 client with ``.bucket`` set."""
+    import boto3
+
+    aws_env(monkeypatch, s3_server)
+    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")
+    client.bucket = f"geoseg-test-{next(_buckets)}"
+    client.create_bucket(Bucket=client.bucket)
+    return client
+
+
+@pytest.fixture
+def s3_auth(s3_server: str) -> Iterator[Callable[[bool], None]]:
+    """Switch moto's signature and IAM checks on (``True``) or off, in the server's own
+    process (moto's ``/moto-api/reset-auth``); off again after the test."""
+    import urllib.request
+
+    def switch(on: bool) -> None:
+        before = "0" if on else "inf"  # requests served before the checks begin
+        urllib.request.urlopen(urllib.request.Request(
+            f"{s3_server}/moto-api/reset-auth", data=before.encode(), method="POST",
+            headers={"Content-Type": "text/plain"}),  # a form's body Flask would parse away
+            timeout=10).close()
+
+    yield switch
+    switch(False)

@@ -4,72 +4,20 @@ through boto3, a client of their own."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import assert_one_line_error, run_cli
+import rasterio
+from affine import Affine
+from conftest import assert_one_line_error, aws_env, free_port, run_cli, write_raster
 
 import geoseg
 from geoseg import storage
 from geoseg.errors import OutputError, OutputExistsError
-
-_buckets = itertools.count()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def s3_server() -> Iterator[str]:
-    """moto's S3 API on a free port of 127.0.0.1 (ThreadedMotoServer is serving once
-    ``start`` returns); its endpoint URL."""
-    from moto.server import ThreadedMotoServer
-
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-def aws_env(monkeypatch: pytest.MonkeyPatch, endpoint: str, key: str = "testing",
-            secret: str = "testing") -> None:
-    """The standard AWS variables for ``endpoint``, and GDAL's own for the same server
-    (GDAL 3.10 reads no AWS_ENDPOINT_URL); no instance metadata service to fall back on."""
-    host = endpoint.removeprefix("http://")
-    for name, value in {"AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret,
-                        "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
-                        "AWS_S3_ENDPOINT": host, "AWS_HTTPS": "NO",
-                        "AWS_VIRTUAL_HOSTING": "FALSE",
-                        "AWS_METADATA_ENDPOINT": f"http://127.0.0.1:{free_port()}"}.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3",
-                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-                 "AWS_CONTAINER_CREDENTIALS_FULL_URI"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture
-def s3(s3_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The AWS environment pointing at the server, and a new empty bucket of this test's
-    own: a boto3 client with ``.bucket`` set."""
-    import boto3
-
-    aws_env(monkeypatch, s3_server)
-    client = boto3.client("s3", endpoint_url=s3_server, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-    client.bucket = f"geoseg-test-{next(_buckets)}"
-    client.create_bucket(Bucket=client.bucket)
-    return client
 
 
 def objects(s3: Any) -> dict[str, bytes]:
@@ -186,12 +134,12 @@ def test_no_credentials_is_one_line(s3, scene, monkeypatch):
     assert_one_line_error(result, "no AWS credentials", "AWS_ACCESS_KEY_ID", named=url)
 
 
-def test_refused_credentials_are_one_line_and_not_shown(s3_server, s3, scene, monkeypatch):
+def test_refused_credentials_are_one_line_and_not_shown(s3_server, s3, scene, monkeypatch,
+                                                        s3_auth):
     monkeypatch.setattr(geoseg.prediction, "open_source", _never)
-    import moto.settings
 
     # moto checks signatures and IAM only once this many requests were made (by default never).
-    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    s3_auth(True)
     aws_env(monkeypatch, s3_server, key="AKIAUNKNOWNKEY000000", secret="not-a-known-secret")
     url = f"s3://{s3.bucket}/m.tif"
     result = run_cli("predict", scene, "-o", url)
@@ -208,11 +156,11 @@ def test_an_unreachable_endpoint_is_one_line(s3, scene, monkeypatch):
     assert_one_line_error(result, f"cannot reach the endpoint {closed}", named=url)
 
 
-def test_a_denied_write_is_one_line_and_leaves_nothing(s3_server, s3, scene, monkeypatch):
+def test_a_denied_write_is_one_line_and_leaves_nothing(s3_server, s3, scene, monkeypatch,
+                                                       s3_auth):
     """An IAM user that may read and list the bucket but not write to it: the up-front
     check passes, the upload is refused."""
     import boto3
-    import moto.settings
 
     iam = boto3.client("iam", endpoint_url=s3_server, region_name="us-east-1")
     user = f"reader-{s3.bucket}"
@@ -222,7 +170,7 @@ def test_a_denied_write_is_one_line_and_leaves_nothing(s3_server, s3, scene, mon
         "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
                        "Resource": "*"}]}))
     key = iam.create_access_key(UserName=user)["AccessKey"]
-    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)
+    s3_auth(True)
     aws_env(monkeypatch, s3_server, key=key["AccessKeyId"], secret=key["SecretAccessKey"])
     tried: list[str] = []
     real = storage.upload
@@ -233,7 +181,7 @@ def test_a_denied_write_is_one_line_and_leaves_nothing(s3_server, s3, scene, mon
     assert_one_line_error(result, "access denied", named=url)
     assert tried == [url]  # the check up front passed: only the write itself was refused
     assert key["SecretAccessKey"] not in result.output
-    monkeypatch.setattr(moto.settings, "INITIAL_NO_AUTH_ACTION_COUNT", float("inf"))
+    s3_auth(False)
     assert objects(s3) == {}
 
 
@@ -299,3 +247,132 @@ def test_run_to_a_bucket_is_refused_not_a_local_folder(scene, tmp_path, monkeypa
 
 def _never(*args: object, **kwargs: object) -> None:
     raise AssertionError("the work started before the outputs were checked")
+
+
+# Inputs: scenes, globs and STAC Items read from the bucket.
+
+def upload_files(s3: Any, files: dict[str, Path]) -> None:
+    for key, path in files.items():
+        s3.put_object(Bucket=s3.bucket, Key=key, Body=path.read_bytes())
+
+
+def predicted(tmp_path: Path, name: str, *src: object, cmd: str = "predict") -> bytes:
+    out = tmp_path / name
+    result = run_cli(cmd, *src, "-o", out, "--tile-size", 64, "--scheduler", "sync")
+    assert result.exit_code == 0, result.output
+    return out.read_bytes()
+
+
+def test_predict_from_s3_gives_the_mask_of_the_local_scene(s3, scene, tmp_path):
+    upload_files(s3, {"in/scene.tif": scene})
+    here = predicted(tmp_path, "here.tif", scene)
+    assert predicted(tmp_path, "there.tif", f"s3://{s3.bucket}/in/scene.tif") == here
+    mask = geoseg.predict(f"s3://{s3.bucket}/in/scene.tif", tile_size=64, scheduler="sync")
+    with rasterio.open(tmp_path / "here.tif") as ds:
+        assert np.array_equal(mask.values, ds.read(1))
+
+
+def tiles(scene: Path, tmp_path: Path) -> list[Path]:
+    """The scene cut into a left and a right tile (a mosaic of two files)."""
+    with rasterio.open(scene) as ds:
+        data, profile = ds.read(), ds.profile
+    half = data.shape[2] // 2
+    out = []
+    for k, part in enumerate((data[:, :, :half], data[:, :, half:])):
+        transform = profile["transform"] * Affine.translation(k * half, 0)
+        out.append(write_raster(tmp_path / f"tile_{k}.tif", part, transform=transform,
+                                nodata=profile["nodata"]))
+    return out
+
+
+def test_a_glob_over_a_prefix_is_the_mosaic_of_its_tiles(s3, scene, tmp_path):
+    left, right = tiles(scene, tmp_path)
+    upload_files(s3, {"scenes/a/tile_0.tif": left, "scenes/b/c/tile_1.tif": right,
+                      "scenes/notes.txt": scene, "scenes/tile_9.tif.aux.xml": scene,
+                      "other/tile_2.tif": left})
+    here = predicted(tmp_path, "here.tif", left, right)
+    assert predicted(tmp_path, "there.tif", f"s3://{s3.bucket}/scenes/**/*.tif") == here
+    # '*' does not cross folders, '**' does; and they match after the prefix only.
+    assert storage.glob(f"s3://{s3.bucket}/scenes/*/tile_?.tif") == [
+        f"s3://{s3.bucket}/scenes/a/tile_0.tif"]
+    assert storage.glob(f"s3://{s3.bucket}/*/**/tile_[02].tif") == [
+        f"s3://{s3.bucket}/other/tile_2.tif", f"s3://{s3.bucket}/scenes/a/tile_0.tif"]
+
+
+def test_run_takes_a_glob_over_a_prefix_as_one_scene_per_object(s3, scene, tmp_path):
+    left, right = tiles(scene, tmp_path)
+    upload_files(s3, {"scenes/a/tile_0.tif": left, "scenes/b/tile_1.tif": right})
+    for where, src in (("here", str(tmp_path / "tile_*.tif")),
+                       ("there", f"s3://{s3.bucket}/scenes/*/*.tif")):
+        result = run_cli("run", src, "-o", tmp_path / where, "--tile-size", 64,
+                         "--scheduler", "sync")
+        assert result.exit_code == 0, result.output
+    for name in ("tile_0.mask.tif", "tile_1.mask.tif"):
+        assert (tmp_path / "there" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+
+
+def test_a_stac_item_on_s3_resolves_relative_hrefs_against_its_url(s3, scene, tmp_path):
+    with rasterio.open(scene) as ds:
+        data, profile = ds.read(), ds.profile
+    names = ("blue", "green", "red", "nir08")
+    (tmp_path / "item" / "bands").mkdir(parents=True)
+    assets = {}
+    for k, name in enumerate(names):
+        band = write_raster(tmp_path / "item" / "bands" / f"{name}.tif", data[k:k + 1],
+                            transform=profile["transform"], nodata=profile["nodata"])
+        upload_files(s3, {f"items/bands/{name}.tif": band})
+        assets[name] = {"href": f"bands/{name}.tif", "type": "image/tiff; application=geotiff",
+                        "roles": ["data"], "eo:bands": [{"name": name, "common_name": name}]}
+    doc = {"type": "Feature", "stac_version": "1.0.0", "id": "item-on-s3",
+           "stac_extensions": ["https://stac-extensions.github.io/eo/v1.1.0/schema.json"],
+           "geometry": None, "properties": {"datetime": "2024-06-11T10:00:00Z"},
+           "links": [], "assets": assets}
+    (tmp_path / "item" / "item.json").write_text(json.dumps(doc))
+    upload_files(s3, {"items/item.json": tmp_path / "item" / "item.json"})
+    here = predicted(tmp_path, "here.tif", tmp_path / "item" / "item.json")
+    assert predicted(tmp_path, "there.tif", f"s3://{s3.bucket}/items/item.json") == here
+
+
+@pytest.mark.parametrize("key, words", [
+    ("in/missing.tif", ("no such object",)),
+    ("nobucket", ("no such bucket",)),
+    ("glob", ("matches no object",)),
+])
+def test_a_missing_input_is_one_line(s3, key, words):
+    url = {"nobucket": f"s3://{s3.bucket}-missing/scene.tif",
+           "glob": f"s3://{s3.bucket}/scenes/**/*.tif"}.get(key, f"s3://{s3.bucket}/{key}")
+    assert_one_line_error(run_cli("predict", url, "-o", "unused.tif"), *words, named=url)
+
+
+def test_an_input_without_credentials_is_one_line(s3, scene, monkeypatch):
+    upload_files(s3, {"scene.tif": scene})
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    url = f"s3://{s3.bucket}/scene.tif"
+    result = run_cli("predict", url, "-o", "unused.tif")
+    assert_one_line_error(result, "no AWS credentials", "AWS_ACCESS_KEY_ID", named=url)
+
+
+def test_an_input_behind_an_unreachable_endpoint_is_one_line(s3, monkeypatch):
+    closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL", closed)
+    url = f"s3://{s3.bucket}/scene.tif"
+    result = run_cli("run", url, "-o", "unused")
+    assert f"cannot reach the endpoint {closed}" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_gdal_gets_the_endpoint_from_the_aws_environment(monkeypatch):
+    from geoseg.gdal import gdal_env
+
+    for name in ("AWS_ENDPOINT_URL_S3", "AWS_S3_ENDPOINT", "AWS_HTTPS", "AWS_VIRTUAL_HOSTING"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.local:9000")
+    env = gdal_env(remote=True)
+    assert (env["AWS_S3_ENDPOINT"], env["AWS_HTTPS"], env["AWS_VIRTUAL_HOSTING"]) == (
+        "minio.local:9000", "NO", "FALSE")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "https://s3.example.org/")
+    monkeypatch.setenv("AWS_VIRTUAL_HOSTING", "TRUE")  # the user's own GDAL option stays
+    env = gdal_env()
+    assert env["AWS_S3_ENDPOINT"] == "s3.example.org" and env["AWS_HTTPS"] == "YES"
+    assert "AWS_VIRTUAL_HOSTING" not in env
