@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import resource
 import signal
@@ -313,3 +314,86 @@ def s3_auth(s3_server: str) -> Iterator[Callable[[bool], None]]:
 
     yield switch
     switch(False)
+
+
+def aws_worker_env(endpoint: str) -> dict[str, str]:
+    """The environment of a process that reaches the test S3 server as a user's worker
+    reaches its bucket: the standard AWS variables only."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CPL_AWS"))}
+    env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
+                "AWS_EC2_METADATA_DISABLED": "true",
+                "AWS_CONFIG_FILE": "/nonexistent/aws-config",
+                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
+                "CPL_AWS_CREDENTIALS_FILE": "/nonexistent/aws-credentials"})
+    return env
+
+
+def _can_hide_folders() -> bool:
+    """Whether this machine lets a process mount a tmpfs in a mount namespace of its own
+    (root in a container that allows it; with user namespaces as anyone)."""
+    probe = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                            "mount -t tmpfs none /mnt"], capture_output=True)
+    return probe.returncode == 0
+
+
+class ShareNothingCluster:
+    """A ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1 that share no
+    folder with the test: each worker starts in an empty folder of its own with a
+    ``TMPDIR`` of its own, outside pytest's temp root; where the machine allows it, that
+    root (the test's scenes, outputs, models and temp files) is hidden from the workers
+    under an empty tmpfs (:attr:`hidden`). They reach the S3 server through the standard
+    AWS variables only, and can import tests/faults.py."""
+
+    def __init__(self, address: str, folders: list[Path], hidden: bool) -> None:
+        self.address = address
+        self.folders = folders  # each worker's working folder (its TMPDIR is folder/tmp)
+        self.hidden = hidden
+
+
+@pytest.fixture(scope="module")
+def share_nothing_cluster(s3_server: str, tmp_path_factory: pytest.TempPathFactory
+                          ) -> Iterator[ShareNothingCluster]:
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="geoseg-cluster-"))  # not under pytest's root
+    hide = tmp_path_factory.getbasetemp()
+    hidden = _can_hide_folders()
+    info = base / "scheduler.json"
+    tests = str(Path(__file__).resolve().parent)
+    path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
+    env = {**aws_worker_env(s3_server), "PYTHONPATH": path,
+           "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "error"}
+    procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
+                               "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
+                              env=env, cwd=base, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)]
+    folders = []
+    for k in range(2):
+        folder = base / f"worker-{k}"
+        (folder / "tmp").mkdir(parents=True)
+        folders.append(folder)
+        command = [sys.executable, "-m", "dask", "worker", "--scheduler-file", str(info),
+                   "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
+                   "--local-directory", str(folder / "dask")]
+        if hidden:
+            command = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                       'mount -t tmpfs none "$0" && exec "$@"', str(hide), *command]
+        procs.append(subprocess.Popen(command, env={**env, "TMPDIR": str(folder / "tmp")},
+                                      cwd=folder, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))
+    from distributed import Client
+
+    try:  # the client waits for the scheduler's file, then for both workers to join
+        with Client(scheduler_file=str(info), timeout=60, set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=60)
+            yield ShareNothingCluster(client.scheduler.address, folders, hidden)
+            client.shutdown()  # scheduler and workers stop at once
+    finally:
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(base, ignore_errors=True)
