@@ -33,15 +33,31 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from geoseg.inference import ModelHandle
+
 from geoseg import __version__, atomic, storage
-from geoseg.cluster import IN_PROCESS, check_scheduler, wait_for_workers
-from geoseg.errors import GeoSegError, GeoSegWarning, InputError, OutputError, Speaker
-from geoseg.journal import Journal, fingerprint, open_journal, sha256, source_stamp
-from geoseg.scenes import SceneOutputs, absolute, expand_sources, plan
+from geoseg.cluster import IN_PROCESS, LOCAL_SCHEDULERS, check_scheduler, wait_for_workers
+from geoseg.errors import (
+    GeoSegError,
+    GeoSegWarning,
+    OutputError,
+    OutputExistsError,
+    Speaker,
+)
+from geoseg.journal import (
+    Journal,
+    fingerprint,
+    open_journal,
+    sha256,
+    source_path,
+    source_stamp,
+)
+from geoseg.scenes import Output, SceneOutputs, absolute, expand_sources, join, plan
 
 SUMMARY = "summary.json"
 IN_FLIGHT_PER_THREAD = 2  # scenes submitted per worker thread: enough to keep it busy
@@ -131,15 +147,17 @@ class SceneEntry:
     error: str | None = None
 
 
-def predict_scene(job: SceneJob) -> Predicted | Failed:
-    """Write the scene's mask (and probabilities, quicklook); returns its size and time."""
+def predict_scene(job: SceneJob, model: ModelHandle | None = None) -> Predicted | Failed:
+    """Write the scene's mask (and probabilities, quicklook); returns its size and time.
+    ``model``, when given, is the job's model as bytes (workers that share no disk)."""
     from geoseg.prediction import predict
 
     started = time.perf_counter()
     s = job.scene
     try:
         with _warnings_in_entry():
-            mask = predict(s.source, s.mask, job.model, probabilities_path=s.probabilities,
+            mask = predict(s.source, s.mask, model if model is not None else job.model,
+                           probabilities_path=s.probabilities,
                            quicklook=s.quicklook, overwrite=True, scheduler=job.scheduler,
                            workers=job.workers, progress=job.progress, **job.predict_options)
     except Exception as exc:
@@ -189,6 +207,46 @@ def vectorize_scene(job: SceneJob, predicted: Predicted | Failed) -> Finished | 
                     ALL_NODATA if empty else None)
 
 
+def bucket_scene(job: SceneJob, model: ModelHandle | None = None) -> Finished | Failed:
+    """Predict and vectorize a scene whose outputs are URLs in object storage: they are
+    written in a temp folder of this process (its ``TMPDIR``) and uploaded once all are
+    finished, so a worker needs no disk shared with anyone. A scene spread tile by tile
+    over a cluster (``job.scheduler`` a distributed one) has its raster outputs sent to
+    the bucket by :func:`geoseg.predict` itself (whose tiles travel through the bucket),
+    then fetched back here to be vectorized. Each object appears whole; the journal
+    records each one's size and ETag."""
+    import tempfile
+
+    s = job.scene
+    with tempfile.TemporaryDirectory(prefix="geoseg-scene-") as tmp:
+        local = dataclasses.replace(job, scene=s.in_folder(Path(tmp)))
+        try:
+            if job.scheduler in LOCAL_SCHEDULERS:
+                done = vectorize_scene(local, predict_scene(local, model))
+                produced = list(s.files())
+            else:
+                predicted = predict_scene(job, model)
+                if isinstance(predicted, Failed):
+                    return predicted
+                made = {k: v for k, v in s.files().items() if k not in ("gpkg", "gpkg_style")}
+                there = local.scene.files()
+                for kind, url in made.items():
+                    Path(there[kind]).write_bytes(storage.get_bytes(str(url)))
+                # The mask is here now: vectorized by this process's threads.
+                done = vectorize_scene(dataclasses.replace(local, scheduler="threads",
+                                                           workers=None), predicted)
+                produced = ["gpkg", "gpkg_style"]
+            if isinstance(done, Failed):
+                return done
+            there = local.scene.files()
+            urls = s.files()
+            storage.upload_all([(there[k], str(urls[k])) for k in produced], overwrite=True)
+            outputs = fingerprint(urls)
+        except Exception as exc:
+            return Failed.of(exc)
+    return dataclasses.replace(done, outputs=outputs)
+
+
 def run(
     sources: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
@@ -226,11 +284,12 @@ def run(
             report(line)
 
     check_scheduler(scheduler)
-    if storage.is_url(os.fspath(out_dir)):  # not a local folder named "s3:"
-        raise InputError("a batch run writes to a local folder; object storage outputs are "
-                         "for predict and vectorize only (for now)", out_dir)
     started = time.perf_counter()
-    scenes = plan(expand_sources(sources), out_dir, probabilities=probabilities,
+    bucket = storage.is_url(os.fspath(out_dir))
+    out: Output = os.fspath(out_dir).rstrip("/") if bucket else Path(out_dir)
+    # The bucket first: a missing one, or credentials it refuses, stop the run at once.
+    existing = storage.listing(str(out)) if bucket else {}
+    scenes = plan(expand_sources(sources), out, probabilities=probabilities,
                   quicklook=quicklook)
     spec, handle = model_reference(model)
     assert handle.path is not None  # a saved model: workers load it by its path
@@ -243,10 +302,11 @@ def run(
     settings = {"model": spec.name, "model_sha256": _model_digest(handle.path),
                 "probabilities": probabilities, "quicklook": quicklook, **vector_options,
                 **{k: list(v) if isinstance(v, tuple) else v for k, v in predict_options.items()}}
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OutputError("is a file, not a folder", out)
-    created = atomic.make_folders(out, out)
+    created: list[Path] = []
+    if isinstance(out, Path):
+        if out.exists() and not out.is_dir():
+            raise OutputError("is a file, not a folder", out)
+        created = atomic.make_folders(out, out)
     entries: dict[str, SceneEntry] = {}
     try:
         with open_journal(out, settings, resume=resume, overwrite=overwrite) as journal:
@@ -254,15 +314,15 @@ def run(
             # A resumed run replaces what it wrote before; nothing else without --overwrite.
             ours = journal.planned()
             for scene in todo:
-                atomic.check_outputs(scene.all(), overwrite=overwrite or scene.name in ours)
-            atomic.check_outputs([out / SUMMARY], overwrite=overwrite or bool(ours))
+                _check_outputs(scene.all(), existing, overwrite=overwrite or scene.name in ours)
+            _check_outputs([join(out, SUMMARY)], existing, overwrite=overwrite or bool(ours))
             journal.start(settings, [s.name for s in todo])
             _remove_stale_temps(scenes)
             jobs = [SceneJob(s, handle.path, dict(predict_options), vector_options)
                     for s in todo]
             started_scenes: set[str] = set()
             by_name = {job.scene.name: job for job in jobs}
-            results = _execute(jobs, scheduler, workers, threads_per_worker,
+            results = _execute(jobs, handle, scheduler, workers, threads_per_worker,
                                predict_options.get("device", "auto"), progress, started_scenes)
             try:
                 with contextlib.closing(results), _signals() as stop:
@@ -290,9 +350,25 @@ def run(
         raise
     summary = _summary(spec.name, settings, [entries[s.name] for s in scenes], out,
                        time.perf_counter() - started)
-    with atomic.atomic_path(out / SUMMARY, overwrite=True) as tmp:
-        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    text = json.dumps(summary, indent=2) + "\n"
+    if isinstance(out, Path):
+        with atomic.atomic_path(out / SUMMARY, overwrite=True) as tmp:
+            tmp.write_text(text)
+    else:
+        storage.put_bytes(f"{out}/{SUMMARY}", text.encode(), overwrite=True)
     return summary
+
+
+def _check_outputs(paths: Sequence[Output], existing: dict[str, Any], *,
+                   overwrite: bool) -> None:
+    """Before any work: local outputs as :func:`geoseg.atomic.check_outputs` checks them;
+    URLs against the listing of the run's prefix (``existing``)."""
+    local = [p for p in paths if not isinstance(p, str)]
+    if local:
+        atomic.check_outputs(local, overwrite=overwrite)
+    for url in paths:
+        if isinstance(url, str) and url in existing and not overwrite:
+            raise OutputExistsError("exists already (use ${overwrite=True} to replace it)", url)
 
 
 @contextlib.contextmanager
@@ -347,13 +423,17 @@ def _record(journal: Journal, job: SceneJob, result: Finished | Failed | BaseExc
         journal.write("failed", scene=scene.name, source=scene.source, error=error)
         return SceneEntry(scene.name, scene.source, "failed", error=error)
     journal.write("done", **result.record(), source=scene.source,
-                  source_path=os.path.abspath(scene.source))
+                  source_path=source_path(scene.source))
     return SceneEntry(scene.name, scene.source, "done", result)
 
 
 def _discard(scene: SceneOutputs) -> None:
     for path in scene.all():
-        atomic.remove_with_sidecars(path)
+        if isinstance(path, str):
+            with contextlib.suppress(GeoSegError):  # what cannot go now, --resume replaces
+                storage.delete(path)
+        else:
+            atomic.remove_with_sidecars(path)
 
 
 def _scene_line(entry: SceneEntry) -> str:
@@ -381,11 +461,12 @@ def _progress(items: Iterator[Any], total: int, enabled: bool) -> Iterator[Any]:
 Outcome = tuple[SceneJob, Finished | Failed | BaseException]
 
 
-def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_per_worker: int,
-             device: str, progress: bool, started: set[str]) -> Generator[Outcome, None, None]:
+def _execute(jobs: list[SceneJob], handle: ModelHandle, scheduler: str, workers: int | None,
+             threads_per_worker: int, device: str, progress: bool,
+             started: set[str]) -> Generator[Outcome, None, None]:
     """Run the jobs; yields ``(job, journal entry or error)`` as each ends. The names of the
     scenes begun so far are added to ``started``."""
-    from geoseg.cluster import LOCAL_SCHEDULERS, client_for, worker_threads
+    from geoseg.cluster import client_for, worker_threads
 
     if not jobs:
         return
@@ -403,7 +484,7 @@ def _execute(jobs: list[SceneJob], scheduler: str, workers: int | None, threads_
         if len(jobs) < worker_threads(client):
             yield from _one_by_one(jobs, client.scheduler.address, None, progress, started)
         else:
-            yield from _on_cluster(client, jobs, device, started)
+            yield from _on_cluster(client, jobs, handle, device, started)
 
 
 def _one_by_one(jobs: list[SceneJob], scheduler: str, workers: int | None, progress: bool,
@@ -411,13 +492,26 @@ def _one_by_one(jobs: list[SceneJob], scheduler: str, workers: int | None, progr
     for job in jobs:
         job = dataclasses.replace(job, scheduler=scheduler, workers=workers, progress=progress)
         started.add(job.scene.name)
-        yield job, vectorize_scene(job, predict_scene(job))
+        if storage.is_url(job.scene.mask):
+            yield job, bucket_scene(job)
+        else:
+            yield job, vectorize_scene(job, predict_scene(job))
 
 
-def _on_cluster(client: Any, jobs: list[SceneJob], device: str,
+def _carry(handle: ModelHandle) -> ModelHandle:
+    return handle
+
+
+def _on_cluster(client: Any, jobs: list[SceneJob], handle: ModelHandle, device: str,
                 started: set[str]) -> Iterator[Outcome]:
     """Scenes as tasks on a distributed cluster: as many in flight as keep its worker
-    threads busy (counted again as workers come and go), no more."""
+    threads busy (counted again as workers come and go), no more.
+
+    The model travels as bytes, not as a path: one task holds it, so each worker fetches
+    it once, and the scheduler, which keeps that task, can make it again if the workers
+    holding it are lost. A scene whose outputs go to object storage is one task (it
+    writes in its worker's temp folder and uploads); others are two, predict then
+    vectorize, so that a GPU worker is free for the next scene while one is vectorized."""
     from distributed import as_completed
 
     from geoseg.cluster import model_resources, worker_threads
@@ -425,6 +519,9 @@ def _on_cluster(client: Any, jobs: list[SceneJob], device: str,
     resources = model_resources(client, device)
     # A GPU task reads tiles in a second thread while the GPU works; CPU tasks use one.
     inner = ("threads", 2) if resources else ("sync", None)
+    carried = handle.carried()
+    model = client.submit(_carry, carried, key=f"geoseg-model-{carried.fingerprint}",
+                          pure=False)
     pending = iter(jobs)
     running: dict[Any, SceneJob] = {}
     finished = as_completed(loop=client.loop)
@@ -432,10 +529,15 @@ def _on_cluster(client: Any, jobs: list[SceneJob], device: str,
     def submit(job: SceneJob) -> None:
         remote = dataclasses.replace(job, scheduler=inner[0], workers=inner[1])
         token = f"{job.scene.name}-{os.urandom(4).hex()}"
-        predicted = client.submit(predict_scene, remote, key=f"geoseg-predict-{token}",
+        if storage.is_url(job.scene.mask):
+            entry = client.submit(bucket_scene, remote, model, key=f"geoseg-scene-{token}",
                                   resources=resources, pure=False)
-        entry = client.submit(vectorize_scene, remote, predicted,
-                              key=f"geoseg-vectorize-{token}", pure=False)
+        else:
+            predicted = client.submit(predict_scene, remote, model,
+                                      key=f"geoseg-predict-{token}", resources=resources,
+                                      pure=False)
+            entry = client.submit(vectorize_scene, remote, predicted,
+                                  key=f"geoseg-vectorize-{token}", pure=False)
         started.add(job.scene.name)
         running[entry] = job
         finished.add(entry)
@@ -460,6 +562,7 @@ def _on_cluster(client: Any, jobs: list[SceneJob], device: str,
     finally:  # stopped early: what has not started will not (what runs, runs to its end)
         if running:
             client.cancel(list(running), force=True)
+        model.release()
 
 
 def _remove_stale_temps(scenes: list[SceneOutputs]) -> None:
@@ -468,7 +571,8 @@ def _remove_stale_temps(scenes: list[SceneOutputs]) -> None:
     wanted: dict[Path, set[str]] = {}
     for scene in scenes:
         for path in scene.all():
-            wanted.setdefault(path.parent, set()).add(path.name)
+            if isinstance(path, Path):  # an object store has no temp files
+                wanted.setdefault(path.parent, set()).add(path.name)
     for folder, names in wanted.items():
         with contextlib.suppress(OSError), os.scandir(folder) as entries:
             for entry in entries:
@@ -501,7 +605,7 @@ def class_areas(names: Sequence[str], polygons: np.ndarray, area_m2: np.ndarray)
     return rows
 
 
-def _summary(model: str, settings: dict[str, Any], entries: list[SceneEntry], out: Path,
+def _summary(model: str, settings: dict[str, Any], entries: list[SceneEntry], out: Output,
              seconds: float) -> dict[str, Any]:
     ok = [e.finished for e in entries if e.finished is not None]
     names: list[str] = max(([c["class_name"] for c in f.classes] for f in ok),
@@ -520,7 +624,7 @@ def _summary(model: str, settings: dict[str, Any], entries: list[SceneEntry], ou
             f = e.finished
             if f.warning:
                 scene["warning"] = f.warning
-            scene.update(outputs={k: str(out / Path(v["path"]).name)
+            scene.update(outputs={k: str(join(out, os.path.basename(v["path"])))
                                   for k, v in f.outputs.items()},
                          crs=f.crs, pixels=f.pixels, seconds=f.seconds, classes=f.classes)
         scenes.append(scene)

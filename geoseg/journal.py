@@ -6,6 +6,12 @@ of every output) or ``failed`` line per scene. A line cut short by a crash is ig
 scene counts as done only when its outputs still have the recorded bytes and its source is
 unchanged, so a half-written or edited file is never mistaken for a finished one. While a
 run holds the journal (an exclusive ``flock``) no second run can write into the folder.
+
+A run into object storage (``s3://bucket/prefix``) keeps its journal in the bucket, as one
+small object per event under ``PREFIX/geoseg-journal/`` (numbered in order; S3 has no
+append). Each is created only where none is (a conditional PUT), so of two runs writing
+into one prefix the second fails at its first event, before any work. Its outputs are
+checked by size and ETag, which S3 changes whenever an object is written again.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from geoseg.errors import InputError, OutputError, OutputExistsError
+from geoseg.errors import GeoSegError, InputError, OutputError, OutputExistsError
 
 JOURNAL = "geoseg-journal.jsonl"
+BUCKET_JOURNAL = "geoseg-journal"  # the folder of a bucket journal's event objects
 
 
 def sha256(path: str | os.PathLike[str]) -> str:
@@ -33,52 +40,88 @@ def sha256(path: str | os.PathLike[str]) -> str:
 
 
 def fingerprint(paths: Mapping[str, str | os.PathLike[str]]) -> dict[str, dict[str, Any]]:
-    """``{kind: {path, bytes, sha256}}`` of written outputs (what ``done`` records)."""
-    return {kind: {"path": str(p), "bytes": os.path.getsize(p), "sha256": sha256(p)}
-            for kind, p in paths.items()}
+    """``{kind: {path, bytes, sha256}}`` of written outputs (what ``done`` records);
+    ``{kind: {path, bytes, etag}}`` of those in object storage."""
+    from geoseg import storage
+
+    prints: dict[str, dict[str, Any]] = {}
+    for kind, p in paths.items():
+        if not storage.is_url(p):
+            prints[kind] = {"path": str(p), "bytes": os.path.getsize(p), "sha256": sha256(p)}
+            continue
+        info = storage.stat(str(p))
+        if info is None:
+            raise OutputError("is missing right after it was written", p)
+        prints[kind] = {"path": str(p), "bytes": info.size, "etag": info.etag}
+    return prints
 
 
 def source_stamp(source: str | os.PathLike[str]) -> list[list[Any]]:
     """Size and modification time of a scene's files (:func:`geoseg.scenes.scene_files`),
-    or of each file in its folder."""
-    from geoseg.scenes import scene_files
+    or of each file in its folder; of its objects in object storage."""
+    from geoseg import storage
+    from geoseg.scenes import scene_files, stack_parts
 
+    stamp: list[list[Any]] = []
+    for part in stack_parts(stac_href(os.fspath(source))):
+        if storage.is_url(part):
+            with contextlib.suppress(GeoSegError):
+                info = storage.stat(part, reading=True)
+                if info is not None:
+                    stamp.append([part.rpartition("/")[2], info.size, info.modified_ns])
     try:
         files = [f for p in scene_files(os.fspath(source))
                  for f in (sorted(c for c in p.iterdir() if c.is_file()) if p.is_dir() else [p])]
-        return [[f.name, st.st_size, st.st_mtime_ns] for f in files for st in [f.stat()]]
+        return stamp + [[f.name, st.st_size, st.st_mtime_ns] for f in files for st in [f.stat()]]
     except OSError:
-        return []
+        return stamp
+
+
+def stac_href(source: str) -> str:
+    from geoseg.stac import split
+
+    return split(source)[0]
+
+
+def source_path(source: str | os.PathLike[str]) -> str:
+    """How the journal names a scene's source: absolute for local files, as it is for a
+    URL (which no working directory changes)."""
+    from geoseg.gdal import is_gdal_path
+
+    text = os.fspath(source)
+    return text if is_gdal_path(text) else os.path.abspath(text)
 
 
 class Journal:
-    """An open journal (use :func:`open_journal`)."""
+    """An open journal (use :func:`open_journal`): in a local folder (``path`` is the
+    journal file, held open with a lock) or in object storage (``path`` is the URL
+    prefix of its event objects)."""
 
-    def __init__(self, path: Path, handle: TextIO, records: list[dict[str, Any]], *,
-                 replace: bool = False, torn: bool = False) -> None:
+    def __init__(self, path: Path | str, sink: _FileSink | _BucketSink,
+                 records: list[dict[str, Any]], *, replace: bool = False) -> None:
         self.path = path
-        self._handle = handle
+        self._sink = sink
         self.records = records
         self.started = False
         self._replace = replace  # an earlier run's journal, to be emptied on start (overwrite)
-        self._torn = torn  # the last line was cut short by a crash
+
+    @property
+    def folder(self) -> Path | str:
+        """Where the run's outputs are: the journal's folder, or its prefix's folder."""
+        if isinstance(self.path, Path):
+            return self.path.parent
+        return self.path.rstrip("/").rpartition("/")[0]
 
     def start(self, settings: dict[str, Any], scenes: list[str]) -> None:
         """Record that a run (or a resumed one) begins, with the scenes it will compute."""
-        if self._replace:
-            self._handle.truncate(0)
-        elif self._torn:
-            self._handle.write("\n")  # so the next line starts clean
+        self._sink.begin(replace=self._replace)
         self.started = True
         self.write("run", settings=settings, scenes=scenes)
 
     def write(self, event: str, **fields: Any) -> None:
         record = {"event": event, **fields}
         self.records.append(record)
-        line = json.dumps(record, separators=(",", ":"))
-        self._handle.write(line + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        self._sink.append(json.dumps(record, separators=(",", ":")))
 
     def finished_any(self) -> bool:
         """Whether any scene ended (done or failed) in this journal."""
@@ -98,29 +141,108 @@ class Journal:
 
     def still_done(self, record: dict[str, Any], source: str) -> str | None:
         """None when a ``done`` scene's outputs and source are as recorded, else why not."""
-        if (record.get("source_path") != os.path.abspath(source)
+        if (record.get("source_path") != source_path(source)
                 or record.get("source_stamp") != source_stamp(source)):
             return "its source changed"
         for kind, out in record.get("outputs", {}).items():
-            path = self.path.parent / Path(out["path"]).name  # outputs live beside the journal
-            try:
-                if os.path.getsize(path) != out["bytes"] or sha256(path) != out["sha256"]:
-                    return f"its {kind} output changed"
-            except OSError:
+            name = os.path.basename(out["path"])  # outputs live beside the journal
+            if isinstance(self.folder, Path):
+                path = self.folder / name
+                try:
+                    if os.path.getsize(path) != out["bytes"] or sha256(path) != out["sha256"]:
+                        return f"its {kind} output changed"
+                except OSError:
+                    return f"its {kind} output is missing"
+                continue
+            from geoseg import storage
+
+            info = storage.stat(f"{self.folder}/{name}")
+            if info is None:
                 return f"its {kind} output is missing"
+            if info.size != out["bytes"] or info.etag is None or info.etag != out.get("etag"):
+                return f"its {kind} output changed"
         return None
+
+
+class _FileSink:
+    """A journal file: one fsync'd line per event."""
+
+    def __init__(self, handle: TextIO, torn: bool) -> None:
+        self._handle = handle
+        self._torn = torn  # the last line was cut short by a crash
+
+    def begin(self, *, replace: bool) -> None:
+        if replace:
+            self._handle.truncate(0)
+        elif self._torn:
+            self._handle.write("\n")  # so the next line starts clean
+
+    def append(self, line: str) -> None:
+        self._handle.write(line + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+
+class _BucketSink:
+    """A journal in object storage: event N is the object ``PREFIX/NNNNNNNNNN.json``,
+    created only where none is."""
+
+    def __init__(self, prefix: str, keys: list[str]) -> None:
+        self.prefix = prefix
+        self._keys = keys  # the objects there when the run began
+        self._next = len(keys)
+
+    def begin(self, *, replace: bool) -> None:
+        from geoseg import storage
+
+        if replace:
+            for url in reversed(self._keys):
+                storage.delete(url)
+            self._next = 0
+
+    def append(self, line: str) -> None:
+        from geoseg import storage
+
+        url = f"{self.prefix}/{self._next:010d}.json"
+        try:
+            storage.put_bytes(url, line.encode(), overwrite=False)
+        except OutputExistsError:
+            raise OutputError("another geoseg run is writing into this folder",
+                              self.prefix.rpartition("/")[0]) from None
+        self._next += 1
 
 
 @contextlib.contextmanager
 def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, resume: bool,
                  overwrite: bool) -> Iterator[Journal]:
-    """Open the journal of ``out_dir`` (creating it), locked for this run; call
-    :meth:`Journal.start` once the run's outputs are checked.
+    """Open the journal of ``out_dir`` (a folder, or an ``s3://`` prefix), for this run;
+    call :meth:`Journal.start` once the run's outputs are checked.
 
     With ``resume`` an earlier journal is continued if its settings equal ``settings``;
     without it an earlier journal is an existing output (replaced only with ``overwrite``).
     A journal this run created but never wrote to is removed again.
     """
+    from geoseg import storage
+
+    if storage.is_url(os.fspath(out_dir)):
+        prefix = f"{os.fspath(out_dir).rstrip('/')}/{BUCKET_JOURNAL}"
+        urls = sorted(storage.listing(prefix))
+        records = _parse("\n".join(_read_events(urls)))
+        journal = _checked(prefix, _BucketSink(prefix, urls), records, settings,
+                           resume=resume, overwrite=overwrite)
+        failed = False
+        try:
+            yield journal
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            # A journal this run created goes again if the run ended before any scene did.
+            if not urls and not journal.finished_any() and (failed or not journal.started):
+                with contextlib.suppress(Exception):
+                    for url in storage.listing(prefix):
+                        storage.delete(url)
+        return
     path = Path(out_dir) / JOURNAL
     try:
         handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the whole run)
@@ -133,22 +255,9 @@ def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, r
             raise OutputError("another geoseg run is writing into this folder", out_dir) from None
         handle.seek(0)
         text = handle.read()
-        records = _parse(text)
-        if records and not resume and not overwrite:
-            raise OutputExistsError("exists already: this folder holds an earlier run "
-                                    "(use ${resume=True} to finish it, ${overwrite=True} to redo it)", path)
-        earlier = _settings(records) if resume else None
-        if earlier is not None and earlier != settings:
-            if not overwrite:
-                changed = sorted(k for k in {*earlier, *settings}
-                                 if earlier.get(k) != settings.get(k))
-                raise InputError(f"was started with other settings ({', '.join(changed)} "
-                                 f"differ); resume with the same options, or use ${{overwrite=True}}",
-                                 path)
-            resume = False  # other settings and --overwrite: start again
-        journal = Journal(path, handle, records if resume else [],
-                          replace=bool(records) and not resume,
-                          torn=bool(text) and not text.endswith("\n"))
+        sink = _FileSink(handle, torn=bool(text) and not text.endswith("\n"))
+        journal = _checked(path, sink, _parse(text), settings, resume=resume,
+                           overwrite=overwrite)
         failed = False
         try:
             yield journal
@@ -160,6 +269,35 @@ def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, r
             if not text and not journal.finished_any() and (failed or not journal.started):
                 with contextlib.suppress(OSError):
                     path.unlink()
+
+
+def _checked(path: Path | str, sink: _FileSink | _BucketSink, records: list[dict[str, Any]],
+             settings: dict[str, Any], *, resume: bool, overwrite: bool) -> Journal:
+    """The journal of ``records``, once the rules of resuming and overwriting allow it."""
+    if records and not resume and not overwrite:
+        raise OutputExistsError("exists already: this folder holds an earlier run "
+                                "(use ${resume=True} to finish it, ${overwrite=True} to redo it)",
+                                path)
+    earlier = _settings(records) if resume else None
+    if earlier is not None and earlier != settings:
+        if not overwrite:
+            changed = sorted(k for k in {*earlier, *settings}
+                             if earlier.get(k) != settings.get(k))
+            raise InputError(f"was started with other settings ({', '.join(changed)} "
+                             f"differ); resume with the same options, or use ${{overwrite=True}}",
+                             path)
+        resume = False  # other settings and --overwrite: start again
+    return Journal(path, sink, records if resume else [], replace=bool(records) and not resume)
+
+
+def _read_events(urls: list[str]) -> list[str]:
+    """The texts of a bucket journal's event objects, in order (fetched 16 at a time)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geoseg import storage
+
+    with ThreadPoolExecutor(16) as pool:
+        return [b.decode("utf-8", "replace") for b in pool.map(storage.get_bytes, urls)]
 
 
 def _settings(records: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ from geoseg.cluster import (
 from geoseg.devices import Device, select_device
 from geoseg.errors import InputError, warn
 from geoseg.gdal import vsi_path, write_errors
-from geoseg.inference import check_weights, model_reference, task_threads
+from geoseg.inference import ModelHandle, check_weights, model_reference, task_threads
 from geoseg.model import Model, ModelSpec
 from geoseg.pipeline import (
     PredictOptions,
@@ -52,7 +52,7 @@ MAX_TILE = 8192
 def predict(
     src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     dst: str | os.PathLike[str] | None = None,
-    model: str | os.PathLike[str] | Model = "default",
+    model: str | os.PathLike[str] | Model | ModelHandle = "default",
     *,
     tile_size: int | None = None,
     overlap: int | None = None,

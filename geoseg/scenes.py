@@ -20,32 +20,54 @@ from pathlib import Path
 from geoseg import safe, stac, storage
 from geoseg.errors import InputError
 from geoseg.gdal import is_gdal_path
-from geoseg.styles import style_path
+from geoseg.styles import style_name, style_path
 
 LIST_SUFFIXES = (".txt", ".lst")
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".jp2", ".img", ".nc", ".hdf", ".ecw", ".sid")
 
 
+Output = Path | str  # a local path, or an s3:// URL
+
+
 @dataclass(frozen=True)
 class SceneOutputs:
-    """Where one scene's outputs go."""
+    """Where one scene's outputs go: local paths, or URLs in object storage."""
 
     name: str
     source: str
-    mask: Path
-    gpkg: Path
-    probabilities: Path | None
-    quicklook: Path | None
+    mask: Output
+    gpkg: Output
+    probabilities: Output | None
+    quicklook: Output | None
 
-    def files(self) -> dict[str, Path]:
+    def files(self) -> dict[str, Output]:
         """Every output file by kind (styles included)."""
-        files = {"mask": self.mask, "mask_style": style_path(self.mask), "gpkg": self.gpkg,
-                 "gpkg_style": style_path(self.gpkg), "probabilities": self.probabilities,
+        files = {"mask": self.mask, "mask_style": _style(self.mask), "gpkg": self.gpkg,
+                 "gpkg_style": _style(self.gpkg), "probabilities": self.probabilities,
                  "quicklook": self.quicklook}
         return {k: p for k, p in files.items() if p is not None}
 
-    def all(self) -> list[Path]:
+    def all(self) -> list[Output]:
         return list(self.files().values())
+
+    def in_folder(self, folder: Path) -> SceneOutputs:
+        """The same outputs, by the same names, in the local ``folder``."""
+        def there(p: Output | None) -> Path | None:
+            return None if p is None else folder / os.path.basename(p)
+
+        mask, gpkg = there(self.mask), there(self.gpkg)
+        assert mask is not None and gpkg is not None
+        return SceneOutputs(self.name, self.source, mask, gpkg, there(self.probabilities),
+                            there(self.quicklook))
+
+
+def _style(layer: Output) -> Output:
+    return style_name(layer) if isinstance(layer, str) else style_path(layer)
+
+
+def join(folder: Output, name: str) -> Output:
+    """``name`` in a local folder, or under an ``s3://`` prefix."""
+    return f"{folder.rstrip('/')}/{name}" if isinstance(folder, str) else folder / name
 
 
 def expand_sources(items: Sequence[str | os.PathLike[str]]) -> list[str]:
@@ -141,8 +163,8 @@ def _absolute_part(part: str) -> str:
 
 def absolute(scene: SceneOutputs) -> SceneOutputs:
     """The scene with absolute paths, for workers that run in another directory."""
-    def whole(p: Path | None) -> Path | None:
-        return None if p is None else Path(os.path.abspath(p))
+    def whole(p: Output | None) -> Output | None:
+        return p if p is None or storage.is_url(p) else Path(os.path.abspath(p))
 
     source = scene.source
     href, item_id = stac.split(source)
@@ -153,18 +175,20 @@ def absolute(scene: SceneOutputs) -> SceneOutputs:
         source = "+".join(_absolute_part(p) for p in parts)
     elif not is_gdal_path(href):
         source = os.path.abspath(href) + (f"#{item_id}" if item_id else "")
-    return SceneOutputs(scene.name, source, Path(os.path.abspath(scene.mask)),
-                        Path(os.path.abspath(scene.gpkg)), whole(scene.probabilities),
+    mask, gpkg = whole(scene.mask), whole(scene.gpkg)
+    assert mask is not None and gpkg is not None
+    return SceneOutputs(scene.name, source, mask, gpkg, whole(scene.probabilities),
                         whole(scene.quicklook))
 
 
 def plan(sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], *,
          probabilities: bool, quicklook: bool) -> list[SceneOutputs]:
-    """Name each scene and place its outputs in ``out_dir``; two scenes of one name are an
-    error, as their outputs would collide."""
+    """Name each scene and place its outputs in ``out_dir`` (a folder, or an ``s3://``
+    prefix); two scenes of one name are an error, as their outputs would collide."""
     if not sources:
         raise InputError("no input scene given")
-    out = Path(out_dir)
+    out: Output = (os.fspath(out_dir).rstrip("/") if storage.is_url(os.fspath(out_dir))
+                   else Path(out_dir))
     scenes: list[SceneOutputs] = []
     owner: dict[str, str] = {}  # output file name -> the source that writes it
     for src in sources:
@@ -175,13 +199,15 @@ def plan(sources: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[s
         if f"{name}.mask.tif" in owner:
             raise InputError(f"has the same name as {owner[f'{name}.mask.tif']}; their "
                              f"outputs would collide in {out}", src)
-        scene = SceneOutputs(name, str(src), out / f"{name}.mask.tif", out / f"{name}.gpkg",
-                             out / f"{name}.prob.tif" if probabilities else None,
-                             out / f"{name}.png" if quicklook else None)
+        scene = SceneOutputs(name, str(src), join(out, f"{name}.mask.tif"),
+                             join(out, f"{name}.gpkg"),
+                             join(out, f"{name}.prob.tif") if probabilities else None,
+                             join(out, f"{name}.png") if quicklook else None)
         for path in scene.all():  # x.tif and x.mask.tif would both write x.mask.qml
-            if path.name in owner:
-                raise InputError(f"would write {path.name} in {out}, as {owner[path.name]} "
+            file = os.path.basename(path)
+            if file in owner:
+                raise InputError(f"would write {file} in {out}, as {owner[file]} "
                                  f"does (rename one of them)", src)
-            owner[path.name] = str(src)
+            owner[file] = str(src)
         scenes.append(scene)
     return scenes

@@ -194,10 +194,11 @@ def check_writable(url: str, *, overwrite: bool) -> None:
         raise OutputExistsError("exists already (use ${overwrite=True} to replace it)", url)
 
 
-def upload(local: str | os.PathLike[str], url: str, *, overwrite: bool) -> None:
+def upload(local: str | os.PathLike[str], url: str, *, overwrite: bool) -> str | None:
     """Upload a local file to ``url``: the object appears whole or not at all; without
     ``overwrite`` an existing object (even one that appeared meanwhile) is kept and this
-    is an :class:`OutputExistsError`."""
+    is an :class:`OutputExistsError`. Returns the object's ETag (None where the server
+    gives none)."""
     import obstore
 
     target = parse(url)
@@ -205,17 +206,94 @@ def upload(local: str | os.PathLike[str], url: str, *, overwrite: bool) -> None:
     size = Path(local).stat().st_size
     try:
         if size < MULTIPART_FROM:
-            obstore.put(bucket, target.key, Path(local).read_bytes(),
-                        mode="overwrite" if overwrite else "create", use_multipart=False)
-            return
+            result = obstore.put(bucket, target.key, Path(local).read_bytes(),
+                                 mode="overwrite" if overwrite else "create",
+                                 use_multipart=False)
+            return result.get("e_tag")
         if not overwrite:
             check_writable(url, overwrite=False)
         with open(local, "rb") as f:
-            obstore.put(bucket, target.key, f, use_multipart=True, chunk_size=PART_SIZE)
+            result = obstore.put(bucket, target.key, f, use_multipart=True,
+                                 chunk_size=PART_SIZE)
+        return result.get("e_tag")
     except GeoSegError:
         raise
     except Exception as exc:
         raise failure(exc, url) from None
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a listing or a HEAD says of an object: its size, ETag and time (ns)."""
+
+    size: int
+    etag: str | None
+    modified_ns: int
+
+
+def _info(meta: Any) -> ObjectInfo:
+    modified = meta["last_modified"]
+    return ObjectInfo(int(meta["size"]), meta.get("e_tag"), int(modified.timestamp() * 1e9))
+
+
+def stat(url: str, *, reading: bool = False) -> ObjectInfo | None:
+    """The object at ``url``, or None when there is none (a missing bucket, refused
+    credentials… are one-line errors: inputs' when ``reading``, else outputs')."""
+    import obstore
+
+    target = parse(url)
+    try:
+        return _info(obstore.head(store(target.bucket), target.key))
+    except FileNotFoundError:
+        _check_bucket(target, url, reading=reading)
+        return None
+    except Exception as exc:
+        _check_bucket(target, url, reading=reading)
+        raise failure(exc, url, reading=reading) from None
+
+
+def listing(prefix: str) -> dict[str, ObjectInfo]:
+    """Every object under the folder ``prefix`` (``s3://bucket/folder``; ``s3://bucket``
+    for the whole bucket), by URL. A missing bucket, refused credentials or an unreachable
+    endpoint are one-line errors, so this also checks a destination up front."""
+    import obstore
+
+    bucket, _, folder = prefix[len(SCHEME):].rstrip("/").partition("/")
+    if not is_url(prefix) or not bucket:
+        raise InputError("expected s3://BUCKET/FOLDER", prefix)
+    try:
+        return {f"{SCHEME}{bucket}/{meta['path']}": _info(meta)
+                for page in obstore.list(store(bucket), prefix=folder or None)
+                for meta in page}
+    except Exception as exc:
+        raise failure(exc, prefix) from None
+
+
+def put_bytes(url: str, data: bytes, *, overwrite: bool) -> None:
+    """Store ``data`` at ``url`` in one request; without ``overwrite`` only where no
+    object is (an :class:`OutputExistsError` otherwise, even for one that appeared after
+    any check)."""
+    import obstore
+
+    target = parse(url)
+    try:
+        obstore.put(store(target.bucket), target.key, data,
+                    mode="overwrite" if overwrite else "create", use_multipart=False)
+    except Exception as exc:
+        raise failure(exc, url) from None
+
+
+def get_bytes(url: str, *, reading: bool = False) -> bytes:
+    """The bytes of the object at ``url``."""
+    import obstore
+
+    target = parse(url)
+    try:
+        return bytes(obstore.get(store(target.bucket), target.key).bytes())
+    except FileNotFoundError:
+        raise (InputError if reading else OutputError)("no such object", url) from None
+    except Exception as exc:
+        raise failure(exc, url, reading=reading) from None
 
 
 def delete(url: str) -> None:
@@ -320,21 +398,25 @@ def staged(targets: Sequence[str | os.PathLike[str] | None], *,
             if exc.path in named:  # the file the user named, not its local stand-in
                 raise type(exc)(exc.message, named[exc.path]) from None
             raise
-        _upload_all([(p, str(t)) for p, t in zip(local, targets, strict=True)
+        upload_all([(p, str(t)) for p, t in zip(local, targets, strict=True)
                      if p is not None and t is not None], overwrite=overwrite)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _upload_all(pairs: list[tuple[Path, str]], *, overwrite: bool) -> None:
-    """Upload each (file, URL); if any upload fails, delete those done before it."""
+def upload_all(pairs: Sequence[tuple[str | os.PathLike[str], str]], *,
+               overwrite: bool) -> list[str | None]:
+    """Upload each (file, URL), in order; if any upload fails, delete those done before
+    it. Returns the ETags."""
     done: list[str] = []
+    etags: list[str | None] = []
     try:
         for local, url in pairs:
-            upload(local, url, overwrite=overwrite)
+            etags.append(upload(local, url, overwrite=overwrite))
             done.append(url)
     except BaseException:
         for url in reversed(done):
             with contextlib.suppress(Exception):
                 delete(url)
         raise
+    return etags

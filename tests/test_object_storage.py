@@ -238,11 +238,74 @@ def test_a_url_without_a_key_is_one_line(s3, scene, monkeypatch):
                           named=url)
 
 
-def test_run_to_a_bucket_is_refused_not_a_local_folder(scene, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = run_cli("run", scene, "-o", "s3://some-bucket/out")
-    assert_one_line_error(result, "local folder", named="s3://some-bucket/out")
-    assert not (tmp_path / "s3:").exists()
+def two_scenes(make_scene: Callable[..., tuple[Path, np.ndarray]], tmp_path: Path) -> Path:
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for k, size in enumerate(((96, 112), (80, 64))):
+        path = make_scene(*size, seed=k)[0]
+        path.rename(folder / f"scene_{k}.tif")
+    return folder
+
+
+def bucket_run(out: object, scenes: Path, *extra: object) -> Any:
+    return run_cli("run", scenes / "*.tif", "-o", out, "--tile-size", 64, "--probabilities",
+                   "--quicklook", "--no-progress", *extra)
+
+
+RUN_REPORTS = {"geoseg-journal.jsonl", "summary.json"}
+
+
+def test_run_to_a_bucket_writes_the_bytes_of_a_local_run_and_resumes(s3, make_scene, tmp_path,
+                                                                      monkeypatch):
+    scenes = two_scenes(make_scene, tmp_path)
+    assert bucket_run(tmp_path / "here", scenes).exit_code == 0
+    here = {p.name: p.read_bytes() for p in (tmp_path / "here").iterdir()
+            if p.name not in RUN_REPORTS}
+    url = f"s3://{s3.bucket}/maps/2026"
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))  # where outputs are staged
+    (tmp_path / "tmp").mkdir()
+    result = bucket_run(url + "/", scenes)
+    assert result.exit_code == 0, result.output
+    assert "2 scenes: 2 done, 0 skipped, 0 failed" in result.output
+    there = objects(s3)
+    journal = sorted(k for k in there if k.startswith("maps/2026/geoseg-journal/"))
+    assert len(journal) == 3  # the run, and a line per scene
+    assert {k.removeprefix("maps/2026/"): v for k, v in there.items()
+            if k not in journal and not k.endswith("summary.json")} == here
+    summary = json.loads(there["maps/2026/summary.json"])
+    assert summary["scenes"][0]["outputs"]["mask"] == f"{url}/scene_0.mask.tif"
+    assert list((tmp_path / "tmp").iterdir()) == []  # staged files went
+    events = [json.loads(there[k]) for k in journal]
+    assert events[1]["outputs"]["mask"]["etag"] and events[1]["outputs"]["mask"]["path"] == (
+        f"{url}/scene_0.mask.tif")
+
+    # Again without --resume: the earlier run is an existing output.
+    again = bucket_run(url, scenes)
+    assert_one_line_error(again, "exists already", "--resume", named=f"{url}/geoseg-journal")
+    # Resumed: finished scenes are checked by size and ETag, a changed one is redone.
+    s3.put_object(Bucket=s3.bucket, Key="maps/2026/scene_1.gpkg", Body=b"edited")
+    result = bucket_run(url, scenes, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "skipped scene_0 (finished by an earlier run)" in result.output
+    assert "redo    scene_1 (its gpkg output changed)" in result.output
+    assert {k: v for k, v in objects(s3).items() if k in there and k not in journal
+            and not k.endswith("summary.json")} == {k: v for k, v in there.items()
+                                                   if k not in journal
+                                                   and not k.endswith("summary.json")}
+    # --overwrite starts the journal again.
+    result = bucket_run(url, scenes, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert len([k for k in objects(s3) if "/geoseg-journal/" in k]) == 3
+
+
+def test_run_to_a_bucket_refuses_existing_objects_and_missing_buckets(s3, make_scene, tmp_path):
+    scenes = two_scenes(make_scene, tmp_path)
+    s3.put_object(Bucket=s3.bucket, Key="out/scene_1.png", Body=b"someone else's")
+    url = f"s3://{s3.bucket}/out"
+    assert_one_line_error(bucket_run(url, scenes), "exists already", named=f"{url}/scene_1.png")
+    assert set(objects(s3)) == {"out/scene_1.png"}  # no journal either
+    missing = f"s3://{s3.bucket}-missing/out"
+    assert_one_line_error(bucket_run(missing, scenes), "no such bucket", named=missing)
 
 
 def _never(*args: object, **kwargs: object) -> None:
