@@ -51,18 +51,25 @@ def gdal_env(remote: bool = False) -> dict[str, Any]:
 
 def s3_options() -> dict[str, str]:
     """GDAL's /vsis3/ options for the endpoint the standard AWS environment names
-    (``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``), which GDAL 3.10 does not read:
+    (``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, else the profile's
+    ``endpoint_url``), which GDAL 3.10 does not read:
     ``AWS_S3_ENDPOINT`` (host[:port][/path]), ``AWS_HTTPS`` (NO for http://) and
     ``AWS_VIRTUAL_HOSTING=FALSE`` (path-style requests, which MinIO and moto need), each
-    unless the environment sets it. Credentials and region GDAL reads itself (the
+    unless the environment sets it; and ``CPL_AWS_CREDENTIALS_FILE`` from the AWS CLI's
+    ``AWS_SHARED_CREDENTIALS_FILE``. Credentials and region GDAL reads itself (the
     environment, ``~/.aws/credentials`` and ``config``, ``AWS_PROFILE``, instance roles)."""
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    if not endpoint:
-        return {}
-    url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
-    options = {"AWS_S3_ENDPOINT": url.netloc + url.path.rstrip("/"),
-               "AWS_HTTPS": "NO" if url.scheme == "http" else "YES",
-               "AWS_VIRTUAL_HOSTING": "FALSE"}
+    from geoseg.storage import profile_config
+
+    options: dict[str, str] = {}
+    if os.environ.get("AWS_SHARED_CREDENTIALS_FILE"):  # GDAL's own name for it differs
+        options["CPL_AWS_CREDENTIALS_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"]
+    endpoint = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                or profile_config().get("endpoint"))
+    if endpoint:
+        url = urlsplit(endpoint if "://" in endpoint else f"https://{endpoint}")
+        options.update({"AWS_S3_ENDPOINT": url.netloc + url.path.rstrip("/"),
+                        "AWS_HTTPS": "NO" if url.scheme == "http" else "YES",
+                        "AWS_VIRTUAL_HOSTING": "FALSE"})
     return {k: v for k, v in options.items() if k not in os.environ}
 
 

@@ -17,8 +17,9 @@ The library is obstore (the Rust ``object_store`` crate behind a small wheel): i
 the standard AWS environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_SESSION_TOKEN``, ``AWS_REGION``/``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL``, web
 identity, ECS and EC2 instance credentials), retries with backoff, supports conditional
-create and multipart uploads, and brings no botocore. It does not read ``AWS_PROFILE`` or
-``~/.aws`` files: credentials come from the environment or the machine's role.
+create and multipart uploads, and brings no botocore. The keys, region and endpoint of an
+``AWS_PROFILE`` in ``~/.aws`` files, which obstore does not read, are read here
+(:func:`profile_config`).
 Credentials are never part of a message: errors name the URL and the problem only.
 """
 
@@ -76,17 +77,58 @@ def parse(url: str) -> ObjectURL:
 
 
 def store(bucket: str) -> S3Store:
-    """The bucket, configured from the standard AWS environment variables; an endpoint
-    given there may be plain HTTP (a local S3-compatible server)."""
+    """The bucket, configured from the standard AWS environment variables, else from the
+    profile's shared files (:func:`profile_config`); an endpoint may be plain HTTP (a
+    local S3-compatible server)."""
     from obstore.store import S3Store
 
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    config: dict[str, Any] = {} if endpoint is None else {"endpoint": endpoint}
+    config: dict[str, Any] = profile_config()
+    endpoint = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+                or config.pop("endpoint", None))
+    if endpoint is not None:
+        config["endpoint"] = endpoint
     return S3Store(bucket, config=config,  # type: ignore[arg-type]
                    client_options={"allow_http": bool(endpoint and endpoint.startswith("http:")),
                                    "connect_timeout": CONNECT_TIMEOUT},
                    retry_config={"max_retries": MAX_RETRIES,
                                  "retry_timeout": datetime.timedelta(minutes=3)})
+
+
+def profile_config() -> dict[str, str]:
+    """What the AWS CLI's shared files say for the profile ``AWS_PROFILE`` (else
+    ``default``), where the environment does not say it itself: the keys of
+    ``AWS_SHARED_CREDENTIALS_FILE`` (``~/.aws/credentials``) and the region and
+    ``endpoint_url`` of ``AWS_CONFIG_FILE`` (``~/.aws/config``). obstore reads only the
+    environment; GDAL reads these files too, so both see the same account."""
+    import configparser
+
+    profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
+    home = Path("~/.aws").expanduser()
+
+    def section(variable: str, default: Path, name: str) -> dict[str, str]:
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(os.environ.get(variable) or default, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError, OSError):
+            return {}
+        return dict(parser[name]) if parser.has_section(name) else {}
+
+    config: dict[str, str] = {}
+    if not os.environ.get("AWS_ACCESS_KEY_ID"):
+        keys = section("AWS_SHARED_CREDENTIALS_FILE", home / "credentials", profile)
+        for ours, theirs in (("access_key_id", "aws_access_key_id"),
+                             ("secret_access_key", "aws_secret_access_key"),
+                             ("session_token", "aws_session_token")):
+            if keys.get(theirs):
+                config[ours] = keys[theirs]
+    settings = section("AWS_CONFIG_FILE", home / "config",
+                       profile if profile == "default" else f"profile {profile}")
+    if settings.get("region") and not (os.environ.get("AWS_REGION")
+                                       or os.environ.get("AWS_DEFAULT_REGION")):
+        config["region"] = settings["region"]
+    if settings.get("endpoint_url"):
+        config["endpoint"] = settings["endpoint_url"]
+    return config
 
 
 def has_magic(url: str) -> bool:
@@ -345,7 +387,8 @@ def failure(exc: BaseException, url: str, *, reading: bool = False) -> GeoSegErr
         return error(denied, url)
     if "/latest/api/token" in text or "/latest/meta-data" in text or "credential" in text.lower():
         return EnvError("no AWS credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
-                        "(or run where an instance or web identity role provides them)", url)
+                        "or AWS_PROFILE (or run where an instance or web identity role "
+                        "provides them)", url)
     if "error sending request" in text or "Connect" in text:
         endpoint = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
                     or "AWS S3")

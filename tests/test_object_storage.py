@@ -298,6 +298,30 @@ def test_run_to_a_bucket_writes_the_bytes_of_a_local_run_and_resumes(s3, make_sc
     assert len([k for k in objects(s3) if "/geoseg-journal/" in k]) == 3
 
 
+def test_an_aws_profile_gives_keys_region_and_endpoint(s3, scene, tmp_path, monkeypatch):
+    """A user with ``AWS_PROFILE`` and the AWS CLI's files only: outputs go up and inputs
+    come down (GDAL too) with that profile's keys and endpoint."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+                 "AWS_ENDPOINT_URL", "CPL_AWS_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    endpoint = s3.meta.endpoint_url
+    (tmp_path / "credentials").write_text(
+        "[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n"
+        "[geo]\naws_access_key_id = testing\naws_secret_access_key = testing\n")
+    (tmp_path / "config").write_text(
+        f"[default]\nregion = eu-west-1\n\n[profile geo]\nregion = us-east-1\n"
+        f"endpoint_url = {endpoint}\n")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "config"))
+    monkeypatch.setenv("AWS_PROFILE", "geo")
+    url = f"s3://{s3.bucket}/m.tif"
+    result = run_cli("predict", scene, "-o", url, "--tile-size", 64, "--scheduler", "sync")
+    assert result.exit_code == 0, result.output
+    result = run_cli("vectorize", url, "-o", tmp_path / "back.gpkg")  # read through GDAL
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "back.gpkg").read_bytes().startswith(b"SQLite format 3")
+
+
 def test_run_to_a_bucket_refuses_existing_objects_and_missing_buckets(s3, make_scene, tmp_path):
     scenes = two_scenes(make_scene, tmp_path)
     s3.put_object(Bucket=s3.bucket, Key="out/scene_1.png", Body=b"someone else's")
@@ -416,11 +440,13 @@ def test_an_input_without_credentials_is_one_line(s3, scene, monkeypatch):
     assert_one_line_error(result, "no AWS credentials", "AWS_ACCESS_KEY_ID", named=url)
 
 
-def test_an_input_behind_an_unreachable_endpoint_is_one_line(s3, monkeypatch):
+def test_an_input_behind_an_unreachable_endpoint_is_one_line(s3, monkeypatch, tmp_path):
     closed = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     monkeypatch.setenv("AWS_ENDPOINT_URL", closed)
+    monkeypatch.chdir(tmp_path)
     url = f"s3://{s3.bucket}/scene.tif"
-    result = run_cli("run", url, "-o", "unused")
+    result = run_cli("run", url, "-o", "out")  # a run reports each failed scene, and goes on
+    assert result.exit_code == 1
     assert f"cannot reach the endpoint {closed}" in result.output, result.output
     assert "Traceback" not in result.output
 
