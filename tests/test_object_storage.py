@@ -267,6 +267,7 @@ def test_run_to_a_bucket_writes_the_bytes_of_a_local_run_and_resumes(s3, make_sc
     result = bucket_run(url + "/", scenes)
     assert result.exit_code == 0, result.output
     assert "2 scenes: 2 done, 0 skipped, 0 failed" in result.output
+    assert f"summary: {url}/summary.json" in result.output
     there = objects(s3)
     journal = sorted(k for k in there if k.startswith("maps/2026/geoseg-journal/"))
     assert len(journal) == 3  # the run, and a line per scene
@@ -296,6 +297,35 @@ def test_run_to_a_bucket_writes_the_bytes_of_a_local_run_and_resumes(s3, make_sc
     result = bucket_run(url, scenes, "--overwrite")
     assert result.exit_code == 0, result.output
     assert len([k for k in objects(s3) if "/geoseg-journal/" in k]) == 3
+
+
+def test_a_run_the_credentials_may_not_write_fails_before_any_work(s3_server, s3, s3_auth,
+                                                                   make_scene, tmp_path,
+                                                                   monkeypatch):
+    """A read-only user: the run's first write, its journal's first event, is refused
+    before any scene is computed, and nothing is left in the bucket."""
+    import boto3
+
+    from geoseg import batch
+
+    scenes = two_scenes(make_scene, tmp_path)
+    iam = boto3.client("iam", endpoint_url=s3_server, region_name="us-east-1")
+    user = f"reader-{s3.bucket}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="read-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
+                       "Resource": "*"}]}))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    s3_auth(True)
+    aws_env(monkeypatch, s3_server, key=key["AccessKeyId"], secret=key["SecretAccessKey"])
+    monkeypatch.setattr(batch, "predict_scene", _never)
+    url = f"s3://{s3.bucket}/maps"
+    result = bucket_run(url, scenes)
+    assert_one_line_error(result, "access denied")
+    assert url in result.output and key["SecretAccessKey"] not in result.output
+    s3_auth(False)
+    assert objects(s3) == {}
 
 
 def test_an_aws_profile_gives_keys_region_and_endpoint(s3, scene, tmp_path, monkeypatch):

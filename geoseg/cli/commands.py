@@ -122,7 +122,8 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
 
 @cli.command()
 @click.argument("src", nargs=-1, required=True)
-@opt.output("Folder for the outputs (created if missing).", name="out_dir", folder=True)
+@opt.output("Folder for the outputs (created if missing), or s3://BUCKET/PREFIX.",
+            name="out_dir", folder=True)
 @opt.config("A YAML file of options (e.g. workflows/batch.yaml); `scenes:` lists the SRC. "
             "Flags given here win.")
 @opt.prediction
@@ -152,20 +153,23 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
     A scene is a GeoTIFF, a VRT, a folder of mosaic tiles or of one product's band files,
     a band stack (B02.tif+B03.tif+…) or a STAC Item; a STAC ItemCollection or a folder of
     Items is one scene per Item, named by its id. SRC may also be a quoted glob
-    ('tiles/*.tif') or a text file listing scenes, one per line. On a Dask cluster
-    (--scheduler local or tcp://HOST:PORT) scenes run in parallel on its workers. A
-    journal in OUT_DIR records each finished scene: --resume skips them. A scene that
-    fails is reported and the others go on; the exit code is 1 if any failed.
+    ('tiles/*.tif', 's3://bucket/scenes/**/*.tif') or a text file listing scenes, one per
+    line. On a Dask cluster (--scheduler local or tcp://HOST:PORT) scenes run in parallel
+    on its workers; with scenes from and outputs to a bucket the workers need no shared
+    disk. A journal in OUT_DIR records each finished scene: --resume skips them. A scene
+    that fails is reported and the others go on; the exit code is 1 if any failed.
 
     \b
     Examples:
       geoseg run data/scene_0.tif data/tiles/ -o out/ --min-area 200
       geoseg run 'archive/**/*.tif' -o out/ --scheduler local --workers 4 --resume
       geoseg run search-results.json -o out/ --resume
+      geoseg run 's3://imagery/**/*.tif' -o s3://maps/2026 --scheduler tcp://head:8786
       geoseg run --config workflows/batch.yaml
     """
     from geoseg.batch import SUMMARY, format_summary
     from geoseg.batch import run as run_scenes
+    from geoseg.storage import is_url
 
     summary = run_scenes(
         list(src), out_dir, model, probabilities=probabilities, quicklook=quicklook,
@@ -179,8 +183,9 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
     say_on(ctx, format_summary(summary))
     kinds = ["NAME.mask.tif", "NAME.gpkg"] + ["NAME.prob.tif"] * probabilities + \
         ["NAME.png"] * quicklook
-    say_on(ctx, f"outputs: {Path(out_dir)}/ ({', '.join(kinds)}, with .qml styles)")
-    say_on(ctx, f"summary: {Path(out_dir) / SUMMARY}")
+    folder = out_dir.rstrip("/") if is_url(out_dir) else str(Path(out_dir))  # keep s3://
+    say_on(ctx, f"outputs: {folder}/ ({', '.join(kinds)}, with .qml styles)")
+    say_on(ctx, f"summary: {folder}/{SUMMARY}")
     failed = [s for s in summary["scenes"] if s["status"] == "failed"]
     if failed:
         first = f"{failed[0]['name']}: {failed[0]['error']}"
