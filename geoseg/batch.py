@@ -13,6 +13,11 @@ How scenes run:
   atomically, so a killed task leaves no output. With fewer scenes than worker threads the
   scenes instead run one after another, each spread over the cluster tile by tile.
 
+Outputs under an ``s3://`` prefix are written scene by scene in the temp folder of the
+process that runs the scene and uploaded when all are finished (:func:`bucket_scene`), so
+no worker needs a disk shared with the client or the others; the model then travels to
+the workers as bytes.
+
 The journal (:mod:`geoseg.journal`) records each finished scene with the checksums of its
 outputs; ``resume`` skips exactly those scenes whose outputs and source are unchanged. A
 scene that fails is recorded with its error and the others go on. ``summary.json`` lists
@@ -267,9 +272,11 @@ def run(
     speaker: Speaker = "python",
     **predict_options: Any,
 ) -> dict[str, Any]:
-    """Predict and vectorize every scene of ``sources`` into ``out_dir``.
+    """Predict and vectorize every scene of ``sources`` into ``out_dir``, a folder or an
+    ``s3://bucket/prefix`` (the journal and summary then in the bucket too).
 
-    ``sources`` are paths, glob patterns or text lists (see :func:`expand_sources`).
+    ``sources`` are paths, URLs, glob patterns (``s3://`` ones too) or text lists (see
+    :func:`expand_sources`).
     ``predict_options`` go to :func:`geoseg.predict` (tile_size, overlap, batch_size,
     device, bands, tta, allow_no_crs). With ``resume`` the scenes an earlier run into
     ``out_dir`` finished (and whose outputs are intact) are skipped. Returns the summary

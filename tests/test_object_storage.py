@@ -362,6 +362,25 @@ def test_run_to_a_bucket_refuses_existing_objects_and_missing_buckets(s3, make_s
     assert_one_line_error(bucket_run(missing, scenes), "no such bucket", named=missing)
 
 
+@pytest.mark.parametrize("fault, words", [
+    ("no credentials", ("no AWS credentials", "AWS_PROFILE")),
+    ("closed endpoint", ("cannot reach the endpoint",)),
+])
+def test_a_run_to_an_unusable_bucket_is_one_line_before_any_work(s3, make_scene, tmp_path,
+                                                                  monkeypatch, fault, words):
+    from geoseg import batch
+
+    scenes = two_scenes(make_scene, tmp_path)
+    if fault == "no credentials":
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    else:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setattr(batch, "predict_scene", _never)
+    url = f"s3://{s3.bucket}/maps"
+    assert_one_line_error(bucket_run(url, scenes), *words, named=url)
+
+
 def _never(*args: object, **kwargs: object) -> None:
     raise AssertionError("the work started before the outputs were checked")
 
