@@ -104,13 +104,16 @@ def predict(
                       threads=options.threads)
         client, resources = None, None
         distributed = scheduler not in LOCAL_SCHEDULERS
-        if distributed:  # workers that share no disk with this process get the model's bytes
-            handle = handle.carried()
         if dst is not None and distributed:
             # The cluster first: whether model tasks need a GPU worker depends on its workers.
             client = stack.enter_context(client_for(scheduler, workers=workers,
                                                     device=options.device))
             resources = model_resources(client, options.device)
+        if distributed and (client is None or handle.path is None
+                            or blind_workers(client, handle.path)):
+            # Workers that do not see the model's files get its bytes; those that do keep
+            # loading it by path, the handle geoseg.run's scene tasks use (one load each).
+            handle = handle.carried()
         probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None,
                               resources=resources)
         mask = class_mask(probs)

@@ -91,9 +91,10 @@ def test_tile_mode_to_a_bucket_gives_the_bytes_of_a_local_run(s3, share_nothing_
     assert sum(after.values()) > sum(before.values()) or sum(before.values()) > 0
 
 
-def corrupt_lower_half(path: Path, out: Path) -> Path:
-    """``path`` rewritten as a DEFLATE-tiled GeoTIFF of 64-pixel blocks whose blocks in the
-    lower half, all but the very last (which geoseg reads up front), hold garbage."""
+def corrupt_last_rows(path: Path, out: Path) -> Path:
+    """``path`` rewritten as a DEFLATE-tiled GeoTIFF of 64-pixel blocks whose last row of
+    blocks, all but the very last block (which geoseg reads up front), holds garbage: the
+    tiles above it are predicted and their blocks written before a task meets it."""
     with rasterio.open(path) as src:
         profile = {**src.profile, "tiled": True, "blockxsize": 64, "blockysize": 64,
                    "compress": "deflate", "interleave": "pixel"}
@@ -104,7 +105,7 @@ def corrupt_lower_half(path: Path, out: Path) -> Path:
         rows, cols = -(-ds.height // 64), -(-ds.width // 64)
         blocks = [(int(ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=1)),
                    int(ds.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=1)))
-                  for r in range(rows // 2, rows) for c in range(cols)][:-1]
+                  for r in range(rows - 1, rows) for c in range(cols)][:-1]
     with open(out, "r+b") as f:
         for offset, size in blocks:
             f.seek(offset)
@@ -115,7 +116,7 @@ def corrupt_lower_half(path: Path, out: Path) -> Path:
 def test_a_failure_midway_leaves_no_part_and_no_output(s3, share_nothing_cluster,
                                                        make_scene, user_model, tmp_path):
     path, _ = make_scene(256, 256)
-    bad = corrupt_lower_half(path, tmp_path / "bad.tif")
+    bad = corrupt_last_rows(path, tmp_path / "bad.tif")
     s3.upload_file(str(bad), s3.bucket, "in/bad.tif")
     url = f"s3://{s3.bucket}/out"
     result = invoke("predict", f"s3://{s3.bucket}/in/bad.tif", "-o", f"{url}/m.tif",
