@@ -5,8 +5,10 @@ starts a :class:`distributed.LocalCluster`, or on a machine with GPUs one worker
 (dask-cuda's ``LocalCUDACluster`` when installed, else one nanny per GPU with its own
 ``CUDA_VISIBLE_DEVICES``), each declaring the resource ``GPU=1``; ``tcp://host:port``
 connects to a running ``dask-scheduler``. Workers of the last two must see the same file
-system as this process. Workers that declare a ``GPU`` resource (``dask worker --resources
-GPU=1``) run one model task at a time per GPU: see :func:`model_resources`.
+system as this process, except when ``predict`` writes to an ``s3://`` output: its blocks
+then travel through the bucket (:mod:`geoseg.parts`) and its model as bytes. Workers
+that declare a ``GPU`` resource (``dask worker --resources GPU=1``) run one model task at
+a time per GPU: see :func:`model_resources`.
 """
 
 from __future__ import annotations
@@ -73,14 +75,56 @@ def compute(*collections: Any, scheduler: str = "threads", workers: int | None =
             client = stack.enter_context(client_for(scheduler, workers=workers))
         # The scheduler's optimization merges an annotated layer (the model tasks' GPU
         # resource) into its unannotated neighbours: such graphs go as they are.
-        futures = client.compute(list(collections),
-                                 optimize_graph=not any(map(annotated, collections)))
-        if progress:
-            from distributed import progress as dist_progress
+        if not any(map(annotated, collections)):
+            collections = dask.optimize(*collections)
+        keys = graph_keys(collections)  # the tasks sent
+        futures = client.compute(list(collections), optimize_graph=False)
+        try:
+            if progress:
+                from distributed import progress as dist_progress
 
-            dist_progress(futures)
-            sys.stderr.write("\n")  # the bar's line ends
-        return tuple(client.gather(futures))
+                dist_progress(futures)
+                sys.stderr.write("\n")  # the bar's line ends
+            return tuple(client.gather(futures))
+        except BaseException:
+            settle(client, futures, keys)
+            raise
+
+
+SETTLE_TIMEOUT_S = 120
+
+
+def settle(client: Any, futures: list[Any], keys: set[Any],
+           timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+    """After a failed computation: cancel what is left of it and return once no worker
+    still executes one of its tasks (``keys``), or after ``timeout_s``; a task a worker
+    had begun runs to its end even when cancelled, and what it writes (a part object, a
+    window of a scratch file) must be there before a cleanup, not after it."""
+    try:
+        client.cancel(futures)
+        client.run(_settled, keys, timeout_s)
+    except Exception:  # the cluster is gone or unreachable: nothing runs there any more
+        log.debug("could not wait for the workers to settle", exc_info=True)
+
+
+async def _settled(keys: set[Any], timeout_s: float, dask_worker: Any) -> None:
+    """On a worker (``client.run``): wait until it executes none of ``keys``."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while (any(ts.key in keys for ts in dask_worker.state.executing)
+           and time.monotonic() < deadline):
+        await asyncio.sleep(0.05)
+
+
+def graph_keys(collection: Any) -> set[Any]:
+    """The keys of every task in a Dask collection's graph (or in a list or tuple of them)."""
+    from dask import is_dask_collection
+
+    if isinstance(collection, list | tuple):
+        return set().union(*map(graph_keys, collection))
+    return set(collection.__dask_graph__()) if is_dask_collection(collection) else set()
 
 
 def annotated(collection: Any) -> bool:
@@ -237,6 +281,13 @@ def gpu_workers(gpus: list[str], threads_per_worker: int) -> dict[str, dict[str,
         "nthreads": threads_per_worker, "resources": {"GPU": 1},
         "env": {"CUDA_VISIBLE_DEVICES": gpu}, "memory_limit": MEMORY_LIMIT // len(gpus)}}
         for gpu in gpus}
+
+
+def blind_workers(client: Any, path: str | os.PathLike[str]) -> list[str]:
+    """The addresses of ``client``'s workers that do not see the file ``path`` (an absolute
+    path on this machine): workers elsewhere, without this machine's file system."""
+    seen = client.run(os.path.exists, os.path.abspath(path))
+    return sorted(address for address, there in seen.items() if not there)
 
 
 def worker_threads(client: Any) -> int:

@@ -14,19 +14,20 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from geoseg import atomic, cog, maskfile, storage
+from geoseg import atomic, cog, maskfile, parts, storage
 from geoseg.cluster import (
     IN_PROCESS,
     LOCAL_SCHEDULERS,
+    blind_workers,
     check_scheduler,
     client_for,
     model_resources,
     tasks_at_once,
 )
 from geoseg.devices import Device, select_device
-from geoseg.errors import InputError, warn
+from geoseg.errors import InputError, OutputError, warn
 from geoseg.gdal import vsi_path, write_errors
 from geoseg.inference import ModelHandle, check_weights, model_reference, task_threads
 from geoseg.model import Model, ModelSpec
@@ -102,11 +103,16 @@ def predict(
         check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS,
                       threads=options.threads)
         client, resources = None, None
-        if dst is not None and scheduler not in LOCAL_SCHEDULERS:
+        distributed = scheduler not in LOCAL_SCHEDULERS
+        if dst is not None and distributed:
             # The cluster first: whether model tasks need a GPU worker depends on its workers.
             client = stack.enter_context(client_for(scheduler, workers=workers,
                                                     device=options.device))
             resources = model_resources(client, options.device)
+        if distributed:
+            # Workers need not see the model's files: they get its bytes (one graph key,
+            # fetched once by each), as geoseg.run's scene tasks do (so one load each).
+            handle = handle.carried()
         probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None,
                               resources=resources)
         mask = class_mask(probs)
@@ -116,7 +122,9 @@ def predict(
             write_outputs(source, spec, mask, probs, local_dst, overwrite=overwrite,
                           probabilities_path=local_probs, quicklook=local_quicklook,
                           scheduler=scheduler, workers=workers, progress=progress,
-                          client=client)
+                          client=client,
+                          parts_at=(parts.parts_prefix(str(dst))
+                                    if distributed and storage.is_url(dst) else None))
     if dst is not None:
         out = maskfile.open_mask(vsi_path(os.fspath(dst)))  # an uploaded mask: via /vsis3/
     # What geoseg.vectorize (and a reader of the array) needs to name and colour classes.
@@ -208,9 +216,16 @@ def _affine_text(scale: Sequence[float], offset: Sequence[float]) -> str:
 def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Array,
                   dst: Path, *, overwrite: bool, probabilities_path: str | os.PathLike[str] | None,
                   quicklook: str | os.PathLike[str] | None, scheduler: str,
-                  workers: int | None, progress: bool, client: object = None) -> None:
+                  workers: int | None, progress: bool, client: object = None,
+                  parts_at: str | None = None) -> None:
     """Compute the graph into scratch GeoTIFFs (on ``client`` when given), then turn them
-    into COGs atomically."""
+    into COGs atomically.
+
+    With ``parts_at`` (an ``s3://`` prefix: see :mod:`geoseg.parts`) the tasks put their
+    blocks there instead of writing the scratch files, and this process streams them into
+    the scratch files afterwards; the prefix is deleted however the run ends. Without it,
+    a ``client``'s workers write the scratch files themselves: they must see them.
+    """
     import dask.array as da
 
     from geoseg.cluster import compute
@@ -228,15 +243,29 @@ def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Arr
     try:
         cog.create_scratch(scratch_mask, source.grid, count=1, dtype="uint8",
                            nodata=maskfile.NODATA, name=dst)
-        arrays, targets = [mask], [cog.WindowWriter(scratch_mask, dst)]
+        arrays, writers = [mask], [cog.WindowWriter(scratch_mask, dst)]
         if scratch_probs is not None and probabilities_path is not None:
             cog.create_scratch(scratch_probs, source.grid, count=len(spec.classes),
                                dtype="uint8", nodata=maskfile.PROB_NODATA,
                                name=probabilities_path)
             arrays.append(scaled_probabilities(probs))
-            targets.append(cog.WindowWriter(scratch_probs, probabilities_path))
+            writers.append(cog.WindowWriter(scratch_probs, probabilities_path))
+        names = ("mask", "probabilities")  # the parts of each array (a prefix per array)
+        if parts_at is None:
+            if client is not None:
+                check_workers_see(client, scheduler, writers)
+            targets: list[object] = list(writers)
+        else:
+            targets = [parts.PartWriter(parts_at, n, w.name)
+                       for n, w in zip(names, writers, strict=False)]
         stored = da.store(arrays, targets, lock=False, compute=False)  # type: ignore[arg-type]
-        compute(stored, scheduler=scheduler, workers=workers, progress=progress, client=client)
+        with (contextlib.nullcontext() if parts_at is None
+              else parts.removed_after(parts_at, name=str(dst))):
+            compute(stored, scheduler=scheduler, workers=workers, progress=progress,
+                    client=client)
+            if parts_at is not None:  # one block at a time: memory holds one block
+                for n, array, writer in zip(names, arrays, writers, strict=False):
+                    parts.stream_into(writer, parts_at, n, array.chunks)
         if not maskfile.has_data(scratch_mask, name=dst):
             warn("has no valid pixels (all nodata): the mask is all nodata", source.name)
         with write_errors(dst):
@@ -259,3 +288,17 @@ def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Arr
         for p in (scratch_mask, scratch_probs):
             if p is not None:
                 atomic.remove_with_sidecars(p)
+
+
+def check_workers_see(client: Any, scheduler: str, writers: Sequence[cog.WindowWriter]) -> None:
+    """Before any work: every worker of ``client`` sees the scratch files its tasks are to
+    write (they lie beside the outputs, on this machine's disk); if one does not, an
+    :class:`OutputError` naming the output says what to do instead."""
+    for writer in writers:
+        blind = blind_workers(client, writer.path)
+        if blind:
+            raise OutputError(f"the Dask workers at {scheduler} ({len(blind)} of "
+                              f"{len(client.scheduler_info(n_workers=-1)['workers'])}) cannot "
+                              f"see this folder: write to an s3:// output (its tiles then "
+                              f"travel through the bucket) or give the workers this folder",
+                              writer.name)

@@ -347,6 +347,52 @@ def delete(url: str) -> None:
         obstore.delete(store(target.bucket), target.key)
 
 
+def put_bytes(url: str, data: bytes, *, name: str | None = None) -> None:
+    """Put ``data`` as the object at ``url`` in one PUT (replacing any); errors name
+    ``name`` (the output it is for) when given, else ``url``."""
+    import obstore
+
+    target = parse(url)
+    try:
+        obstore.put(store(target.bucket), target.key, data, mode="overwrite",
+                    use_multipart=False)
+    except Exception as exc:
+        raise failure(exc, name or url) from None
+
+
+def get_bytes(url: str, *, name: str | None = None) -> bytes:
+    """The bytes of the object at ``url``; errors name ``name`` when given, else ``url``."""
+    import obstore
+
+    target = parse(url)
+    try:
+        return bytes(obstore.get(store(target.bucket), target.key).bytes())
+    except FileNotFoundError:
+        raise OutputError(f"a part object is missing ({url})", name or url) from None
+    except Exception as exc:
+        raise failure(exc, name or url) from None
+
+
+def delete_prefix(url: str, *, name: str | None = None) -> int:
+    """Delete every object whose key lies under the folder ``url`` (``s3://bucket/folder``,
+    with or without the ending ``/``); how many there were. Errors name ``name`` when
+    given, else ``url``."""
+    import obstore
+
+    target = parse(url.rstrip("/"))
+    bucket = store(target.bucket)
+    deleted = 0
+    try:
+        for page in obstore.list(bucket, prefix=target.key + "/", chunk_size=1000):
+            paths = [meta["path"] for meta in page]
+            if paths:
+                obstore.delete(bucket, paths)
+                deleted += len(paths)
+    except Exception as exc:
+        raise failure(exc, name or url) from None
+    return deleted
+
+
 def _check_bucket(target: ObjectURL, url: str, *, reading: bool = False) -> None:
     """Listing one page of the key's folder proves the bucket is there and readable."""
     import obstore

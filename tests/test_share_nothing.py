@@ -4,10 +4,17 @@ bucket (tests/conftest.py's ``share_nothing_cluster`` and moto's S3 server)."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
+import rasterio
+from conftest import assert_one_line_error, invoke, run_cli
 
 pytestmark = pytest.mark.slow  # a scheduler and two worker processes
 
@@ -24,6 +31,152 @@ def test_the_workers_share_no_folder_with_the_test(share_nothing_cluster, tmp_pa
         assert list(seen.values()) == [False, False]
 
 
+# Tile mode on such a cluster: the blocks travel through the bucket as part objects
+# (geoseg.parts), the model as bytes in its handle.
+
+def objects(s3: Any) -> dict[str, bytes]:
+    """Every object in the test's bucket: key → bytes."""
+    listed = s3.list_objects_v2(Bucket=s3.bucket).get("Contents", [])
+    return {o["Key"]: s3.get_object(Bucket=s3.bucket, Key=o["Key"])["Body"].read()
+            for o in listed}
+
+
+def model_loads() -> int:
+    """In a worker (``client.run``): how many models its predictor cache has loaded."""
+    from geoseg.inference import cached_predictor
+
+    return int(cached_predictor.cache_info().misses)
+
+
+@pytest.fixture
+def scene_url(s3: Any, make_scene: Callable[..., tuple[Path, np.ndarray]]) -> str:
+    """A 256 × 256 scene in the test's bucket."""
+    path, _ = make_scene(256, 256)
+    s3.upload_file(str(path), s3.bucket, "in/scene.tif")
+    return f"s3://{s3.bucket}/in/scene.tif"
+
+
+@pytest.fixture
+def user_model(tmp_path: Path) -> Path:
+    """The bundled model copied under the test's temp root: the workers cannot see it."""
+    from geoseg.model import bundled_path
+
+    return Path(shutil.copytree(bundled_path("default"), tmp_path / "model"))
+
+
+def test_tile_mode_to_a_bucket_gives_the_bytes_of_a_local_run(s3, share_nothing_cluster,
+                                                              scene_url, user_model, tmp_path):
+    from distributed import Client
+
+    args = ("--tile-size", 64, "--model", user_model)
+    local = tmp_path / "local"
+    local.mkdir()
+    result = run_cli("predict", scene_url, "-o", local / "m.tif", "--probabilities",
+                     local / "p.tif", "--quicklook", local / "q.png", *args,
+                     "--scheduler", "threads")
+    assert result.exit_code == 0, result.output
+    url = f"s3://{s3.bucket}/out"
+    with Client(share_nothing_cluster.address, timeout=30, set_as_default=False) as client:
+        before = client.run(model_loads)
+        result = run_cli("predict", scene_url, "-o", f"{url}/m.tif", "--probabilities",
+                         f"{url}/p.tif", "--quicklook", f"{url}/q.png", *args,
+                         "--scheduler", share_nothing_cluster.address)
+        after = client.run(model_loads)
+    assert result.exit_code == 0, result.output
+    names = ("m.tif", "m.qml", "p.tif", "q.png")
+    found = objects(s3)
+    assert not [k for k in found if ".geoseg-parts" in k]  # the parts are gone
+    assert {k: v for k, v in found.items() if k.startswith("out/")} == \
+        {f"out/{n}": (local / n).read_bytes() for n in names}
+    # The model went as bytes, loaded at most once by each worker (whichever ran tasks).
+    assert all(after[w] - before[w] <= 1 for w in after), (before, after)
+    assert sum(after.values()) > sum(before.values()) or sum(before.values()) > 0
+
+
+def corrupt_last_rows(path: Path, out: Path) -> Path:
+    """``path`` rewritten as a DEFLATE-tiled GeoTIFF of 64-pixel blocks whose last row of
+    blocks, all but the very last block (which geoseg reads up front), holds garbage: the
+    tiles above it are predicted and their blocks written before a task meets it."""
+    with rasterio.open(path) as src:
+        profile = {**src.profile, "tiled": True, "blockxsize": 64, "blockysize": 64,
+                   "compress": "deflate", "interleave": "pixel"}
+        data = src.read()
+    with rasterio.open(out, "w", **profile) as dst:
+        dst.write(data)
+    with rasterio.open(out) as ds:
+        rows, cols = -(-ds.height // 64), -(-ds.width // 64)
+        blocks = [(int(ds.get_tag_item(f"BLOCK_OFFSET_{c}_{r}", "TIFF", bidx=1)),
+                   int(ds.get_tag_item(f"BLOCK_SIZE_{c}_{r}", "TIFF", bidx=1)))
+                  for r in range(rows - 1, rows) for c in range(cols)][:-1]
+    with open(out, "r+b") as f:
+        for offset, size in blocks:
+            f.seek(offset)
+            f.write(b"\xff" * size)
+    return out
+
+
+def test_a_failure_midway_leaves_no_part_and_no_output(s3, share_nothing_cluster,
+                                                       make_scene, user_model, tmp_path):
+    path, _ = make_scene(256, 256)
+    bad = corrupt_last_rows(path, tmp_path / "bad.tif")
+    s3.upload_file(str(bad), s3.bucket, "in/bad.tif")
+    url = f"s3://{s3.bucket}/out"
+    result = invoke("predict", f"s3://{s3.bucket}/in/bad.tif", "-o", f"{url}/m.tif",
+                    "--probabilities", f"{url}/p.tif", "--tile-size", 64,
+                    "--model", user_model, "--scheduler", share_nothing_cluster.address)
+    assert_one_line_error(result)
+    assert list(objects(s3)) == ["in/bad.tif"]
+
+
+def test_a_failure_while_streaming_back_leaves_no_part_and_no_output(
+        s3, share_nothing_cluster, scene_url, user_model, monkeypatch):
+    from geoseg import parts
+
+    decode, calls = parts.decode, [0]
+
+    def fails_third(data: bytes) -> np.ndarray:  # this process's side only
+        calls[0] += 1
+        if calls[0] == 3:
+            raise ValueError("a broken part")
+        return decode(data)
+
+    monkeypatch.setattr(parts, "decode", fails_third)
+    url = f"s3://{s3.bucket}/out"
+    result = invoke("predict", scene_url, "-o", f"{url}/m.tif", "--tile-size", 64,
+                    "--model", user_model, "--scheduler", share_nothing_cluster.address)
+    assert_one_line_error(result, "part object is unreadable", named=f"{url}/m.tif")
+    assert calls[0] == 3
+    assert list(objects(s3)) == ["in/scene.tif"]
+
+
+def test_a_local_output_the_workers_cannot_see_is_one_line(share_nothing_cluster, scene_url,
+                                                           user_model, tmp_path):
+    if not share_nothing_cluster.hidden:
+        pytest.skip("this machine cannot hide the test's folders from the workers")
+    out = tmp_path / "new" / "m.tif"
+    result = invoke("predict", scene_url, "-o", out, "--tile-size", 64, "--model", user_model,
+                    "--scheduler", share_nothing_cluster.address)
+    assert_one_line_error(result, f"the Dask workers at {share_nothing_cluster.address}",
+                          "cannot see this folder", "s3://", named=out)
+    assert not out.parent.exists()
+
+
+def test_vectorize_reads_a_mask_in_the_bucket_on_the_workers(s3, share_nothing_cluster,
+                                                             scene_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the GeoPackage's last_change
+    url = f"s3://{s3.bucket}/masks"
+    result = run_cli("predict", scene_url, "-o", f"{url}/m.tif", "--probabilities",
+                     f"{url}/p.tif", "--tile-size", 64, "--scheduler", "sync")
+    assert result.exit_code == 0, result.output
+    args = ("vectorize", f"{url}/m.tif", "--probabilities", f"{url}/p.tif", "--chunk-size", 64)
+    here, there = tmp_path / "here" / "v.gpkg", tmp_path / "there" / "v.gpkg"  # one layer name
+    result = run_cli(*args, "-o", here, "--scheduler", "threads")
+    assert result.exit_code == 0, result.output
+    result = run_cli(*args, "-o", there, "--scheduler", share_nothing_cluster.address)
+    assert result.exit_code == 0, result.output
+    assert there.read_bytes() == here.read_bytes()
+
+
 # geoseg run into a bucket: scenes from the bucket, outputs to it, on workers that share
 # nothing with the client (test_object_storage.py runs the same on local schedulers).
 
@@ -31,15 +184,9 @@ SCENES = 4
 REPORTS = ("geoseg-journal/", "summary.json")
 
 
-def bucket_objects(s3) -> dict[str, bytes]:
-    listed = s3.list_objects_v2(Bucket=s3.bucket).get("Contents", [])
-    return {o["Key"]: s3.get_object(Bucket=s3.bucket, Key=o["Key"])["Body"].read()
-            for o in listed}
-
-
 def maps(s3, prefix: str) -> dict[str, bytes]:
     """The run's outputs under ``prefix`` by file name (its journal and summary left out)."""
-    return {k.removeprefix(prefix): v for k, v in bucket_objects(s3).items()
+    return {k.removeprefix(prefix): v for k, v in objects(s3).items()
             if k.startswith(prefix) and not any(r in k for r in REPORTS)}
 
 
