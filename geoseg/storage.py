@@ -311,10 +311,10 @@ def listing(prefix: str) -> dict[str, ObjectInfo]:
         raise failure(exc, prefix) from None
 
 
-def put_bytes(url: str, data: bytes, *, overwrite: bool) -> None:
+def put_bytes(url: str, data: bytes, *, overwrite: bool = True, name: str | None = None) -> None:
     """Store ``data`` at ``url`` in one request; without ``overwrite`` only where no
     object is (an :class:`OutputExistsError` otherwise, even for one that appeared after
-    any check)."""
+    any check). Errors name ``name`` (the output it is for) when given, else ``url``."""
     import obstore
 
     target = parse(url)
@@ -322,20 +322,22 @@ def put_bytes(url: str, data: bytes, *, overwrite: bool) -> None:
         obstore.put(store(target.bucket), target.key, data,
                     mode="overwrite" if overwrite else "create", use_multipart=False)
     except Exception as exc:
-        raise failure(exc, url) from None
+        raise failure(exc, name or url) from None
 
 
-def get_bytes(url: str, *, reading: bool = False) -> bytes:
-    """The bytes of the object at ``url``."""
+def get_bytes(url: str, *, reading: bool = False, name: str | None = None) -> bytes:
+    """The bytes of the object at ``url``; errors are an input's when ``reading``, and
+    name ``name`` when given, else ``url``."""
     import obstore
 
     target = parse(url)
     try:
         return bytes(obstore.get(store(target.bucket), target.key).bytes())
     except FileNotFoundError:
-        raise (InputError if reading else OutputError)("no such object", url) from None
+        what = "no such object" if name is None else f"no such object ({url})"
+        raise (InputError if reading else OutputError)(what, name or url) from None
     except Exception as exc:
-        raise failure(exc, url, reading=reading) from None
+        raise failure(exc, name or url, reading=reading) from None
 
 
 def delete(url: str) -> None:
@@ -345,32 +347,6 @@ def delete(url: str) -> None:
     target = parse(url)
     with contextlib.suppress(FileNotFoundError):
         obstore.delete(store(target.bucket), target.key)
-
-
-def put_bytes(url: str, data: bytes, *, name: str | None = None) -> None:
-    """Put ``data`` as the object at ``url`` in one PUT (replacing any); errors name
-    ``name`` (the output it is for) when given, else ``url``."""
-    import obstore
-
-    target = parse(url)
-    try:
-        obstore.put(store(target.bucket), target.key, data, mode="overwrite",
-                    use_multipart=False)
-    except Exception as exc:
-        raise failure(exc, name or url) from None
-
-
-def get_bytes(url: str, *, name: str | None = None) -> bytes:
-    """The bytes of the object at ``url``; errors name ``name`` when given, else ``url``."""
-    import obstore
-
-    target = parse(url)
-    try:
-        return bytes(obstore.get(store(target.bucket), target.key).bytes())
-    except FileNotFoundError:
-        raise OutputError(f"a part object is missing ({url})", name or url) from None
-    except Exception as exc:
-        raise failure(exc, name or url) from None
 
 
 def delete_prefix(url: str, *, name: str | None = None) -> int:
