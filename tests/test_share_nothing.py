@@ -289,3 +289,19 @@ def test_an_interrupted_upload_leaves_whole_scenes_and_resumes(s3, bucket_scenes
     assert result.exit_code == 0, result.output
     assert "skipped scene_0 (finished by an earlier run)" in result.output
     assert maps(s3, "maps/") == local
+
+
+def test_a_run_of_fewer_scenes_than_workers_shares_their_tiles_through_the_bucket(
+        share_nothing_cluster, s3, bucket_scenes):
+    """One scene, two worker threads: the scene is spread tile by tile (its blocks as part
+    objects), then vectorized by the client; the same bytes again, and no part left."""
+    from conftest import run_cli
+
+    source, model, local = bucket_scenes
+    one = source.replace("*.tif", "scene_2.tif")
+    url = f"s3://{s3.bucket}/one"
+    result = run_cli("run", one, "-o", url, "--model", model, "--probabilities",
+                     "--no-progress", "--scheduler", share_nothing_cluster.address)
+    assert result.exit_code == 0, result.output
+    assert maps(s3, "one/") == {n: v for n, v in local.items() if n.startswith("scene_2.")}
+    assert not [k for k in objects(s3) if ".geoseg-parts-" in k]
