@@ -98,3 +98,31 @@ def test_vectorize_races_geoseg_against_its_peers_on_equal_output(tmp_path):
         run[f"{fastest}_seconds"] / run["geoseg_seconds"], abs=0.006)
     assert run["meets_goal"] == (run["vs_fastest_peer"] >= result["goal"])
     assert "vs fastest peer" in printed
+
+
+def test_storage_runs_each_route_on_each_scheduler_and_checks_the_bucket_bytes(tmp_path):
+    printed = bench(tmp_path, "storage", "--scenes", "2", "--size", "128")
+    result = json.loads((tmp_path / "storage.json").read_text())
+    runs = result["runs"]
+    routes = ["local → local", "local → bucket", "bucket → bucket"]
+    assert [(r["route"], r["scheduler"]) for r in runs] == [
+        (route, scheduler) for scheduler in ("threads", "local, 2 workers") for route in routes]
+    for r in runs:
+        base = next(b for b in runs if b["scheduler"] == r["scheduler"]
+                    and b["route"] == "local → local")
+        assert r["speed_vs_local"] == pytest.approx(base["wall_s"] / r["wall_s"], abs=0.006)
+        assert r["wall_s"] > 0 and r["mpx_per_s"] > 0 and r["output_mb"] > 0
+        if r["route"] == "local → local":
+            assert r["same_as_local"] is None
+            continue
+        check = r["same_as_local"]
+        # Every output uploaded as written locally: masks, probabilities, GeoPackages and
+        # styles (2 scenes × 5); from bucket sources the rasters only (the GeoPackage bears
+        # its source's modification time).
+        assert check["identical"], check
+        if r["route"] == "local → bucket":
+            assert check["files"] == 10 and check["compared"] == "all outputs"
+        else:
+            assert check["files"] == 4 and check["compared"] == "masks and probabilities"
+            assert check["gpkg_differing_beyond_last_change"] == []
+    assert "bucket → bucket" in printed and "vs local" in printed and "yes, 10 files" in printed
