@@ -39,6 +39,9 @@ def option_text(message: str, speaker: Speaker = "python") -> str:
     return _OPTION.sub(say, message)
 
 
+_CONTEXT = BaseException.__dict__["__context__"]
+
+
 class _AboutFile(Exception):
     """A problem, and the file it is about (``path``, if any): reads ``<file>: <problem>``."""
 
@@ -46,6 +49,19 @@ class _AboutFile(Exception):
         self.message = message
         self.path = None if path is None else os.fspath(path)
         super().__init__(self.text("python"))
+
+    # A context that ``raise … from None`` suppressed is not this error's to carry: a Dask
+    # worker pickles an error with its context (tblib), and a library's own exception
+    # there (rasterio's CPLE errors have a read-only ``args``) fails to unpickle, which
+    # turns the error into a bare ``Exception`` on the client. Python's own chaining
+    # reads the C field, not this attribute.
+    @property
+    def __context__(self) -> BaseException | None:
+        return None if self.__suppress_context__ else _CONTEXT.__get__(self)
+
+    @__context__.setter
+    def __context__(self, value: BaseException | None) -> None:
+        _CONTEXT.__set__(self, value)
 
     def text(self, speaker: Speaker = "python") -> str:
         """The one line ``<file>: <problem>``, options named as ``speaker`` says them (in the

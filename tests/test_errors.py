@@ -48,3 +48,30 @@ def test_whose_problem_it_is_shows_in_the_class():
         assert issubclass(environment, EnvError) and issubclass(environment, RuntimeError)
         assert not issubclass(environment, InputError)
     assert all(issubclass(c, GeoSegError) for c in (InputError, EnvError, OutputExistsError))
+
+
+def test_an_error_from_a_library_error_travels_from_a_dask_worker_whole():
+    """Dask pickles a worker's error with tblib, context included: a rasterio error behind
+    ``raise … from None`` must not turn it into a bare Exception on the client."""
+    from distributed.protocol import pickle
+    from rasterio._err import CPLE_AppDefinedError
+
+    from geoseg.errors import RasterReadError
+
+    try:
+        try:
+            raise CPLE_AppDefinedError(1, 1, "IReadBlock failed")
+        except CPLE_AppDefinedError:
+            raise RasterReadError("cannot be read", "s3://bucket/scene.tif") from None
+    except RasterReadError as exc:
+        error = exc
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is RasterReadError
+    assert (back.message, back.path) == ("cannot be read", "s3://bucket/scene.tif")
+    try:  # an unsuppressed context is still there for a traceback
+        try:
+            raise KeyError("inner")
+        except KeyError:
+            raise RasterReadError("cannot be read")  # noqa: B904
+    except RasterReadError as exc:
+        assert isinstance(exc.__context__, KeyError)

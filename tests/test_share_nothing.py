@@ -124,7 +124,8 @@ def test_a_failure_midway_leaves_no_part_and_no_output(s3, share_nothing_cluster
     result = invoke("predict", f"s3://{s3.bucket}/in/bad.tif", "-o", f"{url}/m.tif",
                     "--probabilities", f"{url}/p.tif", "--tile-size", 64,
                     "--model", user_model, "--scheduler", share_nothing_cluster.address)
-    assert_one_line_error(result)
+    # A worker's error reaches the user as geoseg's own line about the input.
+    assert_one_line_error(result, "cannot be read", named=f"s3://{s3.bucket}/in/bad.tif")
     assert list(objects(s3)) == ["in/bad.tif"]
 
 
