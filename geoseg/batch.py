@@ -316,7 +316,8 @@ def run(
         created = atomic.make_folders(out, out)
     entries: dict[str, SceneEntry] = {}
     try:
-        with open_journal(out, settings, resume=resume, overwrite=overwrite) as journal:
+        with open_journal(out, settings, resume=resume, overwrite=overwrite,
+                          objects=existing if bucket else None) as journal:
             todo = _still_to_do(scenes, journal, entries, say)
             # A resumed run replaces what it wrote before; nothing else without --overwrite.
             ours = journal.planned()
@@ -325,6 +326,7 @@ def run(
             _check_outputs([join(out, SUMMARY)], existing, overwrite=overwrite or bool(ours))
             journal.start(settings, [s.name for s in todo])
             _remove_stale_temps(scenes)
+            _remove_stale_parts(scenes, existing)
             jobs = [SceneJob(s, handle.path, dict(predict_options), vector_options)
                     for s in todo]
             started_scenes: set[str] = set()
@@ -587,6 +589,17 @@ def _remove_stale_temps(scenes: list[SceneOutputs]) -> None:
                 if match and match["name"] in names:
                     with contextlib.suppress(OSError):
                         os.unlink(entry.path)
+
+
+def _remove_stale_parts(scenes: list[SceneOutputs], existing: dict[str, Any]) -> None:
+    """The block parts (:mod:`geoseg.parts`) that a run killed outright left beside this
+    run's masks in the bucket (``existing``, the prefix's listing)."""
+    from geoseg.parts import stale_parts
+
+    masks = [str(s.mask) for s in scenes if isinstance(s.mask, str)]
+    for url in stale_parts(masks, existing):
+        with contextlib.suppress(GeoSegError):
+            storage.delete(url)
 
 
 def _one_line(text: str) -> str:

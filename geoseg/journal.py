@@ -23,9 +23,12 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from geoseg.errors import GeoSegError, InputError, OutputError, OutputExistsError
+
+if TYPE_CHECKING:
+    from geoseg.storage import ObjectInfo
 
 JOURNAL = "geoseg-journal.jsonl"
 BUCKET_JOURNAL = "geoseg-journal"  # the folder of a bucket journal's event objects
@@ -98,9 +101,11 @@ class Journal:
     prefix of its event objects)."""
 
     def __init__(self, path: Path | str, sink: _FileSink | _BucketSink,
-                 records: list[dict[str, Any]], *, replace: bool = False) -> None:
+                 records: list[dict[str, Any]], *, replace: bool = False,
+                 objects: Mapping[str, ObjectInfo] | None = None) -> None:
         self.path = path
         self._sink = sink
+        self._objects = objects  # a bucket prefix's listing, when the run began
         self.records = records
         self.started = False
         self._replace = replace  # an earlier run's journal, to be emptied on start (overwrite)
@@ -156,7 +161,9 @@ class Journal:
                 continue
             from geoseg import storage
 
-            info = storage.stat(f"{self.folder}/{name}")
+            url = f"{self.folder}/{name}"
+            info = (self._objects.get(url) if self._objects is not None
+                    else storage.stat(url))
             if info is None:
                 return f"its {kind} output is missing"
             if info.size != out["bytes"] or info.etag is None or info.etag != out.get("etag"):
@@ -214,22 +221,28 @@ class _BucketSink:
 
 @contextlib.contextmanager
 def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, resume: bool,
-                 overwrite: bool) -> Iterator[Journal]:
+                 overwrite: bool, objects: Mapping[str, ObjectInfo] | None = None
+                 ) -> Iterator[Journal]:
     """Open the journal of ``out_dir`` (a folder, or an ``s3://`` prefix), for this run;
     call :meth:`Journal.start` once the run's outputs are checked.
 
     With ``resume`` an earlier journal is continued if its settings equal ``settings``;
     without it an earlier journal is an existing output (replaced only with ``overwrite``).
-    A journal this run created but never wrote to is removed again.
+    A journal this run created but never wrote to is removed again. ``objects``, the
+    listing of an ``s3://`` prefix (:func:`geoseg.storage.listing`) when the caller has
+    it, spares a second one: finished outputs are checked against it, not one by one.
     """
     from geoseg import storage
 
     if storage.is_url(os.fspath(out_dir)):
-        prefix = f"{os.fspath(out_dir).rstrip('/')}/{BUCKET_JOURNAL}"
-        urls = sorted(storage.listing(prefix))
+        folder = os.fspath(out_dir).rstrip("/")
+        prefix = f"{folder}/{BUCKET_JOURNAL}"
+        if objects is None:
+            objects = storage.listing(folder)
+        urls = sorted(u for u in objects if u.startswith(prefix + "/"))
         records = _parse("\n".join(_read_events(urls)))
         journal = _checked(prefix, _BucketSink(prefix, urls), records, settings,
-                           resume=resume, overwrite=overwrite)
+                           resume=resume, overwrite=overwrite, objects=objects)
         failed = False
         try:
             yield journal
@@ -272,7 +285,8 @@ def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, r
 
 
 def _checked(path: Path | str, sink: _FileSink | _BucketSink, records: list[dict[str, Any]],
-             settings: dict[str, Any], *, resume: bool, overwrite: bool) -> Journal:
+             settings: dict[str, Any], *, resume: bool, overwrite: bool,
+             objects: Mapping[str, ObjectInfo] | None = None) -> Journal:
     """The journal of ``records``, once the rules of resuming and overwriting allow it."""
     if records and not resume and not overwrite:
         raise OutputExistsError("exists already: this folder holds an earlier run "
@@ -287,7 +301,8 @@ def _checked(path: Path | str, sink: _FileSink | _BucketSink, records: list[dict
                              f"differ); resume with the same options, or use ${{overwrite=True}}",
                              path)
         resume = False  # other settings and --overwrite: start again
-    return Journal(path, sink, records if resume else [], replace=bool(records) and not resume)
+    return Journal(path, sink, records if resume else [], replace=bool(records) and not resume,
+                   objects=objects)
 
 
 def _read_events(urls: list[str]) -> list[str]:

@@ -18,7 +18,7 @@ import io
 import itertools
 import secrets
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -31,9 +31,19 @@ COMPRESSION = 6  # zlib's level: mask blocks shrink ~100x, probability blocks ~3
 
 
 def parts_prefix(dst: str) -> str:
-    """A new hidden prefix for the parts of a run, beside the output URL ``dst``."""
-    folder = dst.rpartition("/")[0]
-    return f"{folder}/{PREFIX}{secrets.token_hex(8)}"
+    """A new hidden prefix for the parts of a run, beside the output URL ``dst`` and named
+    after it (``.geoseg-parts-NAME-TOKEN``), so that a later run into the same place can
+    tell the parts a killed run left of its own outputs (:func:`stale_parts`)."""
+    folder, _, name = dst.rpartition("/")
+    return f"{folder}/{PREFIX}{name}-{secrets.token_hex(8)}"
+
+
+def stale_parts(outputs: Iterable[str], objects: Iterable[str]) -> list[str]:
+    """Of ``objects`` (URLs), the parts of the output URLs ``outputs`` that a run killed
+    outright (``kill -9``, a lost machine) left behind; other objects never."""
+    heads = tuple(f"{folder}/{PREFIX}{name}-" for folder, _, name in
+                  (o.rpartition("/") for o in outputs))
+    return [url for url in objects if url.startswith(heads)] if heads else []
 
 
 def part_url(prefix: str, array: str, key: tuple[slice, ...]) -> str:

@@ -293,6 +293,14 @@ def test_run_to_a_bucket_writes_the_bytes_of_a_local_run_and_resumes(s3, make_sc
             and not k.endswith("summary.json")} == {k: v for k, v in there.items()
                                                    if k not in journal
                                                    and not k.endswith("summary.json")}
+    # Parts a killed tile-mode run left of this run's masks go; anyone else's stay.
+    for key in ("maps/2026/.geoseg-parts-scene_1.mask.tif-0123456789abcdef/mask/0-0.npy.z",
+                "maps/2026/.geoseg-parts-other.mask.tif-0123456789abcdef/mask/0-0.npy.z"):
+        s3.put_object(Bucket=s3.bucket, Key=key, Body=b"left by a killed run")
+    result = bucket_run(url, scenes, "--resume")
+    assert result.exit_code == 0, result.output
+    assert [k for k in objects(s3) if ".geoseg-parts-" in k] == [
+        "maps/2026/.geoseg-parts-other.mask.tif-0123456789abcdef/mask/0-0.npy.z"]
     # --overwrite starts the journal again.
     result = bucket_run(url, scenes, "--overwrite")
     assert result.exit_code == 0, result.output
