@@ -34,14 +34,13 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from benchmarks import save
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SCHEDULERS = {
     "threads": ["--scheduler", "threads"],
@@ -52,40 +51,6 @@ BUCKET = "geoseg-bench"
 # Written by every run with its own times and paths: never compared.
 NOT_COMPARED = ("summary.json", "geoseg-journal.jsonl", "geoseg-journal/")
 TIMESTAMP = re.compile(rb"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")  # last_change
-
-
-@contextmanager
-def s3_server() -> Iterator[str]:
-    """moto's S3 API in a process of its own on a free port of 127.0.0.1; its endpoint."""
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert server.stderr is not None
-    try:
-        for line in server.stderr:
-            found = re.search(r" \* Running on (http://127\.0\.0\.1:\d+)", line)
-            if found:
-                break
-        else:
-            raise RuntimeError(f"moto's server did not start (exit code {server.wait()})")
-        # It logs every request: drain the pipe, so that the server never blocks on it.
-        threading.Thread(target=server.stderr.read, daemon=True).start()
-        yield found[1]
-    finally:
-        server.terminate()
-        server.wait()
-
-
-def aws_env(endpoint: str) -> dict[str, str]:
-    """This environment with the standard AWS variables for ``endpoint`` only: fake keys,
-    no profile, config files or instance metadata to fall back on."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CPL_AWS"))}
-    env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
-                "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_CONFIG_FILE": "/nonexistent/aws-config",
-                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
-                "CPL_AWS_CREDENTIALS_FILE": "/nonexistent/aws-credentials"})
-    return env
 
 
 def local_files(folder: Path) -> dict[str, bytes]:
@@ -153,6 +118,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     args = parser.parse_args(argv)
     megapixels = args.scenes * args.size ** 2 / 1e6
     rows: list[dict[str, Any]] = []
+    sys.path.insert(0, str(ROOT / "tests"))  # the tests' S3 server serves here too
+    from s3server import aws_env, s3_server
+
     with tempfile.TemporaryDirectory() as tmp, s3_server() as endpoint:
         env = aws_env(endpoint)
         client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",

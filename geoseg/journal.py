@@ -174,7 +174,8 @@ class Journal:
 class _FileSink:
     """A journal file: one fsync'd line per event."""
 
-    def __init__(self, handle: TextIO, torn: bool) -> None:
+    def __init__(self, path: Path, handle: TextIO, torn: bool) -> None:
+        self._path = path
         self._handle = handle
         self._torn = torn  # the last line was cut short by a crash
 
@@ -188,6 +189,10 @@ class _FileSink:
         self._handle.write(line + "\n")
         self._handle.flush()
         os.fsync(self._handle.fileno())
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self._path.unlink()
 
 
 class _BucketSink:
@@ -218,6 +223,13 @@ class _BucketSink:
                               self.prefix.rpartition("/")[0]) from None
         self._next += 1
 
+    def remove(self) -> None:
+        from geoseg import storage
+
+        with contextlib.suppress(GeoSegError):
+            for url in storage.listing(self.prefix):
+                storage.delete(url)
+
 
 @contextlib.contextmanager
 def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, resume: bool,
@@ -243,18 +255,8 @@ def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, r
         records = _parse("\n".join(_read_events(urls)))
         journal = _checked(prefix, _BucketSink(prefix, urls), records, settings,
                            resume=resume, overwrite=overwrite, objects=objects)
-        failed = False
-        try:
+        with _removed_unless_used(journal, created=not urls):
             yield journal
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            # A journal this run created goes again if the run ended before any scene did.
-            if not urls and not journal.finished_any() and (failed or not journal.started):
-                with contextlib.suppress(Exception):
-                    for url in storage.listing(prefix):
-                        storage.delete(url)
         return
     path = Path(out_dir) / JOURNAL
     try:
@@ -268,20 +270,25 @@ def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, r
             raise OutputError("another geoseg run is writing into this folder", out_dir) from None
         handle.seek(0)
         text = handle.read()
-        sink = _FileSink(handle, torn=bool(text) and not text.endswith("\n"))
+        sink = _FileSink(path, handle, torn=bool(text) and not text.endswith("\n"))
         journal = _checked(path, sink, _parse(text), settings, resume=resume,
                            overwrite=overwrite)
-        failed = False
-        try:
+        with _removed_unless_used(journal, created=not text):
             yield journal
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            # A journal this run created goes again if the run ended before any scene did.
-            if not text and not journal.finished_any() and (failed or not journal.started):
-                with contextlib.suppress(OSError):
-                    path.unlink()
+
+
+@contextlib.contextmanager
+def _removed_unless_used(journal: Journal, *, created: bool) -> Iterator[None]:
+    """A journal this run ``created`` goes again if the run ended before any scene did."""
+    failed = False
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if created and not journal.finished_any() and (failed or not journal.started):
+            journal._sink.remove()
 
 
 def _checked(path: Path | str, sink: _FileSink | _BucketSink, records: list[dict[str, Any]],

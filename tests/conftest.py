@@ -4,6 +4,7 @@ helpers with ``from conftest import …``; fixtures come by name."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -13,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -193,7 +193,6 @@ def own_lines(stderr: str) -> list[str]:
     geoseg's own line, and in three writes (``_tiffWriteProc: ``, ``File too large``,
     ``.\n``) that geoseg's line can fall between; its pieces are taken out wherever they
     landed."""
-    import re
 
     reason = r"(File too large|No space left on device)"
     text = re.sub(rf"_tiff\w+: {reason}?", "", stderr)
@@ -244,25 +243,11 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[str]:
-    """moto's S3 API in a process of its own on a free port of 127.0.0.1 (so that GDAL's
-    and obstore's requests from this process never wait on this process's GIL), serving
-    once it prints the address it listens on; its endpoint URL."""
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    assert server.stderr is not None
-    try:
-        for line in server.stderr:
-            found = re.search(r"Running on (http://127\.0\.0\.1:\d+)", line)
-            if found:
-                break
-        else:
-            raise RuntimeError(f"moto's server did not start (exit code {server.wait()})")
-        # Its log goes on to a pipe nobody reads: drain it, so that the server never blocks.
-        threading.Thread(target=server.stderr.read, daemon=True).start()
-        yield found[1]
-    finally:
-        server.terminate()
-        server.wait()
+    """moto's S3 API in a process of its own on 127.0.0.1 (tests/s3server.py); its URL."""
+    from s3server import s3_server as server
+
+    with server() as endpoint:
+        yield endpoint
 
 
 def aws_env(monkeypatch: pytest.MonkeyPatch, endpoint: str, key: str = "testing",
@@ -316,19 +301,6 @@ def s3_auth(s3_server: str) -> Iterator[Callable[[bool], None]]:
     switch(False)
 
 
-def aws_worker_env(endpoint: str) -> dict[str, str]:
-    """The environment of a process that reaches the test S3 server as a user's worker
-    reaches its bucket: the standard AWS variables only."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CPL_AWS"))}
-    env.update({"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                "AWS_REGION": "us-east-1", "AWS_ENDPOINT_URL": endpoint,
-                "AWS_EC2_METADATA_DISABLED": "true",
-                "AWS_CONFIG_FILE": "/nonexistent/aws-config",
-                "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent/aws-credentials",
-                "CPL_AWS_CREDENTIALS_FILE": "/nonexistent/aws-credentials"})
-    return env
-
-
 def _can_hide_folders() -> bool:
     """Whether this machine lets a process mount a tmpfs in a mount namespace of its own
     (root in a container that allows it; with user namespaces as anyone)."""
@@ -357,13 +329,15 @@ def share_nothing_cluster(s3_server: str, tmp_path_factory: pytest.TempPathFacto
     import shutil
     import tempfile
 
+    from s3server import aws_env as worker_env
+
     base = Path(tempfile.mkdtemp(prefix="geoseg-cluster-"))  # not under pytest's root
     hide = tmp_path_factory.getbasetemp()
     hidden = _can_hide_folders()
     info = base / "scheduler.json"
     tests = str(Path(__file__).resolve().parent)
     path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
-    env = {**aws_worker_env(s3_server), "PYTHONPATH": path,
+    env = {**worker_env(s3_server), "PYTHONPATH": path,
            "DASK_DISTRIBUTED__LOGGING__DISTRIBUTED": "error"}
     procs = [subprocess.Popen([sys.executable, "-m", "dask", "scheduler", "--host", "127.0.0.1",
                                "--port", "0", "--no-dashboard", "--scheduler-file", str(info)],
@@ -383,12 +357,25 @@ def share_nothing_cluster(s3_server: str, tmp_path_factory: pytest.TempPathFacto
         procs.append(subprocess.Popen(command, env={**env, "TMPDIR": str(folder / "tmp")},
                                       cwd=folder, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.DEVNULL))
+    try:
+        with dask_processes(info, procs, workers=2) as address:
+            yield ShareNothingCluster(address, folders, hidden)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def dask_processes(info: Path, procs: list[subprocess.Popen[Any]], *,
+                   workers: int) -> Iterator[str]:
+    """The address of the cluster whose scheduler writes ``info`` (its scheduler file),
+    once ``workers`` workers joined; the processes ``procs`` (scheduler and workers) are
+    shut down, or killed, when the block ends."""
     from distributed import Client
 
-    try:  # the client waits for the scheduler's file, then for both workers to join
+    try:  # the client waits for the scheduler's file, then for the workers to join
         with Client(scheduler_file=str(info), timeout=60, set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=60)
-            yield ShareNothingCluster(client.scheduler.address, folders, hidden)
+            client.wait_for_workers(workers, timeout=60)
+            yield client.scheduler.address
             client.shutdown()  # scheduler and workers stop at once
     finally:
         for p in procs:
@@ -396,4 +383,3 @@ def share_nothing_cluster(s3_server: str, tmp_path_factory: pytest.TempPathFacto
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
-        shutil.rmtree(base, ignore_errors=True)

@@ -14,10 +14,12 @@ tests start them with this folder on their ``PYTHONPATH``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import select
 import signal
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
@@ -70,6 +72,24 @@ def pause_model_tasks(name: str) -> None:
 
     paused.unpaused = infer  # type: ignore[attr-defined]
     pipeline._infer_batch = paused
+
+
+@contextlib.contextmanager
+def model_tasks_paused(client: Any) -> Iterator[Callable[[], int]]:
+    """On every worker of ``client``, the next model task waits (:func:`pause_model_tasks`)
+    while the block runs; the block gets a function that returns the process id of the
+    first worker to pause, once one has. When the block ends, the tasks go on and model
+    tasks are no longer paused."""
+    import uuid
+
+    from distributed import Event, Queue
+
+    cue = f"geoseg-test-{uuid.uuid4().hex}"
+    client.run(pause_model_tasks, cue)
+    try:
+        yield lambda: int(Queue(cue, client=client).get(timeout=300))
+    finally:
+        Event(cue, client=client).set()
 
 
 def unpause_model_tasks() -> None:

@@ -8,12 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import faults
 import pytest
-from conftest import geoseg_process, invoke
+from conftest import dask_processes, geoseg_process, invoke
 
 from geoseg.errors import ClusterError, InputError
 from geoseg.journal import JOURNAL
@@ -80,19 +79,8 @@ def dask_cluster(tmp_path_factory):
         procs.append(subprocess.Popen(
             [sys.executable, "-m", "dask", "worker", "--scheduler-file", info, "--nthreads", "1",
              "--no-dashboard", "--host", "127.0.0.1"], **common))
-    from distributed import Client
-
-    try:  # the client waits for the scheduler's file, then for both workers to join
-        with Client(scheduler_file=str(info), timeout=60, set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=60)
-            yield client.scheduler.address
-            client.shutdown()  # scheduler and workers stop at once
-    finally:
-        for p in procs:
-            try:
-                p.wait(15)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    with dask_processes(info, procs, workers=2) as address:
+        yield address
 
 
 def test_tcp_cluster_gives_the_bytes_of_the_threads_scheduler(scenes, reference, dask_cluster,
@@ -134,19 +122,15 @@ def test_tcp_cluster_gives_the_bytes_of_the_threads_scheduler(scenes, reference,
 def test_a_worker_killed_mid_run_changes_no_byte(scenes, reference, dask_cluster, tmp_path):
     """The kill lands while a scene's model task waits on a Dask event: mid-scene, with its
     scratch files written, for certain."""
-    from distributed import Client, Event, Queue
+    from distributed import Client
 
-    cue = f"geoseg-test-{uuid.uuid4().hex}"
     with Client(dask_cluster, timeout=30, set_as_default=False) as client:
-        client.run(faults.pause_model_tasks, cue)
-        run = geoseg_process("run", scenes / "*.tif", "-o", tmp_path, "--probabilities",
-                             "--no-progress", "--scheduler", dask_cluster)
-        try:
-            pid = Queue(cue, client=client).get(timeout=300)  # a worker, paused mid-scene
+        with faults.model_tasks_paused(client) as paused:
+            run = geoseg_process("run", scenes / "*.tif", "-o", tmp_path, "--probabilities",
+                                 "--no-progress", "--scheduler", dask_cluster)
+            pid = paused()  # a worker, paused mid-scene
             assert list(tmp_path.glob(".*.scratch.tif")), "the scene has not begun writing"
             os.kill(pid, signal.SIGKILL)
-        finally:
-            Event(cue, client=client).set()
         out, err = run.communicate(timeout=300)
         client.run(faults.unpause_model_tasks)  # the worker that lived on
     assert run.returncode == 0, err

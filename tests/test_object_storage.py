@@ -156,10 +156,9 @@ def test_an_unreachable_endpoint_is_one_line(s3, scene, monkeypatch):
     assert_one_line_error(result, f"cannot reach the endpoint {closed}", named=url)
 
 
-def test_a_denied_write_is_one_line_and_leaves_nothing(s3_server, s3, scene, monkeypatch,
-                                                       s3_auth):
-    """An IAM user that may read and list the bucket but not write to it: the up-front
-    check passes, the upload is refused."""
+def read_only_user(s3_server: str, s3: Any) -> dict[str, str]:
+    """The access key of a new IAM user that may read and list the test's bucket but not
+    write to it (moto checks it once ``s3_auth(True)``)."""
     import boto3
 
     iam = boto3.client("iam", endpoint_url=s3_server, region_name="us-east-1")
@@ -169,7 +168,14 @@ def test_a_denied_write_is_one_line_and_leaves_nothing(s3_server, s3, scene, mon
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
                        "Resource": "*"}]}))
-    key = iam.create_access_key(UserName=user)["AccessKey"]
+    return dict(iam.create_access_key(UserName=user)["AccessKey"])
+
+
+def test_a_denied_write_is_one_line_and_leaves_nothing(s3_server, s3, scene, monkeypatch,
+                                                       s3_auth):
+    """An IAM user that may read and list the bucket but not write to it: the up-front
+    check passes, the upload is refused."""
+    key = read_only_user(s3_server, s3)
     s3_auth(True)
     aws_env(monkeypatch, s3_server, key=key["AccessKeyId"], secret=key["SecretAccessKey"])
     tried: list[str] = []
@@ -312,19 +318,10 @@ def test_a_run_the_credentials_may_not_write_fails_before_any_work(s3_server, s3
                                                                    monkeypatch):
     """A read-only user: the run's first write, its journal's first event, is refused
     before any scene is computed, and nothing is left in the bucket."""
-    import boto3
-
     from geoseg import batch
 
     scenes = two_scenes(make_scene, tmp_path)
-    iam = boto3.client("iam", endpoint_url=s3_server, region_name="us-east-1")
-    user = f"reader-{s3.bucket}"
-    iam.create_user(UserName=user)
-    iam.put_user_policy(UserName=user, PolicyName="read-only", PolicyDocument=json.dumps({
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
-                       "Resource": "*"}]}))
-    key = iam.create_access_key(UserName=user)["AccessKey"]
+    key = read_only_user(s3_server, s3)
     s3_auth(True)
     aws_env(monkeypatch, s3_server, key=key["AccessKeyId"], secret=key["SecretAccessKey"])
     monkeypatch.setattr(batch, "predict_scene", _never)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -246,21 +245,17 @@ def test_a_worker_killed_mid_scene_leaves_no_partial_object(share_nothing_cluste
     its outputs being written in the worker's temp folder."""
     import faults
     from conftest import geoseg_process
-    from distributed import Client, Event, Queue
+    from distributed import Client
 
     source, model, local = bucket_scenes
     url = f"s3://{s3.bucket}/maps"
-    cue = f"geoseg-test-{uuid.uuid4().hex}"
     with Client(share_nothing_cluster.address, timeout=30, set_as_default=False) as client:
-        client.run(faults.pause_model_tasks, cue)
-        run = geoseg_process("run", source, "-o", url, "--model", model, "--probabilities",
-                             "--no-progress", "--scheduler", share_nothing_cluster.address)
-        try:
-            pid = Queue(cue, client=client).get(timeout=300)  # a worker, paused mid-scene
+        with faults.model_tasks_paused(client) as paused:
+            run = geoseg_process("run", source, "-o", url, "--model", model, "--probabilities",
+                                 "--no-progress", "--scheduler", share_nothing_cluster.address)
+            pid = paused()  # a worker, paused mid-scene
             assert maps(s3, "maps/") == {}  # nothing of a scene is visible before it ends
             os.kill(pid, signal.SIGKILL)
-        finally:
-            Event(cue, client=client).set()
         out, err = run.communicate(timeout=300)
         client.run(faults.unpause_model_tasks)  # the worker that lived on
     assert run.returncode == 0, err
