@@ -476,6 +476,7 @@ def _execute(jobs: list[SceneJob], handle: ModelHandle, scheduler: str, workers:
     """Run the jobs; yields ``(job, journal entry or error)`` as each ends. The names of the
     scenes begun so far are added to ``started``."""
     from geoseg.cluster import client_for, worker_threads
+    from geoseg.prediction import check_inputs_seen
 
     if not jobs:
         return
@@ -488,6 +489,7 @@ def _execute(jobs: list[SceneJob], handle: ModelHandle, scheduler: str, workers:
     with client_for(scheduler, workers=workers, threads_per_worker=threads_per_worker,
                     device=device) as client:
         wait_for_workers(client, scheduler, WORKER_WAIT_S)
+        check_inputs_seen(client, scheduler, jobs[0].scene.source)
         # Too few scenes to fill the cluster: share out their tiles instead (on GPU
         # workers the model tasks keep to one per GPU: see geoseg.predict).
         if len(jobs) < worker_threads(client):

@@ -290,6 +290,27 @@ def blind_workers(client: Any, path: str | os.PathLike[str]) -> list[str]:
     return sorted(address for address, there in seen.items() if not there)
 
 
+def check_workers_see(client: Any, scheduler: str, path: str | os.PathLike[str],
+                      name: str | os.PathLike[str], *, reading: bool) -> None:
+    """Before any work: every worker of ``client`` sees ``path``, a file or folder on this
+    machine that its tasks are to read (``reading``: an :class:`InputError`) or write
+    (an :class:`OutputError`); if one does not, the error names ``name`` and says what
+    to do instead: use a bucket, or give the workers the folder."""
+    from geoseg.errors import OutputError
+
+    blind = blind_workers(client, path)
+    if not blind:
+        return
+    workers = f"the Dask workers at {scheduler} ({len(blind)} of " \
+              f"{len(client.scheduler_info(n_workers=-1)['workers'])})"
+    if reading:
+        raise InputError(f"{workers} cannot see this file: put the scenes in a bucket "
+                         f"(s3://…) or give the workers this folder", name)
+    raise OutputError(f"{workers} cannot see this folder: write to an s3:// output (its "
+                      f"tiles then travel through the bucket) or give the workers this "
+                      f"folder", name)
+
+
 def worker_threads(client: Any) -> int:
     """Threads across the cluster's workers now (at least 1)."""
     info = client.scheduler_info(n_workers=-1)["workers"]

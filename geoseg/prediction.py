@@ -20,14 +20,14 @@ from geoseg import atomic, cog, maskfile, parts, storage
 from geoseg.cluster import (
     IN_PROCESS,
     LOCAL_SCHEDULERS,
-    blind_workers,
     check_scheduler,
+    check_workers_see,
     client_for,
     model_resources,
     tasks_at_once,
 )
 from geoseg.devices import Device, select_device
-from geoseg.errors import InputError, OutputError, warn
+from geoseg.errors import InputError, warn
 from geoseg.gdal import vsi_path, write_errors
 from geoseg.inference import ModelHandle, check_weights, model_reference, task_threads
 from geoseg.model import Model, ModelSpec
@@ -108,6 +108,7 @@ def predict(
             # The cluster first: whether model tasks need a GPU worker depends on its workers.
             client = stack.enter_context(client_for(scheduler, workers=workers,
                                                     device=options.device))
+            check_inputs_seen(client, scheduler, src)
             resources = model_resources(client, options.device)
         if distributed:
             # Workers need not see the model's files: they get its bytes (one graph key,
@@ -252,8 +253,10 @@ def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Arr
             writers.append(cog.WindowWriter(scratch_probs, probabilities_path))
         names = ("mask", "probabilities")  # the parts of each array (a prefix per array)
         if parts_at is None:
-            if client is not None:
-                check_workers_see(client, scheduler, writers)
+            if client is not None:  # their tasks write the scratch files beside the outputs
+                for writer in writers:
+                    check_workers_see(client, scheduler, writer.path, writer.name,
+                                      reading=False)
             targets: list[object] = list(writers)
         else:
             targets = [parts.PartWriter(parts_at, n, w.name)
@@ -290,15 +293,14 @@ def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Arr
                 atomic.remove_with_sidecars(p)
 
 
-def check_workers_see(client: Any, scheduler: str, writers: Sequence[cog.WindowWriter]) -> None:
-    """Before any work: every worker of ``client`` sees the scratch files its tasks are to
-    write (they lie beside the outputs, on this machine's disk); if one does not, an
-    :class:`OutputError` naming the output says what to do instead."""
-    for writer in writers:
-        blind = blind_workers(client, writer.path)
-        if blind:
-            raise OutputError(f"the Dask workers at {scheduler} ({len(blind)} of "
-                              f"{len(client.scheduler_info(n_workers=-1)['workers'])}) cannot "
-                              f"see this folder: write to an s3:// output (its tiles then "
-                              f"travel through the bucket) or give the workers this folder",
-                              writer.name)
+def check_inputs_seen(client: Any, scheduler: str,
+                      src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> None:
+    """Before any work: the workers of ``client`` see the scene's files on this machine's
+    disk, which its tasks read (one file stands for all: one round trip); a scene in a
+    bucket or behind a URL they read themselves."""
+    from geoseg.scenes import scene_files
+
+    items = [src] if isinstance(src, str | os.PathLike) else list(src)
+    files = [f for item in items[:1] for f in scene_files(os.fspath(item))]
+    if files:
+        check_workers_see(client, scheduler, files[0], files[0], reading=True)

@@ -161,6 +161,22 @@ def test_a_local_output_the_workers_cannot_see_is_one_line(share_nothing_cluster
     assert not out.parent.exists()
 
 
+@pytest.mark.parametrize("command", ["predict", "run"])
+def test_local_scenes_the_workers_cannot_see_are_one_line(share_nothing_cluster, s3, command,
+                                                          make_scene, user_model):
+    """A scene on the client's disk, a cluster that cannot read it: one line before any
+    work (not a failure per scene on the workers), and nothing in the bucket."""
+    if not share_nothing_cluster.hidden:
+        pytest.skip("this machine cannot hide the test's folders from the workers")
+    scene, _ = make_scene(64, 64)
+    out = f"s3://{s3.bucket}/out" + ("/m.tif" if command == "predict" else "")
+    result = invoke(command, scene, "-o", out, "--model", user_model,
+                    "--scheduler", share_nothing_cluster.address)
+    assert_one_line_error(result, f"the Dask workers at {share_nothing_cluster.address}",
+                          "cannot see this file", "s3://", named=scene)
+    assert objects(s3) == {}
+
+
 def test_vectorize_reads_a_mask_in_the_bucket_on_the_workers(s3, share_nothing_cluster,
                                                              scene_url, tmp_path, monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the GeoPackage's last_change
