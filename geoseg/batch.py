@@ -46,7 +46,13 @@ if TYPE_CHECKING:
     from geoseg.inference import ModelHandle
 
 from geoseg import __version__, atomic, storage
-from geoseg.cluster import IN_PROCESS, LOCAL_SCHEDULERS, check_scheduler, wait_for_workers
+from geoseg.cluster import (
+    ADDRESS_SCHEMES,
+    IN_PROCESS,
+    LOCAL_SCHEDULERS,
+    check_scheduler,
+    wait_for_workers,
+)
 from geoseg.errors import (
     GeoSegError,
     GeoSegWarning,
@@ -351,6 +357,11 @@ def run(
                 for scene in todo:
                     if scene.name in started_scenes and scene.name not in entries:
                         _discard(scene)
+                if started_scenes and scheduler.startswith(ADDRESS_SCHEMES):
+                    # Scenes running on a cluster of its own end in the background, and
+                    # may write their outputs: the journal stays so that --resume may
+                    # replace them (they are this run's).
+                    journal.keep()
                 raise
             finally:
                 _remove_stale_temps(scenes)  # e.g. those of a task on a worker that was killed

@@ -106,6 +106,7 @@ class Journal:
         self.path = path
         self._sink = sink
         self._objects = objects  # a bucket prefix's listing, when the run began
+        self.kept = False  # kept even if no scene ends (see keep)
         self.records = records
         self.started = False
         self._replace = replace  # an earlier run's journal, to be emptied on start (overwrite)
@@ -127,6 +128,12 @@ class Journal:
         record = {"event": event, **fields}
         self.records.append(record)
         self._sink.append(json.dumps(record, separators=(",", ":")))
+
+    def keep(self) -> None:
+        """Keep a journal this run created even if no scene ends in it: scenes it began
+        may still write their outputs (on a cluster the run does not own), which its
+        planned scenes let ``resume`` replace."""
+        self.kept = True
 
     def finished_any(self) -> bool:
         """Whether any scene ended (done or failed) in this journal."""
@@ -287,7 +294,8 @@ def _removed_unless_used(journal: Journal, *, created: bool) -> Iterator[None]:
         failed = True
         raise
     finally:
-        if created and not journal.finished_any() and (failed or not journal.started):
+        if (created and not journal.kept and not journal.finished_any()
+                and (failed or not journal.started)):
             journal._sink.remove()
 
 

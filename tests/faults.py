@@ -92,6 +92,30 @@ def model_tasks_paused(client: Any) -> Iterator[Callable[[], int]]:
         Event(cue, client=client).set()
 
 
+def announce_uploads(name: str) -> None:
+    """In a worker: each scene's upload to object storage, once done, puts the URLs it
+    uploaded on the Dask queue ``name`` (undone by :func:`unannounce_uploads`)."""
+    from distributed import Queue
+
+    from geoseg import storage
+
+    upload_all = getattr(storage.upload_all, "unannounced", storage.upload_all)
+
+    def announced(pairs: Any, **kwargs: Any) -> Any:
+        etags = upload_all(pairs, **kwargs)
+        Queue(name).put([url for _, url in pairs])
+        return etags
+
+    announced.unannounced = upload_all  # type: ignore[attr-defined]
+    storage.upload_all = announced
+
+
+def unannounce_uploads() -> None:
+    from geoseg import storage
+
+    storage.upload_all = getattr(storage.upload_all, "unannounced", storage.upload_all)
+
+
 def unpause_model_tasks() -> None:
     """In a worker: model tasks run as they were before :func:`pause_model_tasks`."""
     from geoseg import pipeline

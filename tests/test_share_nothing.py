@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -276,6 +277,44 @@ def test_a_worker_killed_mid_scene_leaves_no_partial_object(share_nothing_cluste
         client.run(faults.unpause_model_tasks)  # the worker that lived on
     assert run.returncode == 0, err
     assert f"{SCENES} scenes: {SCENES} done" in out
+    assert maps(s3, "maps/") == local
+
+
+def test_a_client_interrupted_mid_run_leaves_whole_objects_and_resumes(share_nothing_cluster,
+                                                                        s3, bucket_scenes):
+    """SIGINT to the client while scenes wait mid-way on the workers: it stops at once
+    (130). The scenes that were running end in the background and upload whole objects;
+    --resume replaces them and finishes with the bytes of a local-disk run."""
+    import faults
+    from conftest import geoseg_process, interruptible, run_cli
+    from distributed import Client, Queue
+
+    source, model, local = bucket_scenes
+    url = f"s3://{s3.bucket}/maps"
+    args = ("run", source, "-o", url, "--model", model, "--probabilities", "--no-progress",
+            "--scheduler", share_nothing_cluster.address)
+    cue = f"geoseg-test-{uuid.uuid4().hex}"
+    with Client(share_nothing_cluster.address, timeout=30, set_as_default=False) as client:
+        client.run(faults.announce_uploads, cue)
+        try:
+            with faults.model_tasks_paused(client) as paused:
+                run = geoseg_process(*args, preexec=interruptible)
+                paused(), paused()  # a scene has begun on each worker
+                assert maps(s3, "maps/") == {}
+                run.send_signal(signal.SIGINT)
+                _, err = run.communicate(timeout=120)
+            # Released, the two scenes end in the background: wait for their uploads.
+            uploaded = [Queue(cue, client=client).get(timeout=300) for _ in range(2)]
+        finally:
+            client.run(faults.unpause_model_tasks)
+            client.run(faults.unannounce_uploads)
+    assert run.returncode == 130, err
+    assert "Traceback" not in err
+    there = maps(s3, "maps/")
+    assert sorted(there) == sorted(url.rpartition("/")[2] for urls in uploaded for url in urls)
+    assert {n: v for n, v in there.items() if local[n] != v} == {}  # each object whole
+    result = run_cli(*args, "--resume")  # replaces the two scenes the journal never saw end
+    assert result.exit_code == 0, result.output
     assert maps(s3, "maps/") == local
 
 
