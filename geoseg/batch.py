@@ -224,34 +224,49 @@ def bucket_scene(job: SceneJob, model: ModelHandle | None = None) -> Finished | 
     finished, so a worker needs no disk shared with anyone. A scene spread tile by tile
     over a cluster (``job.scheduler`` a distributed one) has its raster outputs sent to
     the bucket by :func:`geoseg.predict` itself (whose tiles travel through the bucket),
-    then fetched back here to be vectorized. Each object appears whole; the journal
-    records each one's size and ETag."""
+    then is vectorized by :func:`vectorize_from_bucket`. Each object appears whole; the
+    journal records each one's size and ETag."""
     import tempfile
 
+    if job.scheduler not in LOCAL_SCHEDULERS:
+        return vectorize_from_bucket(job, predict_scene(job, model))
     s = job.scene
     with tempfile.TemporaryDirectory(prefix="geoseg-scene-") as tmp:
         local = dataclasses.replace(job, scene=s.in_folder(Path(tmp)))
         try:
-            if job.scheduler in LOCAL_SCHEDULERS:
-                done = vectorize_scene(local, predict_scene(local, model))
-                produced = list(s.files())
-            else:
-                predicted = predict_scene(job, model)
-                if isinstance(predicted, Failed):
-                    return predicted
-                made = {k: v for k, v in s.files().items() if k not in ("gpkg", "gpkg_style")}
-                there = local.scene.files()
-                for kind, url in made.items():
-                    Path(there[kind]).write_bytes(storage.get_bytes(str(url)))
-                # The mask is here now: vectorized by this process's threads.
-                done = vectorize_scene(dataclasses.replace(local, scheduler="threads",
-                                                           workers=None), predicted)
-                produced = ["gpkg", "gpkg_style"]
+            done = vectorize_scene(local, predict_scene(local, model))
             if isinstance(done, Failed):
                 return done
-            there = local.scene.files()
-            urls = s.files()
-            storage.upload_all([(there[k], str(urls[k])) for k in produced], overwrite=True)
+            there, urls = local.scene.files(), s.files()
+            storage.upload_all([(there[k], str(urls[k])) for k in urls], overwrite=True)
+            outputs = fingerprint(urls)
+        except Exception as exc:
+            return Failed.of(exc)
+    return dataclasses.replace(done, outputs=outputs)
+
+
+def vectorize_from_bucket(job: SceneJob, predicted: Predicted | Failed) -> Finished | Failed:
+    """Vectorize a scene whose raster outputs are already in the bucket: they are fetched
+    into this process's temp folder, vectorized by its threads, and the GeoPackage and its
+    style uploaded; returns the scene's journal entry (every output by size and ETag)."""
+    import tempfile
+
+    if isinstance(predicted, Failed):
+        return predicted
+    s = job.scene
+    with tempfile.TemporaryDirectory(prefix="geoseg-scene-") as tmp:
+        local = dataclasses.replace(job, scene=s.in_folder(Path(tmp)), scheduler="threads",
+                                    workers=None)
+        try:
+            there, urls = local.scene.files(), s.files()
+            vectors = ("gpkg", "gpkg_style")
+            for kind, url in urls.items():
+                if kind not in vectors:
+                    Path(there[kind]).write_bytes(storage.get_bytes(str(url)))
+            done = vectorize_scene(local, predicted)
+            if isinstance(done, Failed):
+                return done
+            storage.upload_all([(there[k], str(urls[k])) for k in vectors], overwrite=True)
             outputs = fingerprint(urls)
         except Exception as exc:
             return Failed.of(exc)
@@ -531,9 +546,11 @@ def _on_cluster(client: Any, jobs: list[SceneJob], handle: ModelHandle, device: 
 
     The model travels as bytes, not as a path: one task holds it, so each worker fetches
     it once, and the scheduler, which keeps that task, can make it again if the workers
-    holding it are lost. A scene whose outputs go to object storage is one task (it
-    writes in its worker's temp folder and uploads); others are two, predict then
-    vectorize, so that a GPU worker is free for the next scene while one is vectorized."""
+    holding it are lost. A scene is two tasks, predict then vectorize, so that a GPU is
+    free for the next scene while one is vectorized; on CPU workers a scene whose outputs
+    go to object storage is one (it writes in its worker's temp folder and uploads all),
+    while on GPU workers its raster outputs are uploaded by the first task and fetched
+    by the second."""
     from distributed import as_completed
 
     from geoseg.cluster import model_resources, worker_threads
@@ -551,14 +568,16 @@ def _on_cluster(client: Any, jobs: list[SceneJob], handle: ModelHandle, device: 
     def submit(job: SceneJob) -> None:
         remote = dataclasses.replace(job, scheduler=inner[0], workers=inner[1])
         token = f"{job.scene.name}-{os.urandom(4).hex()}"
-        if storage.is_url(job.scene.mask):
+        if storage.is_url(job.scene.mask) and not resources:
             entry = client.submit(bucket_scene, remote, model, key=f"geoseg-scene-{token}",
-                                  resources=resources, pure=False)
+                                  pure=False)
         else:
             predicted = client.submit(predict_scene, remote, model,
                                       key=f"geoseg-predict-{token}", resources=resources,
                                       pure=False)
-            entry = client.submit(vectorize_scene, remote, predicted,
+            vectorize = (vectorize_from_bucket if storage.is_url(job.scene.mask)
+                         else vectorize_scene)
+            entry = client.submit(vectorize, remote, predicted,
                                   key=f"geoseg-vectorize-{token}", pure=False)
         started.add(job.scene.name)
         running[entry] = job

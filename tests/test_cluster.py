@@ -97,3 +97,44 @@ def test_tile_mode_model_tasks_are_restricted_to_gpu_workers(make_scene, monkeyp
     assert (tmp_path / "cluster.tif").read_bytes() == (tmp_path / "threads.tif").read_bytes()
     with rasterio.open(tmp_path / "cluster.tif") as written:
         np.testing.assert_array_equal(geoseg.predict(path, **options).values, written.read(1))
+
+
+@pytest.mark.parametrize("gpu_workers", [True, False])
+def test_a_run_into_a_bucket_frees_the_gpu_while_a_scene_is_vectorized(s3, make_scene,
+                                                                      monkeypatch, tmp_path,
+                                                                      gpu_workers):
+    """On GPU workers a scene whose outputs go to a bucket is two tasks: predict, restricted
+    to the GPU, uploads the rasters; vectorize, unrestricted, fetches them and uploads the
+    GeoPackage. On CPU workers it is one task. The objects are a local run's bytes."""
+    from conftest import run_cli
+    from distributed import Client, LocalCluster
+
+    scenes = tmp_path / "scenes"
+    scenes.mkdir()
+    for k in range(2):
+        make_scene(96, 80, seed=k)[0].rename(scenes / f"scene_{k}.tif")
+    args = ("--tile-size", 64, "--probabilities", "--quicklook", "--no-progress")
+    assert run_cli("run", scenes / "*.tif", "-o", tmp_path / "here", *args).exit_code == 0
+    here = {p.name: p.read_bytes() for p in (tmp_path / "here").iterdir()
+            if p.name not in ("geoseg-journal.jsonl", "summary.json")}
+    monkeypatch.setattr(cluster, "model_resources",
+                        lambda client, device: cluster.resources_for(
+                            client.scheduler_info(n_workers=-1)["workers"].values(), "cuda"))
+    resources = {"GPU": 1} if gpu_workers else None
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, resources=resources,
+                      dashboard_address=":0") as local, Client(local) as client:
+        client.register_plugin(faults.RecordRestrictions())
+        result = run_cli("run", scenes / "*.tif", "-o", f"s3://{s3.bucket}/maps", *args,
+                         "--scheduler", local.scheduler_address)
+        seen = client.run_on_scheduler(
+            lambda dask_scheduler: dask_scheduler.plugins["record-restrictions"].seen)
+    assert result.exit_code == 0, result.output
+    kinds = {(k.split("-")[1], str(v)) for k, v in seen.items() if "-model-" not in k}
+    assert kinds == ({("predict", "{'GPU': 1}"), ("vectorize", "None")} if gpu_workers
+                     else {("scene", "None")})
+    listed = s3.list_objects_v2(Bucket=s3.bucket, Prefix="maps/")["Contents"]
+    there = {o["Key"].removeprefix("maps/"): s3.get_object(Bucket=s3.bucket,
+                                                           Key=o["Key"])["Body"].read()
+             for o in listed if "geoseg-journal/" not in o["Key"]
+             and not o["Key"].endswith("summary.json")}
+    assert there == here
