@@ -5,8 +5,10 @@ starts a :class:`distributed.LocalCluster`, or on a machine with GPUs one worker
 (dask-cuda's ``LocalCUDACluster`` when installed, else one nanny per GPU with its own
 ``CUDA_VISIBLE_DEVICES``), each declaring the resource ``GPU=1``; ``tcp://host:port``
 connects to a running ``dask-scheduler``. Workers of the last two must see the same file
-system as this process, except when ``predict`` writes to an ``s3://`` output: its blocks
-then travel through the bucket (:mod:`geoseg.parts`) and its model as bytes. Workers
+system as this process, unless the scenes are read from and the outputs written to object
+storage: ``run`` then writes each scene in its worker's temp folder and uploads it, a
+scene's tiles travel through the bucket (:mod:`geoseg.parts`), and the model travels as
+bytes; :func:`check_workers_see` says so up front when they cannot see a path. Workers
 that declare a ``GPU`` resource (``dask worker --resources GPU=1``) run one model task at
 a time per GPU: see :func:`model_resources`.
 """
