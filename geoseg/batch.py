@@ -262,7 +262,7 @@ def vectorize_from_bucket(job: SceneJob, predicted: Predicted | Failed) -> Finis
             vectors = ("gpkg", "gpkg_style")
             for kind, url in urls.items():
                 if kind not in vectors:
-                    Path(there[kind]).write_bytes(storage.get_bytes(str(url)))
+                    storage.download(str(url), there[kind])
             done = vectorize_scene(local, predicted)
             if isinstance(done, Failed):
                 return done

@@ -340,6 +340,23 @@ def get_bytes(url: str, *, reading: bool = False, name: str | None = None) -> by
         raise failure(exc, name or url, reading=reading) from None
 
 
+def download(url: str, local: str | os.PathLike[str]) -> None:
+    """Copy the object at ``url`` to the local file ``local``, in chunks (memory holds one
+    chunk, whatever the object's size)."""
+    import obstore
+
+    target = parse(url)
+    try:
+        result = obstore.get(store(target.bucket), target.key)
+        with open(local, "wb") as f:
+            for chunk in result.stream(PART_SIZE):
+                f.write(chunk)
+    except FileNotFoundError:
+        raise OutputError("no such object", url) from None
+    except Exception as exc:
+        raise failure(exc, url) from None
+
+
 def delete(url: str) -> None:
     """Delete the object at ``url`` (absent already is fine)."""
     import obstore
