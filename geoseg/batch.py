@@ -503,6 +503,7 @@ def _execute(jobs: list[SceneJob], handle: ModelHandle, scheduler: str, workers:
     scenes begun so far are added to ``started``."""
     from geoseg.cluster import client_for, worker_threads
     from geoseg.prediction import check_inputs_seen
+    from geoseg.scenes import scene_files
 
     if not jobs:
         return
@@ -515,7 +516,10 @@ def _execute(jobs: list[SceneJob], handle: ModelHandle, scheduler: str, workers:
     with client_for(scheduler, workers=workers, threads_per_worker=threads_per_worker,
                     device=device) as client:
         wait_for_workers(client, scheduler, WORKER_WAIT_S)
-        check_inputs_seen(client, scheduler, jobs[0].scene.source)
+        # The first scene on this machine's disk stands for all (one round trip).
+        local = next((j.scene.source for j in jobs if scene_files(j.scene.source)), None)
+        if local is not None:
+            check_inputs_seen(client, scheduler, local)
         # Too few scenes to fill the cluster: share out their tiles instead (on GPU
         # workers the model tasks keep to one per GPU: see geoseg.predict).
         if len(jobs) < worker_threads(client):

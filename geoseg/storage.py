@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import os
 import re
 import shutil
@@ -79,7 +80,17 @@ def parse(url: str) -> ObjectURL:
 def store(bucket: str) -> S3Store:
     """The bucket, configured from the standard AWS environment variables, else from the
     profile's shared files (:func:`profile_config`); an endpoint may be plain HTTP (a
-    local S3-compatible server)."""
+    local S3-compatible server). One store per bucket and configuration in a process, so
+    that requests share its connections and the credentials it fetched (from an instance
+    or web-identity role: not once per request)."""
+    aws = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+    return _store(bucket, aws, os.getpid())
+
+
+@functools.lru_cache(maxsize=32)
+def _store(bucket: str, aws: tuple[tuple[str, str], ...], pid: int) -> S3Store:
+    """:func:`store` for the AWS environment ``aws``, in the process ``pid`` (a forked
+    child makes its own: the parent's connections are not its to use)."""
     from obstore.store import S3Store
 
     config: dict[str, Any] = profile_config()
@@ -251,13 +262,13 @@ def upload(local: str | os.PathLike[str], url: str, *, overwrite: bool) -> str |
             result = obstore.put(bucket, target.key, Path(local).read_bytes(),
                                  mode="overwrite" if overwrite else "create",
                                  use_multipart=False)
-            return result.get("e_tag")
+            return _etag(result.get("e_tag"))
         if not overwrite:
             check_writable(url, overwrite=False)
         with open(local, "rb") as f:
             result = obstore.put(bucket, target.key, f, use_multipart=True,
                                  chunk_size=PART_SIZE)
-        return result.get("e_tag")
+        return _etag(result.get("e_tag"))
     except GeoSegError:
         raise
     except Exception as exc:
@@ -275,7 +286,14 @@ class ObjectInfo:
 
 def _info(meta: Any) -> ObjectInfo:
     modified = meta["last_modified"]
-    return ObjectInfo(int(meta["size"]), meta.get("e_tag"), int(modified.timestamp() * 1e9))
+    return ObjectInfo(int(meta["size"]), _etag(meta.get("e_tag")),
+                      int(modified.timestamp() * 1e9))
+
+
+def _etag(tag: str | None) -> str | None:
+    """An ETag without the quotes some stores put around it and others do not (and a
+    listing and a HEAD of one store may differ in)."""
+    return None if tag is None else tag.strip('"')
 
 
 def stat(url: str, *, reading: bool = False) -> ObjectInfo | None:
@@ -362,8 +380,12 @@ def delete(url: str) -> None:
     import obstore
 
     target = parse(url)
-    with contextlib.suppress(FileNotFoundError):
+    try:
         obstore.delete(store(target.bucket), target.key)
+    except FileNotFoundError:
+        pass
+    except Exception as exc:
+        raise failure(exc, url) from None
 
 
 def delete_prefix(url: str, *, name: str | None = None) -> int:
