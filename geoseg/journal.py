@@ -9,9 +9,13 @@ run holds the journal (an exclusive ``flock``) no second run can write into the 
 
 A run into object storage (``s3://bucket/prefix``) keeps its journal in the bucket, as one
 small object per event under ``PREFIX/geoseg-journal/`` (numbered in order; S3 has no
-append). Each is created only where none is (a conditional PUT), so of two runs writing
-into one prefix the second fails at its first event, before any work. Its outputs are
-checked by size and ETag, which S3 changes whenever an object is written again.
+append), each created only where none is (a conditional PUT). No ``flock`` reaches a
+bucket: a run holds the prefix by a lease instead, the object ``geoseg-journal/lock``,
+created only where none is, renewed every minute while the run goes on and deleted when
+it ends; a second run finds it and stops before any work. A lock not renewed for
+:data:`LEASE_S` is a run's that was killed outright, and the next run takes it over. The
+outputs are checked by size and ETag, which S3 changes whenever an object is written
+again.
 """
 
 from __future__ import annotations
@@ -21,7 +25,8 @@ import fcntl
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -208,8 +213,9 @@ class _BucketSink:
 
     def __init__(self, prefix: str, keys: list[str]) -> None:
         self.prefix = prefix
-        self._keys = keys  # the objects there when the run began
-        self._next = len(keys)
+        self._keys = keys  # the event objects there when the run began, in order
+        self._next = 1 + max((int(_EVENT.fullmatch(k.rpartition("/")[2])[1])  # type: ignore[index]
+                              for k in keys), default=-1)
 
     def begin(self, *, replace: bool) -> None:
         from geoseg import storage
@@ -234,8 +240,64 @@ class _BucketSink:
         from geoseg import storage
 
         with contextlib.suppress(GeoSegError):
-            for url in storage.listing(self.prefix):
+            for url in _events(storage.listing(self.prefix)):
                 storage.delete(url)
+
+
+_EVENT = re.compile(r"(\d{10})\.json")
+
+
+def _events(urls: Iterable[str]) -> list[str]:
+    """The event objects of a bucket journal among ``urls``, in order."""
+    return sorted(u for u in urls if _EVENT.fullmatch(u.rpartition("/")[2]))
+
+
+LEASE_S = 600  # a lock not renewed for this long is a killed run's
+RENEW_S = 60
+
+
+@contextlib.contextmanager
+def _leased(lock: str, folder: str) -> Iterator[None]:
+    """Hold the bucket prefix ``folder`` by its lock object ``lock`` (see the module's
+    text) while the block runs; another run's live lock is an :class:`OutputError`."""
+    import datetime
+    import socket
+    import threading
+    import time
+
+    from geoseg import storage
+
+    held = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                       "since": datetime.datetime.now(datetime.timezone.utc).isoformat()})
+    busy = OutputError("another geoseg run is writing into this folder (a run killed "
+                       f"outright leaves its lock {lock} for {LEASE_S // 60} minutes)", folder)
+    try:
+        storage.put_bytes(lock, held.encode(), overwrite=False)
+    except OutputExistsError:
+        info = storage.stat(lock)
+        if info is not None and time.time() - info.modified_ns / 1e9 < LEASE_S:
+            raise busy from None
+        storage.delete(lock)  # not renewed: its run is gone
+        try:
+            storage.put_bytes(lock, held.encode(), overwrite=False)
+        except OutputExistsError:
+            raise busy from None  # another run took it over first
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(RENEW_S):
+            with contextlib.suppress(GeoSegError):
+                storage.put_bytes(lock, held.encode())
+
+    renewing = threading.Thread(target=renew, name="geoseg-journal-lease", daemon=True)
+    renewing.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        renewing.join()
+        with contextlib.suppress(GeoSegError):
+            storage.delete(lock)
 
 
 @contextlib.contextmanager
@@ -258,12 +320,13 @@ def open_journal(out_dir: str | os.PathLike[str], settings: dict[str, Any], *, r
         prefix = f"{folder}/{BUCKET_JOURNAL}"
         if objects is None:
             objects = storage.listing(folder)
-        urls = sorted(u for u in objects if u.startswith(prefix + "/"))
-        records = _parse("\n".join(_read_events(urls)))
-        journal = _checked(prefix, _BucketSink(prefix, urls), records, settings,
-                           resume=resume, overwrite=overwrite, objects=objects)
-        with _removed_unless_used(journal, created=not urls):
-            yield journal
+        with _leased(f"{prefix}/lock", folder):
+            urls = _events(storage.listing(prefix))  # as the last run holding it left them
+            records = _parse("\n".join(_read_events(urls)))
+            journal = _checked(prefix, _BucketSink(prefix, urls), records, settings,
+                               resume=resume, overwrite=overwrite, objects=objects)
+            with _removed_unless_used(journal, created=not urls):
+                yield journal
         return
     path = Path(out_dir) / JOURNAL
     try:

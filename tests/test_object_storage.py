@@ -369,6 +369,29 @@ def test_run_to_a_bucket_refuses_existing_objects_and_missing_buckets(s3, make_s
     assert_one_line_error(bucket_run(missing, scenes), "no such bucket", named=missing)
 
 
+def test_a_prefix_another_run_holds_is_one_line_before_any_work(s3, make_scene, tmp_path,
+                                                                 monkeypatch):
+    """A run holds its prefix by a lock object it renews; a second run stops at it, before
+    any work. A lock left unrenewed (its run was killed outright) is taken over."""
+    from geoseg import batch, journal
+
+    scenes = two_scenes(make_scene, tmp_path)
+    lock = "maps/geoseg-journal/lock"
+    s3.put_object(Bucket=s3.bucket, Key=lock, Body=b'{"host": "elsewhere", "pid": 1}')
+    predict_scene = batch.predict_scene
+    monkeypatch.setattr(batch, "predict_scene", _never)
+    url = f"s3://{s3.bucket}/maps"
+    assert_one_line_error(bucket_run(url, scenes), "another geoseg run is writing into this "
+                          "folder", f"its lock {url}/geoseg-journal/lock", named=url)
+    assert set(objects(s3)) == {lock}  # the other run's lock is kept
+    monkeypatch.setattr(batch, "predict_scene", predict_scene)
+    monkeypatch.setattr(journal, "LEASE_S", 0)  # the lock is now older than a lease
+    result = bucket_run(url, scenes)
+    assert result.exit_code == 0, result.output
+    left = objects(s3)
+    assert lock not in left and "maps/scene_1.gpkg" in left  # taken over, released at the end
+
+
 @pytest.mark.parametrize("fault, words", [
     ("no credentials", ("no AWS credentials", "AWS_PROFILE")),
     ("closed endpoint", ("cannot reach the endpoint",)),

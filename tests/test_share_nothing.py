@@ -329,9 +329,11 @@ def test_an_interrupted_upload_leaves_whole_scenes_and_resumes(s3, bucket_scenes
     per_scene = len([n for n in local if n.startswith("scene_0.")])
     run = geoseg_paused(f"geoseg.storage:upload:{per_scene + 2}", "run", source, "-o", url,
                         "--model", model, "--probabilities", "--no-progress")
+    assert "maps/geoseg-journal/lock" in objects(s3)  # the run holds its prefix
     run.send_signal(signal.SIGINT)
     _, err = run.communicate(timeout=60)
     assert run.returncode == 130, err
+    assert "maps/geoseg-journal/lock" not in objects(s3)  # and lets it go as it stops
     assert "Traceback" not in err
     first = {n: v for n, v in local.items() if n.startswith("scene_0.")}
     assert maps(s3, "maps/") == first  # whole scenes only, each object whole
