@@ -189,8 +189,10 @@ def _warnings_in_entry() -> Iterator[None]:
         yield
 
 
-def vectorize_scene(job: SceneJob, predicted: Predicted | Failed) -> Finished | Failed:
-    """Write the scene's GeoPackage; returns the scene's journal entry."""
+def vectorize_scene(job: SceneJob, predicted: Predicted | Failed, *,
+                    record: bool = True) -> Finished | Failed:
+    """Write the scene's GeoPackage; returns the scene's journal entry, with the size and
+    SHA-256 of every output unless not ``record`` (outputs its caller records itself)."""
     from geoseg.maskfile import has_data
     from geoseg.vector import vectorize_to_gpkg
 
@@ -208,7 +210,7 @@ def vectorize_scene(job: SceneJob, predicted: Predicted | Failed) -> Finished | 
                 probabilities=s.probabilities, scheduler=job.scheduler, workers=job.workers,
                 progress=job.progress, allow_no_crs=bool(job.predict_options.get("allow_no_crs")),
                 **job.vector_options)
-        outputs = fingerprint(s.files())
+        outputs = fingerprint(s.files()) if record else {}
         empty = not tally.polygons.sum() and not has_data(s.mask)
     except Exception as exc:
         return Failed.of(exc)
@@ -216,6 +218,10 @@ def vectorize_scene(job: SceneJob, predicted: Predicted | Failed) -> Finished | 
                     round(predicted.seconds + time.perf_counter() - started, 2),
                     class_areas(tally.class_names, tally.polygons, tally.area_m2),
                     ALL_NODATA if empty else None)
+
+
+VECTORS = ("gpkg", "gpkg_style")  # a scene's outputs that vectorizing writes
+RASTERS = ("mask", "probabilities")  # those of predicting that vectorizing reads
 
 
 def bucket_scene(job: SceneJob, model: ModelHandle | None = None) -> Finished | Failed:
@@ -226,47 +232,43 @@ def bucket_scene(job: SceneJob, model: ModelHandle | None = None) -> Finished | 
     the bucket by :func:`geoseg.predict` itself (whose tiles travel through the bucket),
     then is vectorized by :func:`vectorize_from_bucket`. Each object appears whole; the
     journal records each one's size and ETag."""
-    import tempfile
-
     if job.scheduler not in LOCAL_SCHEDULERS:
         return vectorize_from_bucket(job, predict_scene(job, model))
-    s = job.scene
-    with tempfile.TemporaryDirectory(prefix="geoseg-scene-") as tmp:
-        local = dataclasses.replace(job, scene=s.in_folder(Path(tmp)))
-        try:
-            done = vectorize_scene(local, predict_scene(local, model))
-            if isinstance(done, Failed):
-                return done
-            there, urls = local.scene.files(), s.files()
-            storage.upload_all([(there[k], str(urls[k])) for k in urls], overwrite=True)
-            outputs = fingerprint(urls)
-        except Exception as exc:
-            return Failed.of(exc)
-    return dataclasses.replace(done, outputs=outputs)
+    return _in_temp_folder(
+        job, lambda local: vectorize_scene(local, predict_scene(local, model), record=False),
+        fetch=(), send=tuple(job.scene.files()))
 
 
 def vectorize_from_bucket(job: SceneJob, predicted: Predicted | Failed) -> Finished | Failed:
     """Vectorize a scene whose raster outputs are already in the bucket: they are fetched
     into this process's temp folder, vectorized by its threads, and the GeoPackage and its
     style uploaded; returns the scene's journal entry (every output by size and ETag)."""
-    import tempfile
-
     if isinstance(predicted, Failed):
         return predicted
+    return _in_temp_folder(
+        dataclasses.replace(job, scheduler="threads", workers=None),
+        lambda local: vectorize_scene(local, predicted, record=False),
+        fetch=tuple(k for k in RASTERS if k in job.scene.files()), send=VECTORS)
+
+
+def _in_temp_folder(job: SceneJob, work: Callable[[SceneJob], Finished | Failed], *,
+                    fetch: Sequence[str], send: Sequence[str]) -> Finished | Failed:
+    """``work`` on the scene with its outputs in a temp folder of this process: the kinds
+    ``fetch`` downloaded from the bucket first, those ``send`` uploaded after (all or none
+    left there); the entry records every output in the bucket by size and ETag."""
+    import tempfile
+
     s = job.scene
     with tempfile.TemporaryDirectory(prefix="geoseg-scene-") as tmp:
-        local = dataclasses.replace(job, scene=s.in_folder(Path(tmp)), scheduler="threads",
-                                    workers=None)
+        local = dataclasses.replace(job, scene=s.in_folder(Path(tmp)))
+        there, urls = local.scene.files(), s.files()
         try:
-            there, urls = local.scene.files(), s.files()
-            vectors = ("gpkg", "gpkg_style")
-            for kind, url in urls.items():
-                if kind not in vectors:
-                    storage.download(str(url), there[kind])
-            done = vectorize_scene(local, predicted)
+            for kind in fetch:
+                storage.download(str(urls[kind]), there[kind])
+            done = work(local)
             if isinstance(done, Failed):
                 return done
-            storage.upload_all([(there[k], str(urls[k])) for k in vectors], overwrite=True)
+            storage.upload_all([(there[k], str(urls[k])) for k in send], overwrite=True)
             outputs = fingerprint(urls)
         except Exception as exc:
             return Failed.of(exc)

@@ -83,8 +83,7 @@ def store(bucket: str) -> S3Store:
     local S3-compatible server). One store per bucket and configuration in a process, so
     that requests share its connections and the credentials it fetched (from an instance
     or web-identity role: not once per request)."""
-    aws = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
-    return _store(bucket, aws, os.getpid())
+    return _store(bucket, _aws_environment(), os.getpid())
 
 
 @functools.lru_cache(maxsize=32)
@@ -110,7 +109,17 @@ def profile_config() -> dict[str, str]:
     ``default``), where the environment does not say it itself: the keys of
     ``AWS_SHARED_CREDENTIALS_FILE`` (``~/.aws/credentials``) and the region and
     ``endpoint_url`` of ``AWS_CONFIG_FILE`` (``~/.aws/config``). obstore reads only the
-    environment; GDAL reads these files too, so both see the same account."""
+    environment; GDAL reads these files too, so both see the same account. Read once per
+    AWS environment in a process (GDAL's options are made for every window read)."""
+    return dict(_profile_config(_aws_environment()))
+
+
+def _aws_environment() -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+
+
+@functools.lru_cache(maxsize=8)
+def _profile_config(aws: tuple[tuple[str, str], ...]) -> dict[str, str]:
     import configparser
 
     profile = os.environ.get("AWS_PROFILE") or os.environ.get("AWS_DEFAULT_PROFILE") or "default"
@@ -151,18 +160,14 @@ def glob(pattern: str) -> list[str]:
     """The ``s3://`` URLs of the objects matching ``pattern``, sorted: the prefix before
     the first wildcard is listed, then matched as a local glob would (``**`` crosses
     folders, ``*`` and ``?`` do not). Matching nothing is an :class:`InputError`."""
-    import obstore
 
     target = parse(pattern)
     first = min(target.key.find(c) % (len(target.key) + 1) for c in "*?[")
     folder = target.key[:first].rpartition("/")[0]
     regex = re.compile(_translate(target.key))
-    try:
-        keys = [meta["path"] for page in obstore.list(store(target.bucket), prefix=folder or None)
-                for meta in page]
-    except Exception as exc:
-        raise failure(exc, pattern, reading=True) from None
-    found = sorted(f"{SCHEME}{target.bucket}/{k}" for k in keys if regex.fullmatch(k))
+    objects = listing(f"{SCHEME}{target.bucket}/{folder}", reading=True, name=pattern)
+    found = sorted(url for url in objects
+                   if regex.fullmatch(url[len(SCHEME) + len(target.bucket) + 1:]))
     if not found:
         raise InputError("matches no object", pattern)
     return found
@@ -198,46 +203,18 @@ def _translate(pattern: str) -> str:
 def check_readable(url: str) -> None:
     """Before any work: the endpoint answers, the credentials work, the bucket and the
     object exist; each failure is one line naming ``url``."""
-    import obstore
-
-    target = parse(url)
-    try:
-        obstore.head(store(target.bucket), target.key)
-    except FileNotFoundError:
-        _check_bucket(target, url, reading=True)
-        raise InputError("no such object", url) from None
-    except Exception as exc:
-        _check_bucket(target, url, reading=True)
-        raise failure(exc, url, reading=True) from None
+    if stat(url, reading=True) is None:
+        raise InputError("no such object", url)
 
 
 def read_text(url: str) -> str:
     """The text (UTF-8) of the object at ``url``."""
-    import obstore
-
-    check_readable(url)
-    target = parse(url)
-    try:
-        data = obstore.get(store(target.bucket), target.key).bytes()
-    except Exception as exc:
-        raise failure(exc, url, reading=True) from None
-    return bytes(data).decode("utf-8")
+    return get_bytes(url, reading=True).decode("utf-8")
 
 
 def exists(url: str) -> bool:
     """Whether the object at ``url`` exists (a missing bucket is an error, not False)."""
-    import obstore
-
-    target = parse(url)
-    try:
-        obstore.head(store(target.bucket), target.key)
-    except FileNotFoundError:
-        _check_bucket(target, url)
-        return False
-    except Exception as exc:
-        _check_bucket(target, url)  # an answer to HEAD has no body: a listing's says why
-        raise failure(exc, url) from None
-    return True
+    return stat(url) is not None
 
 
 def check_writable(url: str, *, overwrite: bool) -> None:
@@ -312,10 +289,12 @@ def stat(url: str, *, reading: bool = False) -> ObjectInfo | None:
         raise failure(exc, url, reading=reading) from None
 
 
-def listing(prefix: str) -> dict[str, ObjectInfo]:
+def listing(prefix: str, *, reading: bool = False, name: str | None = None
+            ) -> dict[str, ObjectInfo]:
     """Every object under the folder ``prefix`` (``s3://bucket/folder``; ``s3://bucket``
     for the whole bucket), by URL. A missing bucket, refused credentials or an unreachable
-    endpoint are one-line errors, so this also checks a destination up front."""
+    endpoint are one-line errors (an input's when ``reading``; naming ``name`` when given,
+    else ``prefix``), so this also checks a destination up front."""
     import obstore
 
     bucket, _, folder = prefix[len(SCHEME):].rstrip("/").partition("/")
@@ -326,7 +305,7 @@ def listing(prefix: str) -> dict[str, ObjectInfo]:
                 for page in obstore.list(store(bucket), prefix=folder or None)
                 for meta in page}
     except Exception as exc:
-        raise failure(exc, prefix) from None
+        raise failure(exc, name or prefix, reading=reading) from None
 
 
 def put_bytes(url: str, data: bytes, *, overwrite: bool = True, name: str | None = None) -> None:
