@@ -286,7 +286,7 @@ def stat(url: str, *, reading: bool = False) -> ObjectInfo | None:
         return None
     except Exception as exc:
         _check_bucket(target, url, reading=reading)
-        raise failure(exc, url, reading=reading) from None
+        raise failure(exc, url, reading=reading, probing=True) from None
 
 
 def listing(prefix: str, *, reading: bool = False, name: str | None = None
@@ -305,7 +305,7 @@ def listing(prefix: str, *, reading: bool = False, name: str | None = None
                 for page in obstore.list(store(bucket), prefix=folder or None)
                 for meta in page}
     except Exception as exc:
-        raise failure(exc, name or prefix, reading=reading) from None
+        raise failure(exc, name or prefix, reading=reading, probing=True) from None
 
 
 def put_bytes(url: str, data: bytes, *, overwrite: bool = True, name: str | None = None) -> None:
@@ -334,7 +334,7 @@ def get_bytes(url: str, *, reading: bool = False, name: str | None = None) -> by
         what = "no such object" if name is None else f"no such object ({url})"
         raise (InputError if reading else OutputError)(what, name or url) from None
     except Exception as exc:
-        raise failure(exc, name or url, reading=reading) from None
+        raise failure(exc, name or url, reading=reading, probing=True) from None
 
 
 def download(url: str, local: str | os.PathLike[str]) -> None:
@@ -395,13 +395,16 @@ def _check_bucket(target: ObjectURL, url: str, *, reading: bool = False) -> None
     try:
         next(iter(obstore.list(store(target.bucket), prefix=folder, chunk_size=1)), None)
     except Exception as exc:
-        raise failure(exc, url, reading=reading) from None
+        raise failure(exc, url, reading=reading, probing=True) from None
 
 
-def failure(exc: BaseException, url: str, *, reading: bool = False) -> GeoSegError:
+def failure(exc: BaseException, url: str, *, reading: bool = False,
+            probing: bool = False) -> GeoSegError:
     """What a failed request means, as a one-line error about ``url`` (the library's text
     is long and multi-line; only the S3 error code or the kind of failure is kept): an
-    :class:`InputError` for an input (``reading``), else an :class:`OutputError`."""
+    :class:`InputError` for an input (``reading``), else an :class:`OutputError`.
+    ``probing``: the request read or listed an output's place (a HEAD, a listing, a
+    journal event) rather than wrote to it, so a denial says what was refused."""
     from obstore.exceptions import (
         AlreadyExistsError,
         PermissionDeniedError,
@@ -411,7 +414,9 @@ def failure(exc: BaseException, url: str, *, reading: bool = False) -> GeoSegErr
     text = str(exc)
     code = _CODE.search(text)
     error = InputError if reading else OutputError
-    denied = "access denied: the credentials may not " + ("read it" if reading else "write here")
+    denied = "access denied: the credentials may not " + (
+        "read it" if reading else
+        "read or list here (outputs are checked before any work)" if probing else "write here")
     if isinstance(exc, AlreadyExistsError):
         return OutputExistsError("exists already (use ${overwrite=True} to replace it)", url)
     if code and code[1] == "NoSuchBucket":

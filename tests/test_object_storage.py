@@ -156,25 +156,40 @@ def test_an_unreachable_endpoint_is_one_line(s3, scene, monkeypatch):
     assert_one_line_error(result, f"cannot reach the endpoint {closed}", named=url)
 
 
-def read_only_user(s3_server: str, s3: Any) -> dict[str, str]:
-    """The access key of a new IAM user that may read and list the test's bucket but not
-    write to it (moto checks it once ``s3_auth(True)``)."""
+# What a read-only user may do, as IAM names it: HEAD is authorized by s3:GetObject and
+# ListObjectsV2 by s3:ListBucket. moto 5.2 (unlike AWS and moto 5.1) authorizes S3 requests
+# by the API operation's name instead, so its names are granted too: an IAM policy may name
+# actions AWS does not have (they never match), and the user then reads and lists, and may not
+# write, on either moto, as on AWS.
+READ_ONLY = ["s3:GetObject", "s3:ListBucket", "s3:HeadObject", "s3:ListObjectsV2"]
+
+
+def iam_user(s3_server: str, s3: Any, name: str, actions: list[str]) -> dict[str, str]:
+    """The access key of a new IAM user that may do ``actions`` on any S3 resource (moto
+    checks it once ``s3_auth(True)``)."""
     import boto3
 
     iam = boto3.client("iam", endpoint_url=s3_server, region_name="us-east-1")
-    user = f"reader-{s3.bucket}"
+    user = f"{name}-{s3.bucket}"
     iam.create_user(UserName=user)
-    iam.put_user_policy(UserName=user, PolicyName="read-only", PolicyDocument=json.dumps({
+    iam.put_user_policy(UserName=user, PolicyName=name, PolicyDocument=json.dumps({
         "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": ["s3:GetObject", "s3:ListBucket"],
-                       "Resource": "*"}]}))
+        "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}))
     return dict(iam.create_access_key(UserName=user)["AccessKey"])
+
+
+def read_only_user(s3_server: str, s3: Any) -> dict[str, str]:
+    """The access key of a new IAM user that may read and list the test's bucket but not
+    write to it."""
+    return iam_user(s3_server, s3, "reader", READ_ONLY)
 
 
 def test_a_denied_write_is_one_line_and_leaves_nothing(s3_server, s3, scene, monkeypatch,
                                                        s3_auth):
-    """An IAM user that may read and list the bucket but not write to it: the up-front
-    check passes, the upload is refused."""
+    """An IAM user that may read and list the bucket but not write to it. Nothing short of
+    a write can tell that a write will be refused, so the up-front check passes and the
+    upload itself is refused: that refusal is one line naming the output, and leaves
+    nothing."""
     key = read_only_user(s3_server, s3)
     s3_auth(True)
     aws_env(monkeypatch, s3_server, key=key["AccessKeyId"], secret=key["SecretAccessKey"])
@@ -184,9 +199,28 @@ def test_a_denied_write_is_one_line_and_leaves_nothing(s3_server, s3, scene, mon
                                                                        real(local, url, **kw)))
     url = f"s3://{s3.bucket}/m.tif"
     result = run_cli("predict", scene, "-o", url, "--tile-size", 64)
-    assert_one_line_error(result, "access denied", named=url)
-    assert tried == [url]  # the check up front passed: only the write itself was refused
+    assert_one_line_error(result, "access denied: the credentials may not write here",
+                          named=url)
     assert key["SecretAccessKey"] not in result.output
+    # The refusal this test is about is the upload's (the only place a denied write
+    # shows); were it the check's, the upload's handling of it would go untested.
+    assert tried == [url]
+    s3_auth(False)
+    assert objects(s3) == {}
+
+
+def test_credentials_that_may_not_look_at_an_output_are_one_line_before_any_work(
+        s3_server, s3, scene, monkeypatch, s3_auth):
+    """A user who may write but not read or list: outputs cannot be checked up front, and
+    the message says it is the looking that was refused, not the writing."""
+    key = iam_user(s3_server, s3, "writer", ["s3:PutObject"])
+    s3_auth(True)
+    aws_env(monkeypatch, s3_server, key=key["AccessKeyId"], secret=key["SecretAccessKey"])
+    monkeypatch.setattr(geoseg.prediction, "open_source", _never)
+    url = f"s3://{s3.bucket}/m.tif"
+    result = run_cli("predict", scene, "-o", url)
+    assert_one_line_error(result, "access denied: the credentials may not read or list here",
+                          named=url)
     s3_auth(False)
     assert objects(s3) == {}
 
