@@ -183,6 +183,11 @@ def join(pieces: Regions, region: np.ndarray, nodes: bool, threads: int | None,
         # GEOS's coverage union joins them (it releases the GIL: threads share the work).
         parts = pieces.geometry[order[starts[k]:starts[k] + sizes[k]]]
         union = shapely.coverage_union_all(parts) if cls is None else shapely.union_all(parts)
+        if not shapely.is_valid(union):
+            # GEOS before 3.14 may join a region that touches itself at a corner into a
+            # shell ring that touches itself (invalid); its rings rebuilt are the shell and
+            # the holes GEOS 3.14 gives.
+            union = shapely.make_valid(union, method="structure")
         # Where an outline crossed the cut, it now runs straight on through a vertex that
         # only a coverage (nodes) needs.
         return union if nodes else drop_collinear(np.array([union]))[0]
