@@ -181,12 +181,32 @@ def test_a_stalled_batch_is_reported_once_with_the_stacks_involved(default_model
     assert "batch 0 (2 tiles) on cpu has run" in report.text()
 
 
-def test_the_default_report_logs_the_stacks(caplog):
+class Records(logging.Handler):
+    """Every record a logger emits, in a list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_the_default_report_logs_the_stacks():
+    # A handler on the logger itself: what reaches pytest's own capture depends on what ran
+    # before (a command makes geoseg's logger print its own lines and stop propagating).
     report = StallReport("cuda:1", 7, 16, 300.0, 120.0, 0.25,
                          {"the owner of cuda:1: thread geoseg-feeder": '  File "x.py", line 1'})
-    with caplog.at_level(logging.WARNING, logger="geoseg.feeder"):
+    logger, seen = logging.getLogger("geoseg.feeder"), Records()
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # whatever -q or -v set before
+    logger.addHandler(seen)
+    try:
         feeders.report_stall(report)
-    (record,) = caplog.records
+    finally:
+        logger.removeHandler(seen)
+        logger.setLevel(level)
+    (record,) = seen.records
     assert "batch 7 (16 tiles) on cuda:1 has run 300.0 s, past its limit of 120.0 s" in \
         record.getMessage() and 'File "x.py", line 1' in record.getMessage()
 
