@@ -689,7 +689,7 @@ def _summary(model: str, settings: dict[str, Any], entries: list[SceneEntry], ou
     computed = [e.finished for e in entries if e.status == "done" and e.finished is not None]
     return {
         "geoseg": __version__, "model": model,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "options": settings,
         "totals": {"scenes": len(entries), "done": len(computed),
                    "skipped": sum(e.status == "skipped" for e in entries),

@@ -268,7 +268,7 @@ def _leased(lock: str, folder: str) -> Iterator[None]:
     from geoseg import storage
 
     held = json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                       "since": datetime.datetime.now(datetime.timezone.utc).isoformat()})
+                       "since": datetime.datetime.now(datetime.UTC).isoformat()})
     busy = OutputError("another geoseg run is writing into this folder (a run killed "
                        f"outright leaves its lock {lock} for {LEASE_S // 60} minutes)", folder)
     try:

@@ -119,6 +119,6 @@ def gpkg_timestamp(seconds: float | None = None) -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if seconds is None and epoch:
         seconds = int(epoch)
-    when = (datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc) if seconds is not None
-            else datetime.datetime.now(datetime.timezone.utc))
+    when = (datetime.datetime.fromtimestamp(seconds, datetime.UTC) if seconds is not None
+            else datetime.datetime.now(datetime.UTC))
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
