@@ -157,10 +157,10 @@ def test_an_unreachable_endpoint_is_one_line(s3, scene, monkeypatch):
 
 
 # What a read-only user may do, as IAM names it: HEAD is authorized by s3:GetObject and
-# ListObjectsV2 by s3:ListBucket. moto 5.2 (unlike AWS and moto 5.1) authorizes S3 requests
-# by the API operation's name instead, so its names are granted too: an IAM policy may name
-# actions AWS does not have (they never match), and the user then reads and lists, and may not
-# write, on either moto, as on AWS.
+# ListObjectsV2 by s3:ListBucket. moto 5.2.6 (unlike AWS and moto before it) authorizes S3
+# requests by the API operation's name instead, so those names are granted too: an IAM policy
+# may name actions AWS does not have (they never match), and the user then reads and lists,
+# and may not write, on any moto, as on AWS.
 READ_ONLY = ["s3:GetObject", "s3:ListBucket", "s3:HeadObject", "s3:ListObjectsV2"]
 
 
