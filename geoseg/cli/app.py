@@ -46,6 +46,10 @@ class GeoSegGroup(click.Group):
 
 @click.group(cls=GeoSegGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="geoseg")
+@click.option("--show-versions", is_flag=True, expose_value=False, is_eager=True,
+              callback=lambda ctx, _param, value: _show_versions(ctx) if value else None,
+              help="Show the versions of geoseg, Python, GDAL, PROJ and every dependency, "
+                   "and exit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.option("-v", "--verbose", count=True, help="More messages.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
@@ -73,6 +77,13 @@ def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     warnings.showwarning = _show_warning
     if quiet:
         warnings.filterwarnings("ignore", category=GeoSegWarning)
+
+
+def _show_versions(ctx: click.Context) -> None:
+    from geoseg.versions import show_versions
+
+    click.echo(show_versions())
+    ctx.exit(0)
 
 
 class _StderrHandler(logging.StreamHandler):
