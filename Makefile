@@ -112,12 +112,11 @@ test-offline: wheelhouse
 # `make lock-upgrade` moves everything to the newest versions allowed today. Review the
 # diff, run `make test`, commit pyproject.toml and the locks together. uv resolves for every
 # platform and Python at once from the index's metadata, without downloading wheels.
-LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet \
-	--custom-compile-command "make lock"
+HASHED := --generate-hashes --quiet --custom-compile-command "make lock"
+LOCK_FLAGS := --universal --python-version 3.11 $(HASHED)
 # The oldest environment is resolved for the oldest Python and this platform only: old
 # releases have no wheels for newer Pythons.
-OLDEST_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 --generate-hashes \
-	--quiet --custom-compile-command "make lock"
+OLDEST_FLAGS := --python-version 3.11 --python-platform x86_64-manylinux_2_28 $(HASHED)
 UV := .venv-tools/bin/uv
 lock lock-upgrade:
 	$(PYTHON) -m venv .venv-tools
