@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -36,8 +36,9 @@ def hashed_entries(name: str) -> list[tuple[str, int]]:
     """Each entry of a lock with the number of ``--hash`` lines that follow it."""
     entries: list[tuple[str, int]] = []
     for line in (REQUIREMENTS / name).read_text().splitlines():
-        if PIN.match(line):
-            entries.append((line.split("==")[0], 0))
+        match = PIN.match(line)
+        if match:
+            entries.append((match[1], 0))
         elif line.strip().startswith("--hash=sha256:") and entries:
             entries[-1] = (entries[-1][0], entries[-1][1] + 1)
     return entries
@@ -109,9 +110,9 @@ def test_the_installed_environment_is_the_locked_one():
 
 
 def test_show_versions_names_every_dependency_with_its_installed_version():
-    result = subprocess.run([str(Path(sys.executable).with_name("geoseg")), "--show-versions"],
-                            capture_output=True, text=True, check=True, cwd=ROOT)
-    table = dict(line.split(None, 1) for line in result.stdout.splitlines())
+    result = run_cli("--show-versions")
+    assert result.exit_code == 0, result.output
+    table = dict(line.split(None, 1) for line in result.output.splitlines())
     assert table["python"] == ".".join(map(str, sys.version_info[:3]))
     import rasterio
 
