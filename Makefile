@@ -92,12 +92,13 @@ wheelhouse: install
 	@echo "$(WHEELHOUSE)/: $$(ls $(WHEELHOUSE)/*.whl | wc -l) wheels, $$(du -sh $(WHEELHOUSE) | cut -f1)"
 
 # The wheelhouse installed with the network cut (a network namespace of its own, so no
-# index, proxy or cache outside this folder can be reached), then the fast suite.
+# index, proxy or cache outside this folder can be reached; mapped to root inside, so any
+# user whose kernel allows user namespaces may make one), then the fast suite.
 test-offline: wheelhouse
 	rm -rf $(OFFLINE)
 	$(PYTHON) -m venv $(OFFLINE)
 	env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL PIP_CONFIG_FILE=/dev/null \
-		PIP_NO_INDEX=1 PIP_NO_CACHE_DIR=1 unshare --net sh -c '\
+		PIP_NO_INDEX=1 PIP_NO_CACHE_DIR=1 unshare --net --map-root-user sh -c '\
 		$(OFFLINE)/bin/pip install --quiet --no-index --find-links $(WHEELHOUSE) \
 			--require-hashes -r $(WHEELHOUSE)/test.txt && \
 		$(OFFLINE)/bin/pip install --quiet --no-index --find-links $(WHEELHOUSE) --no-deps \
