@@ -44,6 +44,7 @@ class PredictOptions:
     threads: int | None = None  # torch intra-op threads per task (None: leave torch's own)
     at_once: int | None = None  # tasks the scheduler runs at once (None: unknown, a cluster)
     feeder: bool | None = None  # one thread owns the device (None: on CUDA only)
+    context: int = 0  # the network's reach in from a tile's edge, kept out of the blend
 
 
 def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int, int]],
@@ -169,7 +170,8 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
     from dask.base import tokenize
     from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
-    grid = TileGrid(source.grid.height, source.grid.width, options.tile_size, options.overlap)
+    grid = TileGrid(source.grid.height, source.grid.width, options.tile_size, options.overlap,
+                    options.context)
     token = tokenize(source, grid, handle, options, sweep)
     infer_name, blend_name = f"geoseg-infer-{token}", f"geoseg-blend-{token}"
     done_name, used_name = f"geoseg-done-{token}", f"geoseg-used-{token}"

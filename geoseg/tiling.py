@@ -9,6 +9,11 @@ and blended with the neighbours' overlapping strips.
 The 1-D weight ramps with ``sin²`` over the overlap on every side that has a neighbour, so
 two neighbouring ramps sum to exactly one (``sin² + cos² = 1``): a partition of unity and
 no seam. Sides at the outer edge of the grid keep weight one.
+
+A network whose answer a tile's edge changes only up to a known distance (``context``,
+its reach) can be tiled exactly: each tile's weight is zero within ``context`` of an edge
+that has a neighbour, and the ramp lies in the middle ``overlap - 2 * context`` pixels,
+where both tiles see everything the network reaches.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ class TileGrid:
     width: int
     size: int
     overlap: int
+    context: int = 0
 
     def __post_init__(self) -> None:
         if self.size <= 0:
@@ -49,6 +55,9 @@ class TileGrid:
             # Wider overlaps would let tiles two strides away reach a block.
             raise InputError(f"overlap must be between 0 and half the tile size "
                              f"({self.size // 2}), not {self.overlap}")
+        if not 0 <= 2 * self.context <= self.overlap:
+            raise InputError(f"the overlap ({self.overlap}) must hold the network's reach on "
+                             f"both sides (2 x {self.context} px)")
         if self.height <= 0 or self.width <= 0:
             raise InputError(f"raster has no pixels ({self.height} × {self.width})")
 
@@ -110,25 +119,30 @@ class TileGrid:
         sides have a neighbour), built once each instead of once per tile.
         """
         rows, cols = self.shape
-        return _weights(self.size, self.overlap,
+        return _weights(self.size, self.overlap, self.context,
                         tile.row_index > 0, tile.row_index < rows - 1,
                         tile.col_index > 0, tile.col_index < cols - 1)
 
 
 @lru_cache(maxsize=64)
-def _weights(size: int, overlap: int, top: bool, bottom: bool, left: bool,
+def _weights(size: int, overlap: int, context: int, top: bool, bottom: bool, left: bool,
              right: bool) -> np.ndarray:
-    out = np.outer(_ramp(size, overlap, top, bottom), _ramp(size, overlap, left, right))
+    out = np.outer(_ramp(size, overlap, context, top, bottom),
+                   _ramp(size, overlap, context, left, right))
     out = out.astype(np.float32)
     out.flags.writeable = False
     return out
 
 
-def _ramp(size: int, overlap: int, before: bool, after: bool) -> np.ndarray:
-    """1-D weights: ``sin²`` up over the overlap on each side that has a neighbour, else 1."""
+def _ramp(size: int, overlap: int, context: int, before: bool, after: bool) -> np.ndarray:
+    """1-D weights: on each side that has a neighbour, 0 for ``context`` pixels, ``sin²`` up
+    over the rest of the overlap but ``context`` and 1 beyond; else 1."""
     w = np.ones(size)
     if overlap:
-        up = np.sin((np.arange(overlap) + 0.5) / overlap * np.pi / 2) ** 2
+        span = overlap - 2 * context
+        up = np.concatenate([np.zeros(context),
+                             np.sin((np.arange(span) + 0.5) / span * np.pi / 2) ** 2,
+                             np.ones(context)])
         if before:
             w[:overlap] = up
         if after:
