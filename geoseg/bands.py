@@ -57,6 +57,17 @@ _PARTS = re.compile(r"[_\-.\s]+")
 NOT_BANDS = ("QA", "WVP", "AOT", "SCL", "TCI", "MSK", "CLD", "SNW", "PVI")
 
 MISSIONS = ("sentinel2", "landsat", "landsat_tm")
+# Sentinel-2's processing levels as names carry them: MSIL1C/MSIL2A (SAFE), S2MSI2A
+# (product type), _L2A (Earth Search Item ids), sentinel-2-l1c (collections).
+_LEVEL = re.compile(r"(?:^|[_\W])(?:S2)?(?:MSI)?(L1C|L2A|1C|2A)(?=[_\W]|$)", re.IGNORECASE)
+
+
+def processing_level(context: str) -> str | None:
+    """The Sentinel-2 processing level (``L1C`` or ``L2A``) a product, file or Item name
+    announces, or None (none, or both)."""
+    found = {"L" + m.group(1).upper().removeprefix("L") for m in _LEVEL.finditer(context)
+             if m.group(0).lstrip("_-./ ").upper().startswith(("L", "MSI", "S2MSI"))}
+    return found.pop() if len(found) == 1 else None
 
 
 def mission_of(context: str) -> str | None:

@@ -31,11 +31,12 @@ if TYPE_CHECKING:
     import torch
 
 CARD_FORMAT = "geoseg-model/1"
-BUNDLED = ("default",)
+BUNDLED = ("default", "dynamic-world")
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
 ONNX = "onnx"  # the architecture of a model whose network is an ONNX graph (model.onnx)
 RUNTIMES = ("torch", "onnxruntime")
 OUTPUTS = ("logits", "probabilities")
+PROCESSING_LEVELS = ("", "L1C", "L2A")
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,12 @@ class ModelSpec:
     is what runs it on a CPU (``onnxruntime`` needs an ONNX graph beside or instead of the
     weights); ``source`` records where it came from (format, origin, sha256);
     ``quantization`` how its ONNX graph was quantized, when it was
-    (:mod:`geoseg.quantize`), empty for a float graph.
+    (:mod:`geoseg.quantize`), empty for a float graph. ``context`` is, for a network whose
+    answer a tile's edge changes only so far in, that distance in pixels (its reach; 0:
+    unknown): tiles then start on the network's stride and blend only beyond it, so that a
+    tiled map is the whole-image one (:mod:`geoseg.tiling`). ``processing_level`` is the
+    Sentinel-2 level the model was made for (``L1C`` or ``L2A``; empty: any), so that a
+    scene of the other level is told it.
 
     ``units`` names what the network's input values are before ``mean``/``std`` (e.g.
     ``"reflectance"``). A model that names units, or has a ``scale``/``offset``, reads
@@ -96,6 +102,8 @@ class ModelSpec:
     source: dict[str, Any] = field(default_factory=dict)
     units: str = ""
     quantization: dict[str, Any] = field(default_factory=dict)
+    context: int = 0
+    processing_level: str = ""
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -153,6 +161,14 @@ class ModelSpec:
                              f"up to 8192")
         if self.overlap is not None and not 0 <= 2 * self.overlap < self.tile_size:
             found.append("overlap must be at least 0 and less than half the tile size")
+        if self.processing_level not in PROCESSING_LEVELS:
+            found.append(f"processing_level must be one of {', '.join(PROCESSING_LEVELS[1:])}"
+                         f" or empty")
+        if not 0 <= self.context <= 1024:
+            found.append("context must be 0 to 1024 pixels")
+        elif self.overlap is not None and self.overlap < 2 * self.context:
+            found.append(f"overlap must hold the context on both sides (at least "
+                         f"{2 * self.context})")
         if self.resolution is not None and not (math.isfinite(self.resolution)
                                                 and self.resolution > 0):
             found.append("resolution must be positive and finite")
@@ -293,6 +309,7 @@ _FIELDS: dict[str, Any] = {
     "outputs": _text, "runtime": _text, "units": _text,
     "input_size": lambda v: None if v is None else _integer(v),
     "overlap": lambda v: None if v is None else _integer(v),
+    "context": _integer, "processing_level": _text,
     "bands": lambda v: tuple(_text(b) for b in _list(v)),
     "mean": lambda v: tuple(_number(x) for x in _list(v)),
     "std": lambda v: tuple(_number(x) for x in _list(v)),
@@ -415,6 +432,8 @@ def build_network(spec: ModelSpec) -> torch.nn.Module:
 
     if spec.architecture == ONNX:
         raise ModelError("this model is an ONNX graph: it has no torch network to build")
+    if spec.architecture in OWN_ARCHITECTURES:
+        return OWN_ARCHITECTURES[spec.architecture]()
     arch = getattr(smp, spec.architecture, None)
     if not (isinstance(arch, type) and issubclass(arch, torch.nn.Module)):
         raise ModelError(f"unknown architecture {spec.architecture!r}")
@@ -428,6 +447,16 @@ def build_network(spec: ModelSpec) -> torch.nn.Module:
         return network
     except (KeyError, ValueError, RuntimeError, TypeError, AttributeError) as exc:
         raise ModelError(f"cannot build {spec.architecture} with encoder {spec.encoder!r}: {exc}") from None
+
+
+def _dynamic_world() -> torch.nn.Module:
+    from geoseg import dynamic_world
+
+    return dynamic_world.network()
+
+
+# Networks geoseg writes itself (not segmentation-models-pytorch's), by card architecture.
+OWN_ARCHITECTURES = {"DynamicWorld": _dynamic_world}
 
 
 def card_and_weights(path: str | os.PathLike[str]) -> tuple[Path, Path]:
@@ -668,7 +697,8 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         io = {k: f"{v['name']} {v['shape']} {v['type']}" for k, v in signature.items()}
         io["output"] += f" ({spec.outputs})"
     form = "ONNX graph" if spec.architecture == ONNX else (
-        f"segmentation-models-pytorch {spec.architecture}"
+        (f"geoseg's {spec.architecture} network" if spec.architecture in OWN_ARCHITECTURES
+         else f"segmentation-models-pytorch {spec.architecture}")
         + (" + ONNX graph" if graph.exists() else ""))
     return {"model_card": str(card), "files": [str(p) for p in files], "network": form,
             "runtime_cpu": spec.runtime, **io, **spec.to_dict()}

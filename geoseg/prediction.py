@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from geoseg import atomic, cog, maskfile, parts, storage
+from geoseg.bands import processing_level
 from geoseg.cluster import (
     IN_PROCESS,
     LOCAL_SCHEDULERS,
@@ -100,6 +101,7 @@ def predict(
             options = dataclasses.replace(options, threads=None)
         check_bands(source, spec)
         check_units(source, spec)
+        check_level(source, spec)
         check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS,
                       threads=options.threads)
         client, resources = None, None
@@ -160,13 +162,20 @@ def prediction_options(spec: ModelSpec, tile_size: int | None, overlap: int | No
         ov = spec.overlap
     else:
         ov = min(size // 4, max(32, context))
+    context = 0
+    if spec.context:
+        # Exact tiling: tiles start on the network's stride (stride and margin multiples
+        # of it) and blend only where both neighbours see all the network reaches.
+        step = 2 * spec.size_multiple
+        ov = -(-max(ov, 2 * spec.context) // step) * step
+        context = spec.context
     if (spec.input_size is None and scene is not None
             and max(scene) <= size - ov):  # one tile covers it all anyway
         size = -(-max(scene) // spec.size_multiple) * spec.size_multiple
-        ov = 0
-    TileGrid(1, 1, size, ov)  # validates tile size and overlap
+        ov = context = 0
+    TileGrid(1, 1, size, ov, context)  # validates tile size and overlap
     return PredictOptions(size, ov, batch_size, device, tta, task_threads(scheduler, workers),
-                          tasks_at_once(scheduler, workers))
+                          tasks_at_once(scheduler, workers), context=context)
 
 
 def check_bands(source: Source, spec: ModelSpec) -> None:
@@ -176,6 +185,17 @@ def check_bands(source: Source, spec: ModelSpec) -> None:
         raise InputError(
             f"has {have} band{'s' * (have != 1)} but the model needs {want} "
             f"({', '.join(spec.bands)}); choose them with ${{bands}}", source.name)
+
+
+def check_level(source: Source, spec: ModelSpec) -> None:
+    """Warn where a Sentinel-2 scene's processing level (from the product's, Item's or
+    files' names) is not the one the model was made for: top-of-atmosphere and surface
+    reflectance differ most where the atmosphere is thick (haze, water, shadows)."""
+    level = processing_level(f"{source.name} {source.vrt_xml or source.path}")
+    if spec.processing_level and level and level != spec.processing_level:
+        warn(f"is a Sentinel-2 {level} scene, but the model {spec.name!r} was made for "
+             f"{spec.processing_level}: it runs, with what that difference costs (give it "
+             f"the {spec.processing_level} product for the model's own results)", source.name)
 
 
 def check_units(source: Source, spec: ModelSpec) -> None:
