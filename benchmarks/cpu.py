@@ -58,10 +58,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         small, _ = synthetic.write_sample_data(folder / "small", size=64, seed=3)
         float_model = _float_model(geoseg.load_model("default"), folder / "float")
         rows: dict[str, list[str]] = {
-            "default (int8, overlap 16)": [],
+            "default (int8, overlap 16)": ["--model", "default"],
             "float graph": ["--model", str(float_model)],
-            "int8, overlap 32": ["--overlap", "32"],
-            "int8, tile 1024": ["--tile-size", "1024"],
+            "int8, overlap 32": ["--model", "default", "--overlap", "32"],
+            "int8, tile 1024": ["--model", "default", "--tile-size", "1024"],
         }
         best: dict[str, float] = {}
         masks = {name: folder / f"mask-{k}.tif" for k, name in enumerate(rows)}
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         startup = {"geoseg --help": _median(args.startup_runs, "--help"),
                    "geoseg predict 64²": _median(args.startup_runs, "predict", str(small), "-o",
                                                  str(folder / "small.tif"), "--overwrite",
-                                                 "--no-progress")}
+                                                 "--no-progress", "--model", "default")}
     default = runs[0]
     result = {"benchmark": "cpu", "date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(),
               "scene": f"seed {args.seed}, {args.size}²", "megapixels": round(megapixels, 2),

@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
             for form in args.forms:
                 seconds, mib = peak_rss_of([*geoseg, "predict", *inputs[form], "-o",
                                             str(Path(tmp) / f"mask_{form}_{size}.tif"),
-                                            "--no-progress", "--scheduler", args.scheduler])
+                                            "--no-progress", "--scheduler", args.scheduler,
+                                            "--model", "default"])
                 runs.append({"form": form, "size": size, "megapixels": size * size / 1e6,
                              "seconds": round(seconds, 1), "peak_rss_mib": round(mib),
                              "mpx_per_s": round(size * size / 1e6 / seconds, 2)})

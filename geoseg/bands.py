@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from geoseg.errors import InputError
+from geoseg.errors import MissingBandsError
 
 # STAC eo common names (the v2 names of the red-edge bands; "rededge" alone is generic).
 COMMON_NAMES = ("coastal", "blue", "green", "red", "yellow", "pan", "rededge", "rededge071",
@@ -165,8 +165,8 @@ def match(wanted: Sequence[str], have: Sequence[str | None], scene: str) -> list
     bands ``wanted`` (a model card's names), in the model's order.
 
     None when names cannot decide (the card's or all of the scene's are unknown): the
-    caller then goes by order. A band the model needs that the scene lacks is an
-    :class:`InputError` that says which bands the scene has.
+    caller then goes by order. A band the model needs that the scene lacks is a
+    :class:`MissingBandsError` that says which bands the scene has.
     """
     mission = mission_of_ids(wanted)
     want = [common_name(w, mission=mission) for w in wanted]
@@ -189,7 +189,7 @@ def match(wanted: Sequence[str], have: Sequence[str | None], scene: str) -> list
         if any(h is None for h in have) and len(have) == len(wanted):
             return None  # unnamed bands may be the missing ones: go by order
         names = ", ".join(h or f"band {i + 1} (unnamed)" for i, h in enumerate(have))
-        raise InputError(f"lacks the {', '.join(missing)} band{'s' * (len(missing) > 1)} the "
+        raise MissingBandsError(f"lacks the {', '.join(missing)} band{'s' * (len(missing) > 1)} the "
                          f"model needs (it has {names})", scene)
     return picked
 

@@ -78,6 +78,10 @@ class InputError(GeoSegError, ValueError):
     """An input (raster, option, label) that geoseg cannot use as it is."""
 
 
+class MissingBandsError(InputError):
+    """A scene that lacks bands a model reads (by name)."""
+
+
 class RasterReadError(GeoSegError, OSError):
     """A raster that is missing, unreadable, truncated or not a raster at all."""
 

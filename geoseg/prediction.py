@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from geoseg import atomic, cog, maskfile, parts, storage
+from geoseg import atomic, cog, maskfile, parts, storage, synthetic
 from geoseg.bands import processing_level
 from geoseg.cluster import (
     IN_PROCESS,
@@ -28,7 +28,7 @@ from geoseg.cluster import (
     tasks_at_once,
 )
 from geoseg.devices import Device, select_device
-from geoseg.errors import InputError, warn
+from geoseg.errors import InputError, MissingBandsError, warn
 from geoseg.gdal import vsi_path, write_errors
 from geoseg.inference import ModelHandle, check_weights, model_reference, task_threads
 from geoseg.model import Model, ModelSpec
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
     import dask.array as da
     import xarray as xr
 
+AUTO = "auto"  # the model argument that lets geoseg choose (choose_model)
+SENTINEL2_CHOICE = "chosen for the scene's Sentinel-2 bands"
+DEMONSTRATION = "the demonstration model"
 CONTEXT_STRIDES = 4  # default overlap: this many strides of the network's coarsest level
 MAX_TILE = 8192
 
@@ -54,7 +57,7 @@ MAX_TILE = 8192
 def predict(
     src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     dst: str | os.PathLike[str] | None = None,
-    model: str | os.PathLike[str] | Model | ModelHandle = "default",
+    model: str | os.PathLike[str] | Model | ModelHandle = "auto",
     *,
     tile_size: int | None = None,
     overlap: int | None = None,
@@ -81,6 +84,7 @@ def predict(
     CRS and transform. With ``dst`` the mask is written as a Cloud-Optimized GeoTIFF (plus a
     ``.qml`` style beside it, and optionally per-class probabilities and a PNG quicklook) and
     the returned array reads that file lazily. ``device`` also takes ``cuda:N``.
+    ``model="auto"`` chooses a bundled model for the scene (:func:`choose_model`).
     """
     check_scheduler(scheduler)
     if dst is None and (probabilities_path or quicklook):
@@ -91,6 +95,11 @@ def predict(
         targets = stack.enter_context(storage.staged(named, overwrite=overwrite))
         local_dst, _, local_probs, local_quicklook = targets or [None] * 4
         stack.enter_context(atomic.outputs(targets, overwrite=overwrite))  # a failure leaves no new folder
+        choice = None
+        if isinstance(model, str) and model == AUTO:
+            model, choice = choose_model(src, bands=bands, assets=assets,
+                                         resolution=resolution, resampling=resampling,
+                                         allow_no_crs=allow_no_crs)
         spec, handle = model_reference(model)
         source = open_source(src, bands=bands, want=spec.bands, assets=assets,
                              resolution=resolution, resampling=resampling,
@@ -102,6 +111,11 @@ def predict(
         check_bands(source, spec)
         check_units(source, spec)
         check_level(source, spec)
+        if choice == DEMONSTRATION and not synthetic.is_synthetic(source.path):
+            warn("no model named: the demonstration model 'default' runs, which was trained "
+                 "on geoseg's synthetic scenes and knows no real land cover (name one with "
+                 "${model}; a Sentinel-2 scene with its B02-B12 bands gets dynamic-world)",
+                 source.name)
         check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS,
                       threads=options.threads)
         client, resources = None, None
@@ -131,7 +145,43 @@ def predict(
     if dst is not None:
         out = maskfile.open_mask(vsi_path(os.fspath(dst)))  # an uploaded mask: via /vsis3/
     # What geoseg.vectorize (and a reader of the array) needs to name and colour classes.
-    return maskfile.with_classes(out, spec.class_names, spec.colors)
+    out = maskfile.with_classes(out, spec.class_names, spec.colors)
+    out.attrs["model"] = spec.name
+    if choice is not None:
+        out.attrs["model_choice"] = choice
+    return out
+
+
+def choose_model(src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+                 bands: Sequence[int] | None = None, assets: Sequence[str] | None = None,
+                 resolution: float | None = None, resampling: str = "bilinear",
+                 allow_no_crs: bool = False) -> tuple[str, str]:
+    """The bundled model for a scene when none is named, and why: ``dynamic-world`` for a
+    scene that names its nine Sentinel-2 bands (an L1C or L2A product, its band files, a
+    STAC Item); an :class:`InputError` naming the bands a Sentinel-2 scene lacks for it;
+    else the demonstration model ``default`` (:func:`predict` warns that it knows no real
+    land cover, unless the scene is one of geoseg's synthetic scenes)."""
+    from geoseg import bands as band_names
+    from geoseg.dynamic_world import BANDS
+
+    wanted = [s2 for s2, _ in BANDS]
+    try:
+        source = open_source(src, bands=bands, want=wanted, assets=assets,
+                             resolution=resolution, resampling=resampling,
+                             allow_no_crs=allow_no_crs)
+    except MissingBandsError as exc:
+        name = os.fspath(exc.path or "")
+        if band_names.mission_of(name) == "sentinel2" or processing_level(name):
+            raise MissingBandsError(
+                f"is a Sentinel-2 scene that {exc.message}: the bundled land-cover model "
+                f"dynamic-world reads {', '.join(wanted)}; give the scene's other bands, or "
+                f"name a model with ${{model}}", exc.path) from None
+        return "default", DEMONSTRATION
+    # Chosen by the bands' names only (a scene of nine unnamed bands is no Sentinel-2's).
+    with contextlib.suppress(MissingBandsError):
+        if bands is None and band_names.match(wanted, source.band_names, source.name):
+            return "dynamic-world", SENTINEL2_CHOICE
+    return "default", DEMONSTRATION
 
 
 def prediction_options(spec: ModelSpec, tile_size: int | None, overlap: int | None,
@@ -201,9 +251,9 @@ def check_level(source: Source, spec: ModelSpec) -> None:
 def check_units(source: Source, spec: ModelSpec) -> None:
     """Warn where the scene's stored values and the model's units disagree in a way that
     can be seen: a declared offset that a model reading stored values does not apply (the
-    Sentinel-2 baseline 04.00 trap), a scale and offset that differ from the card's (the
-    scene's win), or integers for a model that reads physical units with no scale to turn
-    them into those."""
+    Sentinel-2 baseline 04.00 trap), a scale that differs from the card's (the scene's
+    scale and offset win; an offset alone is the product's own zero point), or integers
+    for a model that reads physical units with no scale to turn them into those."""
     if source.scale:
         declared = _affine_text(source.scale, source.offset)
         if not spec.physical:
@@ -211,8 +261,9 @@ def check_units(source: Source, spec: ModelSpec) -> None:
                 warn(f"declares its values as {declared}, but the model's card names no "
                      f"units (nor scale and offset): the model gets the values as stored, "
                      f"offset included", source.name)
-        elif (spec.scale or spec.offset) and not _same(spec.conversion(),
-                                                       (source.scale, source.offset)):
+        elif spec.scale and not _same((spec.conversion()[0],), (source.scale,)):
+            # Another scale is another unit; an offset alone is the product's zero point
+            # (Sentinel-2's -1000 from baseline 04.00), which the card cannot know.
             card = _affine_text(*spec.conversion())
             warn(f"declares its values as {declared}; the model's card says {card}: the "
                  f"scene's own scale and offset are used", source.name)
@@ -221,8 +272,7 @@ def check_units(source: Source, spec: ModelSpec) -> None:
              f"{spec.units}: the model gets the values as stored", source.name)
 
 
-def _same(a: tuple[Sequence[float], Sequence[float]],
-          b: tuple[Sequence[float], Sequence[float]]) -> bool:
+def _same(a: tuple[Sequence[float], ...], b: tuple[Sequence[float], ...]) -> bool:
     return all(math.isclose(x, y, rel_tol=1e-9, abs_tol=1e-12)
                for u, v in zip(a, b, strict=True) for x, y in zip(u, v, strict=True))
 

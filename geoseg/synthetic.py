@@ -312,6 +312,20 @@ def sample_scene(size: int = 2048, *, seed: int = 0, nodata_corner: bool = True)
     return Scene(size=size, seed=seed, nodata_corner=nodata_corner)
 
 
+SYNTHETIC_TAG = "GEOSEG_SYNTHETIC"  # the GeoTIFF tag that marks a scene geoseg rendered
+
+
+def is_synthetic(path: str) -> bool:
+    """Whether ``path`` is a scene :func:`write_sample_data` wrote (its GeoTIFF tag)."""
+    import rasterio
+
+    try:
+        with rasterio.open(path) as ds:
+            return SYNTHETIC_TAG in ds.tags()
+    except (rasterio.errors.RasterioError, OSError):
+        return False
+
+
 def write_sample_data(folder: str | os.PathLike[str], *, size: int = 2048, seed: int = 0,
                       nodata_corner: bool = True, overwrite: bool = False,
                       strip: int = 512) -> tuple[Path, Path]:
@@ -346,6 +360,7 @@ def write_sample_data(folder: str | os.PathLike[str], *, size: int = 2048, seed:
             img.write(image, window=window)
             lab.write(labels, 1, window=window)
         img.descriptions = BANDS
+        img.update_tags(**{SYNTHETIC_TAG: f"seed {seed}"})
         lab.write_colormap(1, colormap([c for _, c in CLASSES]))
         lab.update_tags(CLASS_NAMES=json.dumps([n for n, _ in CLASSES]))
     return image_path, label_path

@@ -26,7 +26,7 @@ from click.testing import CliRunner, Result
 
 from geoseg.cli import cli
 from geoseg.maskfile import NODATA, colormap
-from geoseg.synthetic import sample_scene
+from geoseg.synthetic import SYNTHETIC_TAG, sample_scene
 
 UTM = "EPSG:32633"
 TRANSFORM = Affine(2.0, 0.0, 500_000.0, 0.0, -2.0, 5_200_000.0)
@@ -34,8 +34,8 @@ TRANSFORM = Affine(2.0, 0.0, 500_000.0, 0.0, -2.0, 5_200_000.0)
 
 def write_raster(path: Path, data: np.ndarray, *, crs: str | None = UTM,
                  transform: Affine = TRANSFORM, nodata: float | None = None,
-                 tiled: bool = True) -> Path:
-    """Write ``data`` (bands, rows, cols) as a GeoTIFF."""
+                 tiled: bool = True, tags: dict[str, str] | None = None) -> Path:
+    """Write ``data`` (bands, rows, cols) as a GeoTIFF (with dataset ``tags``)."""
     if data.ndim == 2:
         data = data[None]
     profile = {"driver": "GTiff", "width": data.shape[2], "height": data.shape[1],
@@ -46,6 +46,8 @@ def write_raster(path: Path, data: np.ndarray, *, crs: str | None = UTM,
                        blockysize=16 * max(1, min(16, data.shape[1] // 16)))
     with rasterio.open(path, "w", **profile) as ds:
         ds.write(data)
+        if tags:
+            ds.update_tags(**tags)
     return path
 
 
@@ -81,7 +83,8 @@ def make_scene(tmp_path: Path) -> Callable[..., tuple[Path, np.ndarray]]:
              nodata_corner: bool = True) -> tuple[Path, np.ndarray]:
         scene = sample_scene(max(height, width), seed=seed, nodata_corner=nodata_corner)
         image, labels = scene.render(0, 0, height, width)
-        path = write_raster(tmp_path / name, image, transform=scene.transform, nodata=0)
+        path = write_raster(tmp_path / name, image, transform=scene.transform, nodata=0,
+                            tags={SYNTHETIC_TAG: f"seed {seed}"})  # a geoseg synthetic scene
         return path, labels
 
     return make

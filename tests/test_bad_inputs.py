@@ -202,6 +202,7 @@ VALID = [
                          ids=[v[0] for v in VALID])
 @pytest.mark.parametrize("via", ["cli", "api"])
 def test_valid_odd_input_gives_a_valid_mask(make, options, check, warning, via, tmp_path):
+    options = {"model": "default", **options}  # named: these scenes are not geoseg's own
     inputs = tmp_path / "in"
     inputs.mkdir()
     [src] = make(inputs)
@@ -397,11 +398,13 @@ def test_a_disk_that_fills_while_writing_leaves_nothing(small_disk, tmp_path):
     (folder / "keep.txt").write_bytes(b"an earlier output")
     # (Either output of the first row may be the one that finds the disk full first.)
     rows = [(["predict", scene, "-o", folder / "mask.tif", "--probabilities",
-              folder / "prob.tif"], ("prob.tif", "mask.tif"), "could not be written ("),
+              folder / "prob.tif", "--model", "default"], ("prob.tif", "mask.tif"),
+             "could not be written ("),
             (["vectorize", speckled, "-o", folder / "speckled.gpkg"], ("speckled.gpkg",),
              "could not be written (")]
     if preexec is None:
-        rows.append((["predict", large, "-o", folder / "mask.tif"], ("mask.tif",),
+        rows.append((["predict", large, "-o", folder / "mask.tif", "--model", "default"],
+                     ("mask.tif",),
                      "could not be written (its scratch files need 360.0 kB free"))
     for args, names, words in rows:
         done = geoseg_done(*args, preexec=preexec)

@@ -26,6 +26,10 @@ TEN = Affine(10.0, 0.0, 600_000.0, 0.0, -10.0, 5_100_000.0)
 TWENTY = TEN * Affine.scale(2)
 SIZE = 192
 TILE = ["--tile-size", "128"]
+# These scenes are geoseg's synthetic scene cut into Sentinel-2-named files, four bands:
+# the demonstration model reads them (left to choose, geoseg would say that a Sentinel-2
+# scene of four bands lacks the nine Dynamic World reads).
+DEMO = ["--model", "default", *TILE]
 # Sentinel-2's names for the default model's bands: B8A (narrow NIR, 20 m) stands in for nir.
 FILES = {"blue": "T33UUP_20240611_B02_10m.tif", "green": "T33UUP_20240611_B03_10m.jp2",
          "red": "T33UUP_20240611_B04_10m.tif", "nir": "T33UUP_20240611_B8A_20m.tif"}
@@ -113,7 +117,7 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     files = write_product(root / "S2", bands_of(image))
     stacked = prestacked(files, root / "stacked.tif")
     reference = root / "reference.tif"
-    assert run_cli("predict", stacked, "-o", reference, *TILE).exit_code == 0
+    assert run_cli("predict", stacked, "-o", reference, *DEMO).exit_code == 0
     label_path = write_classes(root / "labels.tif", labels, geoseg.load_model().spec.class_names,
                                transform=TEN)
     return {"root": root, "image": image, "files": files, "stacked": stacked,
@@ -134,7 +138,7 @@ def test_band_files_at_10_and_20_m_give_the_mask_of_the_prestacked_scene(product
     forms["named"] = ["+".join(f"{n}={plain[n]}" for n in ("nir", "red", "green", "blue"))]
     for form, args in forms.items():
         out = tmp_path / f"{form}.tif"
-        result = run_cli("predict", *args, "-o", out, *TILE)
+        result = run_cli("predict", *args, "-o", out, "--model", "default", *TILE)
         assert result.exit_code == 0, (form, result.output)
         with rasterio.open(out) as ds:  # the 10 m grid exactly
             assert ds.transform == TEN and ds.crs == UTM and ds.shape == (SIZE, SIZE), form
@@ -155,7 +159,7 @@ def test_tiles_whose_names_look_like_bands_stay_a_mosaic(product, tmp_path):
     right = write_raster(tmp_path / "block_B2.tif", image[:, :, 96:], nodata=0,
                          transform=TEN * Affine.translation(96, 0))
     for args in ([left, right], [tmp_path]):
-        mask = geoseg.predict([str(a) for a in args], tile_size=128)
+        mask = geoseg.predict([str(a) for a in args], model="default", tile_size=128)
         assert mask.shape == (SIZE, SIZE) and mask.rio.transform() == TEN
 
 
@@ -164,7 +168,7 @@ def test_the_scene_grid_can_be_a_resolution_the_user_asks_for(product, tmp_path)
     args = [str(files[n]) for n in ("blue", "green", "red", "nir")]
     out = tmp_path / "coarse.tif"
     result = run_cli("predict", *args, "-o", out, "--resolution", 20, "--resampling", "average",
-                     *TILE)
+                     *DEMO)
     assert result.exit_code == 0, result.output
     with rasterio.open(out) as ds:
         assert ds.transform == TWENTY and ds.shape == (SIZE // 2, SIZE // 2)
@@ -175,7 +179,7 @@ def test_the_scene_grid_can_be_a_resolution_the_user_asks_for(product, tmp_path)
             layers.append(ds.read(1, out_shape=(SIZE // 2, SIZE // 2),
                                   resampling=Resampling.average))
     by_hand = write_raster(tmp_path / "by_hand.tif", np.stack(layers), transform=TWENTY, nodata=0)
-    assert run_cli("predict", by_hand, "-o", tmp_path / "ref20.tif", *TILE).exit_code == 0
+    assert run_cli("predict", by_hand, "-o", tmp_path / "ref20.tif", *DEMO).exit_code == 0
     np.testing.assert_array_equal(mask_of(out), mask_of(tmp_path / "ref20.tif"))
 
 
@@ -191,9 +195,9 @@ def test_a_landsat_collection_2_folder_is_one_scene(product, tmp_path):
                  transform=TEN)  # not the coastal band, whatever "aerosol" says
     write_raster(folder / f"{stem}_SR_B1.TIF", image[0], transform=TEN, nodata=0)  # coastal
     stacked = write_raster(tmp_path / "stacked.tif", image, transform=TEN, nodata=0)
-    assert run_cli("predict", stacked, "-o", tmp_path / "ref.tif", *TILE).exit_code == 0
+    assert run_cli("predict", stacked, "-o", tmp_path / "ref.tif", *DEMO).exit_code == 0
     out = tmp_path / "out"
-    result = run_cli("run", folder, "-o", out, "--no-progress", *TILE)
+    result = run_cli("run", folder, "-o", out, "--no-progress", *DEMO)
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(mask_of(out / f"{stem}.mask.tif"), mask_of(tmp_path / "ref.tif"))
 
@@ -211,11 +215,11 @@ def test_stac_items_with_relative_and_absolute_hrefs_give_the_same_mask(product,
                           item("S2A_33UUP_20240611", {n: str(f) for n, f in files.items()}))
     for path in (relative, absolute):
         out = tmp_path / f"{path.parent.name}.tif"
-        result = run_cli("predict", path, "-o", out, *TILE)
+        result = run_cli("predict", path, "-o", out, *DEMO)
         assert result.exit_code == 0, result.output
         np.testing.assert_array_equal(mask_of(out), product["reference"])
     # A folder holding one Item is that Item; assets can be chosen by key.
-    result = run_cli("predict", elsewhere, "-o", tmp_path / "folder.tif", *TILE,
+    result = run_cli("predict", elsewhere, "-o", tmp_path / "folder.tif", *DEMO,
                      "--assets", "B02,B03,B04,B8A")
     assert result.exit_code == 0, result.output
     np.testing.assert_array_equal(mask_of(tmp_path / "folder.tif"), product["reference"])
@@ -230,7 +234,7 @@ def test_a_stac_item_served_over_http_reads_its_assets_through_gdal(product, tmp
                item("S2A_33UUP_20240611", {n: f.name for n, f in files.items()}))
     url, requests = flaky_http(served)
     monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.01")  # a third of the requests fail (503)
-    mask = geoseg.predict(f"{url}/item.json", tmp_path / "remote.tif", tile_size=128)
+    mask = geoseg.predict(f"{url}/item.json", tmp_path / "remote.tif", model="default", tile_size=128)
     np.testing.assert_array_equal(mask.values, product["reference"])
     assert requests() > 8  # the Item and windows of every band were read over HTTP
 
@@ -254,7 +258,7 @@ def test_run_over_an_item_collection_names_each_scene_by_its_item_and_resumes(pr
     collection = write_json(tmp_path / "search.json", {
         "type": "FeatureCollection", "features": [item(i, hrefs) for i in ids]})
     out = tmp_path / "out"
-    args = ["run", collection, "-o", out, "--no-progress", *TILE]
+    args = ["run", collection, "-o", out, "--no-progress", *DEMO]
     result = run_cli(*args)
     assert result.exit_code == 0, result.output
     assert "2 scenes: 2 done, 0 skipped, 0 failed" in result.output
@@ -328,13 +332,18 @@ def test_an_l2a_item_with_the_baseline_offset_gives_the_mask_of_its_reflectance(
     # The old default model reads digital numbers and names no units: the declared offset
     # is one it cannot apply, and it says so.
     with pytest.warns(GeoSegWarning, match="names no units"):
-        geoseg.predict(l2a_item, tmp_path / "raw.tif", tile_size=128)
+        geoseg.predict(l2a_item, tmp_path / "raw.tif", model="default", tile_size=128)
     # A model whose card converts digital numbers (scale 0.0001, the pre-04.00 rule) gets
-    # the scene's own scale and offset, with a warning that they differ.
+    # the scene's own offset, silently: the same units, the product's zero point.
     dn_model = physical_model(tmp_path / "dn_model", scale=[1e-4] * 4, offset=[0.0] * 4)
-    with pytest.warns(GeoSegWarning, match="the scene's own scale and offset are used"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GeoSegWarning)
         mask = geoseg.predict(l2a_item, tmp_path / "dn.tif", model=dn_model, tile_size=128)
     assert (mask.values == expected).mean() > 0.9999
+    # A scale that differs from the card's is another unit: the scene's wins, and it is said.
+    pct_model = physical_model(tmp_path / "pct_model", scale=[1e-2] * 4, offset=[0.0] * 4)
+    with pytest.warns(GeoSegWarning, match="the scene's own scale and offset are used"):
+        geoseg.predict(l2a_item, tmp_path / "pct.tif", model=pct_model, tile_size=128)
     # The band files without their Item declare nothing: integers for a reflectance model.
     with pytest.warns(GeoSegWarning, match="stores integers and declares no scale or offset"):
         geoseg.predict(list(map(str, l2a.values())), tmp_path / "bare.tif", model=model,
@@ -352,7 +361,8 @@ def test_a_pixel_is_nodata_where_any_band_says_so(product, tmp_path):
         hidden = np.full((SIZE, SIZE), 255, np.uint8)
         hidden[100:120, :30] = 0
         ds.write_mask(hidden)
-    mask = geoseg.predict(list(map(str, files.values())), tmp_path / "m.tif", tile_size=128).values
+    mask = geoseg.predict(list(map(str, files.values())), tmp_path / "m.tif", model="default",
+                          tile_size=128).values
     assert (mask[:38, :38] == 255).all() and (mask[152:, 152:] == 255).all()
     assert (mask[100:120, :30] == 255).all() and (mask[60:140, 60:140] != 255).all()
     assert (mask[90:100, :30] != 255).all() and (mask[120:130, :30] != 255).all()
@@ -388,7 +398,7 @@ def test_bad_scenes_are_one_line_errors(case, product, tmp_path):
                              transform=TWENTY)
         args = ["+".join([str(files["blue"]), str(files["green"]), str(files["red"]), str(small)])]
         words = ["every band of a scene must cover it"]
-    result = invoke("predict", *args, "-o", out)
+    result = invoke("predict", *args, "-o", out, "--model", "default")
     assert_one_line_error(result, *words)
     assert not out.exists()
 
@@ -503,7 +513,7 @@ def test_a_sentinel_2_safe_product_folder_or_zip_is_one_scene_in_reflectance(
     # The bundled model reads numbers as stored: told of an offset it does not apply.
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
-        geoseg.predict(safe, tmp_path / "raw.tif", tile_size=128)
+        geoseg.predict(safe, tmp_path / "raw.tif", model="default", tile_size=128)
     told = [str(w.message) for w in said if issubclass(w.category, GeoSegWarning)]
     assert bool(told) == (offset != 0) and all("offset included" in t for t in told)
     # geoseg run names the scene after the product.

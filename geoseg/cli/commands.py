@@ -33,7 +33,7 @@ def _model(model: str | None, trust_pickle: bool) -> Any:
 @click.argument("src", nargs=-1, required=True)
 @opt.output("The class mask to write (Cloud-Optimized GeoTIFF), a file or "
             "s3://BUCKET/KEY.", name="dst")
-@opt.prediction
+@opt.prediction_choosing
 @opt.scene
 @opt.file("--probabilities", "Also write per-class probabilities (uint8, value / 254) to this COG.")
 @opt.file("--quicklook", "Also write a colored PNG preview of the mask.")
@@ -55,10 +55,14 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
     or URL). Bands are matched to the model's by name wherever the scene names them;
     bands of other pixel sizes are resampled onto the finest band's grid.
 
+    Without --model, a Sentinel-2 scene that has the nine bands Dynamic World reads gets
+    dynamic-world; any other scene gets the demonstration model, with a warning.
+
     \b
     Examples:
+      geoseg predict S2B_MSIL1C_20240611T100559_N0510_R022_T33UUP_20240611T130000.SAFE -o lc.tif
       geoseg predict scene.tif -o scene.mask.tif --probabilities scene.prob.tif
-      geoseg predict B02_10m.jp2+B03_10m.jp2+B04_10m.jp2+B8A_20m.jp2 -o s2.mask.tif
+      geoseg predict B02_10m.jp2+B03_10m.jp2+B04_10m.jp2+B8A_20m.jp2 -o m.tif --model rgbn/
       geoseg predict S2B_33UUP_20240611_0_L2A.json -o s2.mask.tif
     """
     from geoseg.prediction import predict as run_predict
@@ -75,6 +79,9 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
     )
     seconds = time.perf_counter() - started
     height, width = mask.shape
+    if "model_choice" in mask.attrs:
+        say(ctx, f"model: {mask.attrs['model']} ({mask.attrs['model_choice']}; --model names "
+                 f"another)")
     say(ctx, f"mask: {dst} ({width} x {height} px, {width * height / 1e6 / seconds:.2f} Mpx/s, "
              f"{seconds:.1f} s)")
     say(ctx, f"style: {style_name(dst)}")
@@ -413,16 +420,20 @@ def models(ctx: click.Context) -> None:
 @models.command("list")
 def models_list() -> None:
     """List the bundled models with their bands, classes and held-out scores."""
-    from geoseg.model import BUNDLED, bundled_path, read_spec
+    from geoseg.bands import mission_of_ids
+    from geoseg.model import BUNDLED, band_label, bundled_path, read_spec
 
     for name in BUNDLED:
         spec = read_spec(bundled_path(name))
         miou = spec.metrics.get("heldout_miou")
-        click.echo(f"{name}: {spec.architecture}/{spec.encoder}, tile {spec.tile_size} px, "
-                   f"resolution {spec.resolution} m, runs on {spec.runtime}"
+        network = f"{spec.architecture}/{spec.encoder}" if spec.encoder else spec.architecture
+        level = f", Sentinel-2 {spec.processing_level}" if spec.processing_level else ""
+        click.echo(f"{name}: {network}, tile {spec.tile_size} px, "
+                   f"resolution {spec.resolution} m{level}, runs on {spec.runtime}"
                    f"{' int8' if spec.quantization else ''} (CPU)"
                    + (f", held-out mIoU {miou:.3f}" if miou is not None else ""))
-        click.echo(f"  bands:   {', '.join(spec.bands)}")
+        mission = mission_of_ids(spec.bands)
+        click.echo(f"  bands:   {', '.join(band_label(b, mission) for b in spec.bands)}")
         click.echo(f"  classes: {', '.join(spec.class_names)}")
         if spec.description:
             click.echo(f"  {spec.description}")

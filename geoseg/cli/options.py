@@ -225,6 +225,14 @@ def prediction(f: F) -> F:
     return _with(f, model(), tile_size(), overlap, batch_size, device(), bands(), tta)
 
 
+def prediction_choosing(f: F) -> F:
+    """:func:`prediction`, where geoseg chooses a bundled model for the scene unless told."""
+    chosen = model("auto", "A bundled model name or a saved model (folder, .json or "
+                   ".safetensors); auto: dynamic-world for a Sentinel-2 scene's bands, else "
+                   "the demonstration model, with a warning.")
+    return _with(f, chosen, tile_size(), overlap, batch_size, device(), bands(), tta)
+
+
 def job(f: F) -> F:
     """CRS tolerance, progress bar, scheduler and overwriting: every command that computes."""
     return _with(f, allow_no_crs, progress, scheduler, workers, overwrite)
