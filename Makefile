@@ -22,7 +22,7 @@ FAST := -m "not slow"
 # What `make test-latest` runs (the whole suite; CI gives the fast one).
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast test-latest test-oldest wheelhouse test-offline lock lock-upgrade bench \
+.PHONY: install demo test test-fast test-latest test-oldest wheelhouse test-offline lock lock-upgrade dynamic-world bench \
 	lint clean
 
 # After an environment's own lock: the data-only wheels without their dependencies, then
@@ -135,8 +135,21 @@ lock lock-upgrade:
 		-o requirements/test-data.txt
 	$(UV) pip compile pyproject.toml requirements/oldest.in --extra dev \
 		--resolution lowest-direct --upgrade $(OLDEST_FLAGS) -o requirements/oldest.txt
+	$(UV) pip compile requirements/convert.in $(OLDEST_FLAGS) $(UPGRADE) -o requirements/convert.txt
 
 lock-upgrade: UPGRADE := --upgrade
+
+# Google's Dynamic World SavedModel → geoseg/models/dynamic-world, given a clone of
+# github.com/google/dynamicworld (DW=path). TensorFlow reads it in an environment of its
+# own (requirements/convert.txt), geoseg writes and checks the model in its own.
+CONVERT := .venv-convert
+DW ?= ../dynamicworld
+dynamic-world: install
+	$(PYTHON) -m venv $(CONVERT)
+	$(CONVERT)/bin/pip install --quiet --require-hashes -r requirements/convert.txt
+	$(CONVERT)/bin/python workflows/convert_dynamic_world.py read $(DW) $(CONVERT)/dynamic-world.npz
+	$(BIN)/python workflows/convert_dynamic_world.py write $(CONVERT)/dynamic-world.npz \
+		geoseg/models/dynamic-world --checkout $(DW)
 
 # TorchGeo (a peer) and py-spy come only with the benchmarks.
 $(VENV)/.bench-stamp: $(STAMP) requirements/bench.txt
@@ -152,5 +165,5 @@ lint: install
 	$(BIN)/hadolint workflows/Dockerfile
 
 clean:
-	rm -rf $(DEMO_DATA) $(DEMO_OUT) .pytest_cache $(LATEST) $(OLDEST) $(OFFLINE) .venv-tools \
+	rm -rf $(DEMO_DATA) $(DEMO_OUT) .pytest_cache $(LATEST) $(OLDEST) $(OFFLINE) .venv-tools $(CONVERT) \
 		$(WHEELHOUSE)

@@ -7,6 +7,8 @@
     #    as single_image_runner.ipynb runs it (TensorFlow: requirements/convert.txt)
     python workflows/dynamic_world_samples.py stack FOLDER STACK.tif        # geoseg
     python workflows/dynamic_world_samples.py reference STACK.tif OUT DW_CHECKOUT
+    # 3. README's picture: each product folder's true colour beside geoseg's map of it
+    python workflows/dynamic_world_samples.py picture FOLDER... docs/images/dynamic-world.png
 
 The samples are crops of two L1C products (processing baseline 02.05, so no offset) that
 ``lanha/DSen2`` (github.com/lanha/DSen2, ``data/*.mat``) publishes under CC BY 4.0
@@ -113,6 +115,50 @@ def stack(folder: Path, out: Path) -> None:
     print(f"{out}: written")
 
 
+def picture(folders: list[Path], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import rasterio
+    from matplotlib.patches import Patch
+    from PIL import Image
+
+    import geoseg
+
+    spec = geoseg.load_model("dynamic-world").spec
+    colors = np.array(spec.colors + [(0, 0, 0)] * (256 - len(spec.colors)), np.uint8)
+    fig, axes = plt.subplots(len(folders), 2, figsize=(9, 4.8 * len(folders)), squeeze=False)
+    for row, product in enumerate(folders):
+        tile, date = product.name.split("_")[5], product.name.split("_")[2][:8]
+        mask = geoseg.predict(product).values
+        rgb = []
+        for band in ("B04", "B03", "B02"):
+            with rasterio.open(next(product.glob(f"*_{band}_10m.tif"))) as ds:
+                rgb.append(ds.read(1).astype(float))
+        image = np.stack(rgb, -1)
+        lo, hi = np.percentile(image, (1, 99))
+        axes[row, 0].imshow(np.clip((image - lo) / (hi - lo), 0, 1) ** 0.8)
+        axes[row, 1].imshow(colors[mask])
+        axes[row, 0].set_title(f"{product.name[:10]} {tile} {date[:4]}-{date[4:6]}-{date[6:]}, "
+                               f"true colour", fontsize=9)
+        axes[row, 1].set_title("geoseg predict (no --model): Dynamic World", fontsize=9)
+        for a in axes[row]:
+            a.set_axis_off()
+    fig.legend(handles=[Patch(color=np.array(c) / 255, label=n)
+                        for n, c in zip(spec.class_names, spec.colors, strict=True)],
+               loc="lower center", ncol=5, fontsize=9, frameon=False)
+    fig.text(0.5, 0.005, "Contains modified Copernicus Sentinel data 2017. Dynamic World "
+             "model: Google, National Geographic, WRI (Apache-2.0).", ha="center", fontsize=7)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    quantized = Image.open(out).convert("RGB").quantize(
+        colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    quantized.save(out, optimize=True)
+    print(f"{out}: written")
+
+
 def _percentiles() -> tuple[tuple[float, float], ...]:
     import importlib.util
 
@@ -139,8 +185,13 @@ def main() -> None:
     r.add_argument("stack", type=Path)
     r.add_argument("out", type=Path)
     r.add_argument("checkout", type=Path)
+    p = sub.add_parser("picture")
+    p.add_argument("folders", type=Path, nargs="+")
+    p.add_argument("out", type=Path)
     args = parser.parse_args()
-    if args.step == "bands":
+    if args.step == "picture":
+        picture(args.folders, args.out)
+    elif args.step == "bands":
         bands(args.mat, args.product, args.out, args.size)
     elif args.step == "stack":
         stack(args.folder, args.stack)
