@@ -12,7 +12,7 @@ BENCHMARKS = {"cpu": "benchmarks.cpu", "efficiency": "benchmarks.efficiency",
               "peers": "benchmarks.peers", "scaling": "benchmarks.scaling",
               "vectorize": "benchmarks.vectorize",
               "batch": "benchmarks.batch", "runtimes": "benchmarks.runtimes",
-              "csmask": "benchmarks.csmask",
+              "csmask": "benchmarks.csmask", "dynamic_world": "benchmarks.dynamic_world",
               "storage": "benchmarks.storage"}
 
 

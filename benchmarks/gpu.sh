@@ -6,7 +6,8 @@
 # with the date and hardware.
 #
 # The efficiency steps (4096² and 8192², end to end through the device feeder against the
-# model alone; target >= 0.8) print Mpx/s for both.
+# model alone; target >= 0.8) print Mpx/s for both; the Dynamic World step its network's
+# Mpx/s, a 10980² granule end to end, and the GPU's mask against the CPU's.
 #
 #   bash benchmarks/gpu.sh                  # ~6 min on one H200
 #   SIZE=16384 bash benchmarks/gpu.sh       # a larger scene for the efficiency step
@@ -102,6 +103,46 @@ step "scene-$SIZE" 150 "$PY" -c "from geoseg import synthetic; synthetic.write_s
 step "efficiency-$SIZE" 150 "$PY" -m benchmarks efficiency --device cuda \
   --scene /tmp/geoseg-bench/scene_3.tif --batch-size 32 --rounds 2
 mv benchmarks/results/efficiency-cuda.json "$OUT/efficiency-cuda-$SIZE.json" 2>/dev/null
+
+cat >/tmp/geoseg-dw.py <<'EOF'
+# Dynamic World on the GPU: its torch network alone by batch (fp32, as converted), then
+# geoseg predict on one Sentinel-2 granule's size (a real L1C sample mirrored to 10980²),
+# and the GPU's mask against the CPU's ONNX graph on a 2048² scene.
+import os, subprocess, sys, time, numpy as np, rasterio, torch, geoseg
+sys.path.insert(0, os.getcwd())  # the repository (gpu.sh runs from its root)
+from benchmarks.dynamic_world import DATA, stack_of, write
+from benchmarks.csmask import mirrored
+net = geoseg.load_model("dynamic-world").network.cuda().eval()
+print(f"{'tile':>5} {'batch':>6} {'Mpx/s':>9}")
+for tile, batch in ((512, 16), (512, 32), (1024, 8)):
+    x = torch.rand(batch, 9, tile, tile, device="cuda") * 3000
+    with torch.inference_mode():
+        for _ in range(3):
+            net(x)
+        torch.cuda.synchronize(); n, t = 0, time.perf_counter()
+        while time.perf_counter() - t < 2:
+            net(x); n += 1
+        torch.cuda.synchronize()
+    print(f"{tile:>5} {batch:>6} {n * batch * tile * tile / 1e6 / (time.perf_counter() - t):>9.0f}")
+dn, crs, transform = stack_of(sorted(DATA.glob("S2*"))[0])
+masks = {}
+for size, devices in ((2048, ("cuda", "cpu")), (10980, ("cuda",))):
+    path = f"/tmp/geoseg-dw-{size}.tif"
+    write(__import__("pathlib").Path(path), mirrored(dn, size), crs, transform)
+    for device in devices:
+        out = f"/tmp/geoseg-dw-{size}-{device}.tif"
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "geoseg.cli", "predict", path, "-o", out, "--model",
+                        "dynamic-world", "--device", device, "--overwrite", "--no-progress"]
+                       + (["--batch-size", "16"] if device == "cuda" else []), check=True)
+        s = time.perf_counter() - t
+        print(f"geoseg predict {size}² on {device}: {s:.1f} s, {size * size / 1e6 / s:.1f} Mpx/s")
+        with rasterio.open(out) as ds:
+            masks[size, device] = ds.read(1)
+print("2048²: GPU (torch) and CPU (ONNX) masks agree on",
+      f"{np.mean(masks[2048, 'cuda'] == masks[2048, 'cpu']):.5f} of pixels")
+EOF
+step dynamic-world 300 "$PY" /tmp/geoseg-dw.py
 
 if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" -gt 1 ]; then
   echo "More than one GPU: run 'geoseg run' over many scenes with one worker per GPU"

@@ -126,3 +126,14 @@ def test_storage_runs_each_route_on_each_scheduler_and_checks_the_bucket_bytes(t
             assert check["files"] == 4 and check["compared"] == "masks and probabilities"
             assert check["gpkg_differing_beyond_last_change"] == []
     assert "bucket → bucket" in printed and "vs local" in printed and "yes, 10 files" in printed
+
+
+def test_dynamic_world_runs_geoseg_on_real_scenes_and_says_when_the_original_cannot(tmp_path):
+    """Without a TensorFlow environment only geoseg runs; the JSON says the original did not."""
+    bench(tmp_path, "dynamic_world", "--sizes", "0", "640", "--tensorflow",
+          str(tmp_path / "no-python"))
+    result = json.loads((tmp_path / "dynamic_world.json").read_text())
+    assert result["original"].startswith("not run")
+    assert [r["scene"] for r in result["runs"]] == ["T33UUB", "T49JGM", "mirrored 640²"]
+    assert all(r["geoseg_seconds"] > 0 and r["geoseg_peak_rss_mib"] > 0 for r in result["runs"])
+    assert all("original_seconds" not in r for r in result["runs"])

@@ -241,7 +241,7 @@ def test_the_card_says_what_the_model_reads(tmp_path):
     assert "Apache License" in (folder / "LICENSE").read_text()
     assert "World Resources Institute" in (folder / "NOTICE").read_text()
     listing = run_cli("models").output
-    assert "dynamic-world: DynamicWorld, tile 512 px, resolution 10.0 m" in listing
+    assert f"dynamic-world: DynamicWorld, tile {card['tile_size']} px, resolution 10.0 m" in listing
 
 
 def test_deepness_export_runs_as_the_plugin_runs_it(tmp_path):

@@ -238,7 +238,7 @@ def card(arrays: dict[str, np.ndarray]) -> object:
         units="reflectance", scale=(1e-4,) * n, offset=(0.0,) * n,
         mean=(0.0,) * n, std=(1e-4,) * n,
         classes=classes, architecture=dw.ARCHITECTURE, encoder="", encoder_depth=1,
-        decoder_channels=(), tile_size=512, overlap=2 * dw.CONTEXT + 16,
+        decoder_channels=(), tile_size=320, overlap=2 * dw.CONTEXT + 16,
         resolution=10.0, outputs="logits", runtime="onnxruntime",
         description=(
             "Dynamic World V1 (Google and the World Resources Institute; Brown et al. 2022, "
