@@ -47,20 +47,13 @@ DATA = ROOT / "tests" / "data" / "sentinel2-l1c"
 EDGE = 16
 ORIGINAL_SCRIPT = f"""
 import sys
-sys.path.insert(0, {str(ROOT)!r})
-import numpy as np, rasterio, tensorflow as tf
-from workflows.dynamic_world_samples import _percentiles
+sys.path.insert(0, {str(ROOT / "workflows")!r})
+import numpy as np, rasterio
+from convert_dynamic_world import original
 src, dst, saved, probs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 with rasterio.open(src) as ds:
-    image, profile = ds.read().transpose(1, 2, 0).astype(np.float64), ds.profile
-p = np.array(_percentiles())
-image = np.log(image * 0.005 + 1)
-image = (image - p[:, 0]) / p[:, 1]
-image = np.exp(image * 5 - 1)
-image = image / (image + 1)
-model = tf.saved_model.load(saved)
-logits = model(tf.expand_dims(tf.cast(image, dtype=tf.float32), axis=0))
-prob = np.array(tf.nn.softmax(logits))[0]
+    image, profile = ds.read().transpose(1, 2, 0), ds.profile
+prob = original(image, saved)
 profile.update(count=1, dtype="uint8", nodata=None)
 with rasterio.open(dst, "w", **profile) as ds:
     ds.write(prob.argmax(-1).astype(np.uint8), 1)

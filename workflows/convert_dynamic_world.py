@@ -74,6 +74,19 @@ def notebook_normalization(dn: np.ndarray) -> np.ndarray:
     return image / (image + 1)
 
 
+def original(dn: np.ndarray, saved_model: Path) -> np.ndarray:
+    """The original's class probabilities ``(H, W, 9)`` for digital numbers ``(H, W, 9)``,
+    as its notebook computes them: normalized in float64 numpy, the whole image in one
+    call of the SavedModel (TensorFlow), a softmax. The tests' references and the
+    benchmark's original side are this function."""
+    import tensorflow as tf
+
+    image = notebook_normalization(dn.astype(np.float64))
+    model = tf.saved_model.load(str(saved_model))
+    logits = model(tf.expand_dims(tf.cast(image, dtype=tf.float32), axis=0))
+    return np.array(tf.nn.softmax(logits))[0]
+
+
 def _geoseg_module(name: str) -> object:
     """A module of geoseg read from this checkout by path, without importing geoseg
     (step 1's environment has TensorFlow, not geoseg's dependencies)."""

@@ -69,7 +69,7 @@ def bands(mat: Path, product: str, out: Path, size: int) -> None:
 
 def reference(stack: Path, out: Path, checkout: Path) -> None:
     import rasterio
-    import tensorflow as tf
+    from convert_dynamic_world import original
 
     if not stack.exists():
         sys.exit(f"{stack}: missing; write it with geoseg first: python "
@@ -77,15 +77,7 @@ def reference(stack: Path, out: Path, checkout: Path) -> None:
     with rasterio.open(stack) as ds:
         dn = ds.read().astype(np.float64)
         profile = ds.profile
-    p = np.array(_percentiles())
-    image = dn.transpose(1, 2, 0)  # the notebook's steps, verbatim
-    image = np.log(image * 0.005 + 1)
-    image = (image - p[:, 0]) / p[:, 1]
-    image = np.exp(image * 5 - 1)
-    image = image / (image + 1)
-    model = tf.saved_model.load(str(checkout / "model" / "forward"))
-    logits = model(tf.expand_dims(tf.cast(image, dtype=tf.float32), axis=0))
-    prob = np.array(tf.nn.softmax(logits))[0].transpose(2, 0, 1)
+    prob = original(dn.transpose(1, 2, 0), checkout / "model" / "forward").transpose(2, 0, 1)
     profile.update(count=9, dtype="uint8", nodata=None, compress="deflate")
     out.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(f"{out}.probabilities.tif", "w", **profile) as ds:
@@ -157,17 +149,6 @@ def picture(folders: list[Path], out: Path) -> None:
         colors=128, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
     quantized.save(out, optimize=True)
     print(f"{out}: written")
-
-
-def _percentiles() -> tuple[tuple[float, float], ...]:
-    import importlib.util
-
-    path = Path(__file__).resolve().parent.parent / "geoseg" / "dynamic_world.py"
-    spec = importlib.util.spec_from_file_location("_dw", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.NORM_PERCENTILES  # type: ignore[no-any-return]
 
 
 def main() -> None:
