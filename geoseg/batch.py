@@ -59,6 +59,7 @@ from geoseg.errors import (
     OutputError,
     OutputExistsError,
     Speaker,
+    warn,
 )
 from geoseg.journal import (
     Journal,
@@ -132,12 +133,14 @@ class Finished:
     seconds: float
     classes: list[dict[str, Any]]
     warning: str | None = None
+    masked_pixels: int | None = None  # the pixels mask models made nodata (--mask-with)
 
     def record(self) -> dict[str, Any]:
-        """The journal's fields (``warning`` only when there is one)."""
+        """The journal's fields (``warning`` and ``masked_pixels`` only when there are)."""
         fields = dataclasses.asdict(self)
-        if fields["warning"] is None:
-            del fields["warning"]
+        for optional in ("warning", "masked_pixels"):
+            if fields[optional] is None:
+                del fields[optional]
         return fields
 
     @classmethod
@@ -193,7 +196,7 @@ def vectorize_scene(job: SceneJob, predicted: Predicted | Failed, *,
                     record: bool = True) -> Finished | Failed:
     """Write the scene's GeoPackage; returns the scene's journal entry, with the size and
     SHA-256 of every output unless not ``record`` (outputs its caller records itself)."""
-    from geoseg.maskfile import has_data
+    from geoseg.maskfile import has_data, masked_by
     from geoseg.vector import vectorize_to_gpkg
 
     if isinstance(predicted, Failed):
@@ -212,12 +215,14 @@ def vectorize_scene(job: SceneJob, predicted: Predicted | Failed, *,
                 **job.vector_options)
         outputs = fingerprint(s.files()) if record else {}
         empty = not tally.polygons.sum() and not has_data(s.mask)
+        masked = masked_by(s.mask) if job.predict_options.get("mask_with") else None
     except Exception as exc:
         return Failed.of(exc)
     return Finished(s.name, stamp, outputs, tally.crs, predicted.pixels,
                     round(predicted.seconds + time.perf_counter() - started, 2),
                     class_areas(tally.class_names, tally.polygons, tally.area_m2),
-                    ALL_NODATA if empty else None)
+                    ALL_NODATA if empty else None,
+                    None if masked is None else masked[1])
 
 
 VECTORS = ("gpkg", "gpkg_style")  # a scene's outputs that vectorizing writes
@@ -278,7 +283,7 @@ def _in_temp_folder(job: SceneJob, work: Callable[[SceneJob], Finished | Failed]
 def run(
     sources: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
-    model: str | os.PathLike[str] = "default",
+    model: str | os.PathLike[str] = "auto",
     *,
     probabilities: bool = False,
     quicklook: bool = False,
@@ -301,13 +306,16 @@ def run(
     ``sources`` are paths, URLs, glob patterns (``s3://`` ones too) or text lists (see
     :func:`expand_sources`).
     ``predict_options`` go to :func:`geoseg.predict` (tile_size, overlap, batch_size,
-    device, bands, tta, allow_no_crs). With ``resume`` the scenes an earlier run into
-    ``out_dir`` finished (and whose outputs are intact) are skipped. Returns the summary
-    also written to ``out_dir/summary.json``, whose ``failed`` count says whether every
-    scene succeeded; ``report`` receives a line of text as each scene ends. Errors name
-    options as ``speaker`` does (see :func:`geoseg.errors.option_text`).
+    device, bands, tta, allow_no_crs, mask_with). ``model="auto"``: the model
+    :func:`geoseg.prediction.choose_model` chooses for the first scene, for all of them.
+    With ``resume`` the scenes an earlier run into ``out_dir`` finished (and whose outputs
+    are intact) are skipped. Returns the summary also written to ``out_dir/summary.json``,
+    whose ``failed`` count says whether every scene succeeded; ``report`` receives a line
+    of text as each scene ends. Errors name options as ``speaker`` does (see
+    :func:`geoseg.errors.option_text`).
     """
     from geoseg.inference import check_weights, model_reference, task_threads
+    from geoseg.prediction import AUTO
 
     def say(line: str) -> None:
         if report is not None:
@@ -321,6 +329,9 @@ def run(
     existing = storage.listing(str(out)) if bucket else {}
     scenes = plan(expand_sources(sources), out, probabilities=probabilities,
                   quicklook=quicklook)
+    demonstration = None  # said once the outputs are known to be writable
+    if os.fspath(model) == AUTO:
+        model, demonstration = auto_model([s.source for s in scenes], predict_options)
     spec, handle = model_reference(model)
     assert handle.path is not None  # a saved model: workers load it by its path
     # A bad model stops the run before any scene (and scenes run here reuse this load).
@@ -341,6 +352,8 @@ def run(
     try:
         with open_journal(out, settings, resume=resume, overwrite=overwrite,
                           objects=existing if bucket else None) as journal:
+            if demonstration is not None:
+                warn(demonstration, scenes[0].source)
             todo = _still_to_do(scenes, journal, entries, say)
             # A resumed run replaces what it wrote before; nothing else without --overwrite.
             ours = journal.planned()
@@ -640,6 +653,37 @@ def _remove_stale_parts(scenes: list[SceneOutputs], existing: dict[str, Any]) ->
             storage.delete(url)
 
 
+def auto_model(sources: Sequence[str], predict_options: dict[str, Any]
+               ) -> tuple[str, str | None]:
+    """The bundled model for a run's scenes, chosen for the first that opens (see
+    :func:`geoseg.prediction.choose_model`; one that does not fails on its own later, and a
+    Sentinel-2 scene without Dynamic World's bands stops the run with the hint), and the
+    warning to give where it is the demonstration model on scenes not geoseg's own."""
+    from geoseg import synthetic
+    from geoseg.errors import MissingBandsError
+    from geoseg.prediction import DEMONSTRATION, choose_model
+
+    keys = ("bands", "assets", "resolution", "resampling", "allow_no_crs")
+    options = {k: predict_options[k] for k in keys if predict_options.get(k) is not None}
+    for source in sources:
+        try:
+            name, choice = choose_model(source, **options)
+        except MissingBandsError:
+            raise
+        except GeoSegError:
+            continue
+        break
+    else:
+        return "default", None  # no scene opens: each fails with its own error
+    if choice == DEMONSTRATION and not (os.path.isfile(source)
+                                        and synthetic.is_synthetic(source)):
+        return name, ("no model named: the demonstration model 'default' maps these scenes, "
+                      "which was trained on geoseg's synthetic scenes and knows no real land "
+                      "cover (name one with ${model}; Sentinel-2 scenes with their B02-B12 "
+                      "bands get dynamic-world)")
+    return name, None
+
+
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -685,6 +729,8 @@ def _summary(model: str, settings: dict[str, Any], entries: list[SceneEntry], ou
             scene.update(outputs={k: str(join(out, os.path.basename(v["path"])))
                                   for k, v in f.outputs.items()},
                          crs=f.crs, pixels=f.pixels, seconds=f.seconds, classes=f.classes)
+            if f.masked_pixels is not None:
+                scene["masked_pixels"] = f.masked_pixels
         scenes.append(scene)
     computed = [e.finished for e in entries if e.status == "done" and e.finished is not None]
     return {
@@ -696,6 +742,8 @@ def _summary(model: str, settings: dict[str, Any], entries: list[SceneEntry], ou
                    "failed": len(entries) - len(ok),
                    "pixels": int(sum(f.pixels for f in ok)),
                    "pixels_computed": int(sum(f.pixels for f in computed)),
+                   **({"pixels_masked": int(sum(f.masked_pixels or 0 for f in ok))}
+                      if any(f.masked_pixels is not None for f in ok) else {}),
                    "seconds": round(seconds, 2),
                    "classes": class_areas(names, polygons, area)},
         "scenes": scenes,
@@ -710,7 +758,9 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"{t['scenes']} scene{'s' * (t['scenes'] != 1)}: {t['done']} done, {t['skipped']} skipped, "
              f"{t['failed']} failed; {t['pixels'] / 1e6:.2f} Mpx mapped, "
              f"{t['pixels_computed'] / 1e6:.2f} Mpx computed in {t['seconds']:.1f} s "
-             f"({rate:.2f} Mpx/s, {per_min:.1f} scenes/min)"]
+             f"({rate:.2f} Mpx/s, {per_min:.1f} scenes/min)"
+             + (f"; {t['pixels_masked'] / 1e6:.2f} Mpx made nodata by mask models"
+                if "pixels_masked" in t else "")]
     if t["classes"]:
         lines.append(f"  {'class':<16} {'polygons':>9} {'area (ha)':>12} {'share':>7}")
         for row in t["classes"]:

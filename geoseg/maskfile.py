@@ -43,6 +43,7 @@ class ClassTable:
 
     names: list[str]
     colors: dict[int, RGB]
+    masked: tuple[str, int] | None = None  # mask models (as given) and the pixels they made nodata
 
     def contiguous_colors(self) -> list[RGB]:
         """Colours of classes 0, 1, … as far as the table goes without a gap."""
@@ -76,9 +77,10 @@ def colormap(colors: Sequence[RGB]) -> dict[int, tuple[int, int, int, int]]:
 # ---- writing ---------------------------------------------------------------------------
 
 def write_classes(path: str | os.PathLike[str], names: Sequence[str], colors: Sequence[RGB], *,
-                  model: str, source: str) -> None:
+                  model: str, source: str, masked: tuple[str, int] | None = None) -> None:
     """Name and colour the classes of a mask file (updated in place; ``model`` and
-    ``source`` are recorded as tags)."""
+    ``source`` are recorded as tags, and ``masked``, the mask models and the pixels they
+    made nodata, as ``MASKED_BY`` and ``MASKED_PIXELS``)."""
     import rasterio
 
     from geoseg.gdal import gdal_env
@@ -88,6 +90,8 @@ def write_classes(path: str | os.PathLike[str], names: Sequence[str], colors: Se
         ds.set_band_description(1, "class")
         ds.update_tags(CLASS_NAMES=json.dumps(list(names)), MODEL=model,
                        SOURCE=os.path.basename(source))
+        if masked is not None:
+            ds.update_tags(MASKED_BY=masked[0], MASKED_PIXELS=str(masked[1]))
         ds.update_tags(1, **{f"CLASS_{i}": n for i, n in enumerate(names)})
 
 
@@ -156,7 +160,8 @@ def palette(colors: Mapping[int, Sequence[int]], *, fill: Sequence[int]) -> np.n
 
 def read_class_table(ds: rasterio.io.DatasetReader) -> ClassTable:
     """A class raster's class names (``CLASS_NAMES`` as JSON, else the ``CLASS_i`` tags of
-    band 1) and the RGB colours of its colour table, nodata (255) left out."""
+    band 1), the RGB colours of its colour table, nodata (255) left out, and what mask
+    models made nodata (``MASKED_BY``, ``MASKED_PIXELS``)."""
     from geoseg.gdal import GDAL_ERRORS
 
     names: list[str] = []
@@ -170,8 +175,23 @@ def read_class_table(ds: rasterio.io.DatasetReader) -> ClassTable:
         table = ds.colormap(1)
     except (ValueError, *GDAL_ERRORS):  # no colour table
         table = {}
+    masked = None
+    with contextlib.suppress(KeyError, ValueError):
+        tags = ds.tags()
+        masked = (tags["MASKED_BY"], int(tags["MASKED_PIXELS"]))
     return ClassTable(names, {i: (int(rgba[0]), int(rgba[1]), int(rgba[2]))
-                              for i, rgba in table.items() if i != NODATA})
+                              for i, rgba in table.items() if i != NODATA}, masked)
+
+
+def masked_by(path: str | os.PathLike[str]) -> tuple[str, int] | None:
+    """What mask models made nodata in a mask file (``MASKED_BY``, ``MASKED_PIXELS``)."""
+    import rasterio
+
+    from geoseg.gdal import gdal_env, read_errors, vsi_path
+
+    name = os.fspath(path)
+    with rasterio.Env(**gdal_env()), read_errors(name), rasterio.open(vsi_path(name)) as ds:
+        return read_class_table(ds).masked
 
 
 def open_mask_source(path: str | os.PathLike[str], *,

@@ -10,6 +10,7 @@ a fixed window before it are used up: so the tile results alive at once are at m
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,21 @@ TILE_DTYPE = np.uint16  # tile results between tasks: fixed point (inference.FIX
 
 
 @dataclass(frozen=True)
+class MaskWith:
+    """A second model run on the same tiles (``--mask-with``), its probabilities blended
+    as the model's are: where its most probable of ``planes`` classes is one of
+    ``classes`` (ids), the outputs are nodata. It reads the bands ``start:stop`` of the
+    tiles read for all."""
+
+    handle: ModelHandle
+    classes: tuple[int, ...]
+    planes: int
+    start: int
+    stop: int
+    context: int = 0  # its own card's (its tiles blend as they would alone)
+
+
+@dataclass(frozen=True)
 class PredictOptions:
     """How to tile and run the model (sizes in pixels)."""
 
@@ -45,6 +61,8 @@ class PredictOptions:
     at_once: int | None = None  # tasks the scheduler runs at once (None: unknown, a cluster)
     feeder: bool | None = None  # one thread owns the device (None: on CUDA only)
     context: int = 0  # the network's reach in from a tile's edge, kept out of the blend
+    masks: tuple[MaskWith, ...] = ()  # mask models, reading the bands after the model's
+    bands: int | None = None  # the model's bands, the first of those read (None: all)
 
 
 def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int, int]],
@@ -59,23 +77,46 @@ def _infer_batch(source: sources.Source, grid: TileGrid, ids: Sequence[tuple[int
     of the other batches of its row, which a device feeder pads a shorter one to.
     """
     predictor = cached_predictor(handle, options.device, options.tta)
-    data, valid = read_tiles(source, grid, ids)
+    tiles, valid = read_tiles(source, grid, ids)
     if not valid.any():  # all nodata (e.g. outside a scene's footprint): nothing to predict
-        n_classes = len(predictor.spec.classes)
-        return np.zeros((len(ids), n_classes, grid.size, grid.size), TILE_DTYPE), valid
+        n_planes = len(predictor.spec.classes) + sum(m.planes for m in options.masks)
+        return np.zeros((len(ids), n_planes, grid.size, grid.size), TILE_DTYPE), valid
+    n = options.bands or tiles.shape[1]
+    data, scale, offset = tiles[:, :n], source.scale[:n], source.offset[:n]
     weights = np.stack([grid.blend_weights(grid.tile(i, j)) for i, j in ids])
     if options.feeder if options.feeder is not None else predictor.cuda:
         from geoseg.feeder import feeder_for
 
         probs = feeder_for(handle, predictor.device, options.tta).predict_proba(
             data, valid, weights, dtype=TILE_DTYPE, threads=options.threads,
-            scale=source.scale, offset=source.offset, pad_to=row_batch)
-        return probs, valid
-    with torch_threads(options.threads):
-        probs = predictor.predict_proba(data, valid, weights, dtype=TILE_DTYPE,
-                                        threads=options.threads, scale=source.scale,
-                                        offset=source.offset)
+            scale=scale, offset=offset, pad_to=row_batch)
+    else:
+        with torch_threads(options.threads):
+            probs = predictor.predict_proba(data, valid, weights, dtype=TILE_DTYPE,
+                                            threads=options.threads, scale=scale, offset=offset)
+    if options.masks:  # their weighted probabilities, after the model's (see _blend_block)
+        probs = np.concatenate([probs, *mask_probabilities(source, tiles, valid, grid, ids,
+                                                           options)], axis=1)
     return probs, valid
+
+
+def mask_probabilities(source: sources.Source, tiles: np.ndarray, valid: np.ndarray,
+                       grid: TileGrid, ids: Sequence[tuple[int, int]],
+                       options: PredictOptions) -> list[np.ndarray]:
+    """Each mask model's weighted probabilities on the tiles (as :data:`TILE_DTYPE`), from
+    its own bands, blended as they would be alone (its own context); the model's own
+    input is left as it was, so the pixels beside a cloud are mapped as without the mask."""
+    out = []
+    for mask in options.masks:
+        own = dataclasses.replace(grid, context=mask.context)
+        weights = np.stack([own.blend_weights(own.tile(i, j)) for i, j in ids])
+        predictor = cached_predictor(mask.handle, options.device, False)
+        part = slice(mask.start, mask.stop)
+        with torch_threads(options.threads):
+            out.append(predictor.predict_proba(
+                tiles[:, part], valid, weights, dtype=TILE_DTYPE, threads=options.threads,
+                scale=source.scale[part], offset=source.offset[part]))
+    return out
 
 
 def row_batches(tiles: int, batch_size: int) -> int:
@@ -99,14 +140,15 @@ def read_tiles(source: sources.Source, grid: TileGrid,
     return np.stack([d for d, _ in reads]), np.stack([v for _, v in reads])
 
 
-def _blend_task(grid: TileGrid, i: int, j: int, batch_of: dict[tuple[int, int], tuple[Any, int]]
+def _blend_task(grid: TileGrid, i: int, j: int, batch_of: dict[tuple[int, int], tuple[Any, int]],
+                masks: tuple[tuple[int, tuple[int, ...]], ...] = ()
                 ) -> tuple[tuple[Any, ...], list[Any]]:
     """The task for output block (i, j), and the batches that hold its covering tiles."""
     covering = [(t.row_index, t.col_index) for t, _, _ in grid.tiles_over_block(i, j)]
     needed = sorted({batch_of[tid][0] for tid in covering})
     # Where each covering tile sits among the batches this block receives.
     lookup = {tid: (needed.index(batch_of[tid][0]), batch_of[tid][1]) for tid in covering}
-    return (_blend_block, grid, i, j, lookup, needed), needed
+    return (_blend_block, grid, i, j, lookup, needed, *((masks,) if masks else ())), needed
 
 
 def _done(_: object) -> None:
@@ -115,11 +157,16 @@ def _done(_: object) -> None:
 
 
 def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], tuple[int, int]],
-                 batches: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-    """Output block (i, j): blended class probabilities ``(C, h, w)``, NaN where nodata."""
+                 batches: list[tuple[np.ndarray, np.ndarray]],
+                 masks: tuple[tuple[int, tuple[int, ...]], ...] = ()) -> np.ndarray:
+    """Output block (i, j): blended class probabilities ``(C, h, w)``, NaN where nodata.
+
+    With ``masks`` ((planes, class ids) of each mask model, whose probabilities follow the
+    model's in the tiles): nodata too where a mask model's most probable class is one of
+    its ids, and a last plane, 1 at those pixels, for counting them."""
     h, w = grid.chunks[0][i], grid.chunks[1][j]
-    n_classes = batches[0][0].shape[1]
-    total = np.zeros((n_classes, h, w), np.float32)
+    n_planes = batches[0][0].shape[1]
+    total = np.zeros((n_planes, h, w), np.float32)
     weight = np.zeros((h, w), np.float32)
     valid = None  # from the block's own tile, which covers the whole block
     for tile, (ts_r, ts_c), (bs_r, bs_c) in grid.tiles_over_block(i, j):
@@ -132,8 +179,20 @@ def _blend_block(grid: TileGrid, i: int, j: int, lookup: dict[tuple[int, int], t
     assert valid is not None, (i, j)
     weight *= FIXED_POINT
     total /= weight
-    total[:, ~valid] = np.nan
-    return total
+    if not masks:
+        total[:, ~valid] = np.nan
+        return total
+    n_classes = n_planes - sum(planes for planes, _ in masks)
+    masked = np.zeros((h, w), bool)
+    start = n_classes
+    for planes, ids in masks:
+        masked |= np.isin(total[start:start + planes].argmax(axis=0), ids)
+        start += planes
+    masked &= valid
+    out = total[:n_classes + 1]  # the first mask plane becomes the count's
+    out[:n_classes, ~(valid & ~masked)] = np.nan
+    out[n_classes] = masked
+    return out
 
 
 @dataclass(frozen=True)
@@ -152,7 +211,8 @@ class TaskResources:
 def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
                   options: PredictOptions, *, sweep: bool = False,
                   resources: dict[str, float] | None = None) -> da.Array:
-    """Lazy blended class probabilities ``(classes, height, width)`` float32 (NaN = nodata).
+    """Lazy blended class probabilities ``(classes, height, width)`` float32 (NaN = nodata;
+    with ``options.masks``, one plane more, last: 1 where a mask model made a pixel nodata).
 
     With ``sweep`` (for writing the whole raster) the graph sweeps it in bands about
     :data:`BAND_PIXELS` wide, row by row (tiles at a band's sides are predicted again by
@@ -202,7 +262,8 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
             if r >= 1:  # blend block row r - 1: its tiles (rows r-2 .. r) are all there now
                 i = r - 1
                 for j in block_cols:
-                    dsk[(blend_name, 0, i, j)], needed = _blend_task(grid, i, j, batch_of)
+                    dsk[(blend_name, 0, i, j)], needed = _blend_task(
+                        grid, i, j, batch_of, tuple((m.planes, m.classes) for m in options.masks))
                     if sweep:  # a marker that the block is made (on its worker, no data)
                         dsk[(done_name, i, j)] = (_done, (blend_name, 0, i, j))
                         for key in needed:
@@ -215,7 +276,9 @@ def probabilities(source: sources.Source, handle: ModelHandle, n_classes: int,
         annotations = {"resources": TaskResources(infer_name, tuple(sorted(resources.items())))}
     graph = HighLevelGraph({blend_name: MaterializedLayer(dsk, annotations=annotations)},
                            {blend_name: set()})
-    return da.Array(graph, blend_name, chunks=((n_classes,), *grid.chunks), dtype=np.float32)
+    # With mask models, a last plane flags the pixels they made nodata (see _blend_block).
+    planes = n_classes + (1 if options.masks else 0)
+    return da.Array(graph, blend_name, chunks=((planes,), *grid.chunks), dtype=np.float32)
 
 
 def sweep_band(grid: TileGrid) -> int:

@@ -13,6 +13,7 @@ import dataclasses
 import math
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from geoseg.gdal import vsi_path, write_errors
 from geoseg.inference import ModelHandle, check_weights, model_reference, task_threads
 from geoseg.model import Model, ModelSpec
 from geoseg.pipeline import (
+    MaskWith,
     PredictOptions,
     as_dataarray,
     class_mask,
@@ -71,6 +73,7 @@ def predict(
     probabilities_path: str | os.PathLike[str] | None = None,
     quicklook: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
+    mask_with: Sequence[str] = (),
     scheduler: str = "threads",
     workers: int | None = None,
     allow_no_crs: bool = False,
@@ -85,6 +88,9 @@ def predict(
     ``.qml`` style beside it, and optionally per-class probabilities and a PNG quicklook) and
     the returned array reads that file lazily. ``device`` also takes ``cuda:N``.
     ``model="auto"`` chooses a bundled model for the scene (:func:`choose_model`).
+    ``mask_with`` (``"MODEL:CLASS,CLASS"`` each) runs further models on the same tiles, one
+    read of the scene: where one's most probable class is one of its CLASSes, the outputs
+    are nodata (clouds and their shadows, say); the mask file records how many pixels.
     """
     check_scheduler(scheduler)
     if dst is None and (probabilities_path or quicklook):
@@ -101,16 +107,42 @@ def predict(
                                          resolution=resolution, resampling=resampling,
                                          allow_no_crs=allow_no_crs)
         spec, handle = model_reference(model)
-        source = open_source(src, bands=bands, want=spec.bands, assets=assets,
-                             resolution=resolution, resampling=resampling,
-                             allow_no_crs=allow_no_crs)
+        masking = [mask_model(text) for text in mask_with]
+        if masking and bands is not None:
+            raise InputError("${bands} chooses the bands of one model; with ${mask_with} the "
+                             "scene's bands are matched to each model's by name")
+        want = [*spec.bands, *(b for m, _ in masking for b in m.bands)]
+        every = open_source(src, bands=bands, want=want, assets=assets, resolution=resolution,
+                            resampling=resampling, allow_no_crs=allow_no_crs)
+        source = band_subset(every, 0, len(spec.bands)) if masking else every
+        fixed = sorted({m.input_size for m, _ in masking if m.input_size is not None})
+        if fixed:  # a mask model of one input size: the tiles are that size
+            if len(fixed) > 1 or tile_size not in (None, fixed[0]):
+                raise InputError(f"the mask models take tiles of {' or '.join(map(str, fixed))}"
+                                 f" px only: the tiles of all models must be one size")
+            tile_size = fixed[0]
         options = prediction_options(spec, tile_size, overlap, batch_size, device, tta,
-                                     scheduler, workers, scene=source.grid.shape)
+                                     scheduler, workers,
+                                     scene=None if fixed else source.grid.shape)
         if dst is None:  # computed later by any scheduler: leave torch's threads as they are
             options = dataclasses.replace(options, threads=None)
         check_bands(source, spec)
         check_units(source, spec)
         check_level(source, spec)
+        masks = []
+        start = len(spec.bands)
+        for mask_spec, (mask_handle, classes) in masking:
+            part = band_subset(every, start, start + len(mask_spec.bands))
+            check_bands(part, mask_spec)
+            check_units(part, mask_spec)
+            check_weights(mask_handle, options.device, False,
+                          in_process=scheduler in IN_PROCESS, threads=options.threads)
+            masks.append(MaskWith(mask_handle, classes, len(mask_spec.classes), start,
+                                  start + len(mask_spec.bands), min(mask_spec.context,
+                                                                    options.overlap // 2)))
+            start += len(mask_spec.bands)
+        if masks:
+            options = dataclasses.replace(options, masks=tuple(masks), bands=len(spec.bands))
         if choice == DEMONSTRATION and not synthetic.is_synthetic(source.path):
             warn("no model named: the demonstration model 'default' runs, which was trained "
                  "on geoseg's synthetic scenes and knows no real land cover (name one with "
@@ -130,8 +162,14 @@ def predict(
             # Workers need not see the model's files: they get its bytes (one graph key,
             # fetched once by each), as geoseg.run's scene tasks do (so one load each).
             handle = handle.carried()
-        probs = probabilities(source, handle, len(spec.classes), options, sweep=dst is not None,
-                              resources=resources)
+            options = dataclasses.replace(options, masks=tuple(
+                dataclasses.replace(m, handle=m.handle.carried()) for m in options.masks))
+        probs = probabilities(every if masks else source, handle, len(spec.classes), options,
+                              sweep=dst is not None, resources=resources)
+        masked = None
+        if masks:  # the last plane flags the pixels the mask models made nodata
+            masked = MaskedBy(", ".join(mask_with), probs[-1].sum())
+            probs = probs[:-1]
         mask = class_mask(probs)
         if local_dst is None:
             out = as_dataarray(mask, source.grid, name="class", nodata=maskfile.NODATA)
@@ -139,7 +177,7 @@ def predict(
             write_outputs(source, spec, mask, probs, local_dst, overwrite=overwrite,
                           probabilities_path=local_probs, quicklook=local_quicklook,
                           scheduler=scheduler, workers=workers, progress=progress,
-                          client=client,
+                          client=client, masked=masked,
                           parts_at=(parts.parts_prefix(str(dst))
                                     if distributed and storage.is_url(dst) else None))
     if dst is not None:
@@ -150,6 +188,39 @@ def predict(
     if choice is not None:
         out.attrs["model_choice"] = choice
     return out
+
+
+@dataclass(frozen=True)
+class MaskedBy:
+    """What the mask models of a run are (``MODEL:CLASS,…`` as given) and the lazy count
+    of the pixels they made nodata."""
+
+    by: str
+    pixels: Any
+
+
+def mask_model(text: str) -> tuple[ModelSpec, tuple[ModelHandle, tuple[int, ...]]]:
+    """``MODEL:CLASS,CLASS`` (``--mask-with``) → the model's card, and its handle with the
+    ids of the classes that become nodata."""
+    ref, sep, names = text.rpartition(":")
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    if not sep or not ref or not wanted:
+        raise InputError(f"${{mask_with}} takes MODEL:CLASS,CLASS (e.g. clouds:cloud,shadow), "
+                         f"not {text!r}")
+    spec, handle = model_reference(ref)
+    unknown = [n for n in wanted if n not in spec.class_names]
+    if unknown:
+        raise InputError(f"the mask model has no class {unknown[0]!r} (it has "
+                         f"{', '.join(spec.class_names)})", ref)
+    return spec, (handle, tuple(spec.class_names.index(n) for n in wanted))
+
+
+def band_subset(source: Source, start: int, stop: int) -> Source:
+    """``source`` reading only its bands ``start:stop`` (as one model of several reads it)."""
+    part = slice(start, stop)
+    return dataclasses.replace(source, bands=source.bands[part],
+                               band_names=source.band_names[part],
+                               scale=source.scale[part], offset=source.offset[part])
 
 
 def choose_model(src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
@@ -208,8 +279,8 @@ def prediction_options(spec: ModelSpec, tile_size: int | None, overlap: int | No
     context = CONTEXT_STRIDES * 2**spec.encoder_depth
     if overlap is not None:
         ov = overlap
-    elif spec.overlap is not None and size == spec.tile_size:
-        ov = spec.overlap
+    elif spec.overlap is not None and (size == spec.tile_size or spec.context):
+        ov = spec.overlap  # a model of known reach: its overlap holds it at any tile size
     else:
         ov = min(size // 4, max(32, context))
     context = 0
@@ -288,7 +359,7 @@ def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Arr
                   dst: Path, *, overwrite: bool, probabilities_path: str | os.PathLike[str] | None,
                   quicklook: str | os.PathLike[str] | None, scheduler: str,
                   workers: int | None, progress: bool, client: object = None,
-                  parts_at: str | None = None) -> None:
+                  parts_at: str | None = None, masked: MaskedBy | None = None) -> None:
     """Compute the graph into scratch GeoTIFFs (on ``client`` when given), then turn them
     into COGs atomically.
 
@@ -334,8 +405,9 @@ def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Arr
         stored = da.store(arrays, targets, lock=False, compute=False)  # type: ignore[arg-type]
         with (contextlib.nullcontext() if parts_at is None
               else parts.removed_after(parts_at, name=str(dst))):
-            compute(stored, scheduler=scheduler, workers=workers, progress=progress,
-                    client=client)
+            counted = [] if masked is None else [masked.pixels]
+            results = compute(stored, *counted, scheduler=scheduler, workers=workers,
+                              progress=progress, client=client)
             if parts_at is not None:  # one block at a time: memory holds one block
                 for n, array, writer in zip(names, arrays, writers, strict=False):
                     parts.stream_into(writer, parts_at, n, array.chunks)
@@ -343,7 +415,8 @@ def write_outputs(source: Source, spec: ModelSpec, mask: da.Array, probs: da.Arr
             warn("has no valid pixels (all nodata): the mask is all nodata", source.name)
         with write_errors(dst):
             maskfile.write_classes(scratch_mask, spec.class_names, spec.colors, model=spec.name,
-                                   source=source.name)
+                                   source=source.name,
+                                   masked=None if masked is None else (masked.by, int(results[1])))
         if scratch_probs is not None and probabilities_path is not None:
             with write_errors(probabilities_path):
                 maskfile.write_probability_tags(scratch_probs, spec.class_names)

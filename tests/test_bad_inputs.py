@@ -453,7 +453,8 @@ def test_a_batch_records_an_all_nodata_scene_as_done_with_its_warning(masks, tmp
     import json
 
     empty = write_raster(tmp_path / "empty.tif", np.zeros((4, 48, 48), np.uint16), nodata=0)
-    result = invoke("run", empty, masks / "image.tif", "-o", tmp_path / "out")
+    result = invoke("run", empty, masks / "image.tif", "-o", tmp_path / "out", "--model",
+                    "default")
     assert result.exit_code == 0, result.output
     assert "done    empty (0.00 Mpx, " in result.output
     assert "; warning: no valid pixels (all nodata): the mask is all nodata and the layer " \

@@ -280,3 +280,78 @@ def stack_tile(size: int) -> np.ndarray:
     tiled = np.concatenate([dn, dn[:, ::-1]] * reps, axis=1)[:, :size]
     tiled = np.concatenate([tiled, tiled[:, :, ::-1]] * reps, axis=2)[:, :, :size]
     return np.ascontiguousarray(tiled[None])
+
+
+def cloudy_stack(path: Path) -> Path:
+    """A real scene's nine bands on its 10 m grid, named, with three bright, soft-edged
+    blobs over it (clouds, to a cloud model)."""
+    from geoseg.sources import open_source
+
+    source = open_source(PRODUCTS[0], want=geoseg.load_model("dynamic-world").spec.bands)
+    with source.open() as ds:
+        dn = ds.read(list(source.bands), out_dtype="float32")
+    yy, xx = np.mgrid[:dn.shape[1], :dn.shape[2]]
+    blob = np.zeros(dn.shape[1:], np.float32)
+    for cy, cx, r in ((60, 60, 14), (170, 120, 20), (80, 200, 10)):
+        blob = np.maximum(blob, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)))
+    cloudy = (dn * (1 - blob) + 6500 * blob).astype(np.uint16)
+    with rasterio.open(path, "w", driver="GTiff", width=dn.shape[2], height=dn.shape[1],
+                       count=9, dtype="uint16", crs=source.grid.crs,
+                       transform=source.grid.transform) as ds:
+        ds.write(cloudy)
+        ds.descriptions = tuple(s2 for s2, _ in dynamic_world.BANDS)
+    return path
+
+
+def test_a_chained_cloud_mask_makes_its_classes_nodata_in_one_pass(tmp_path):
+    """ukis-csmask's cloud and shadow network brought in with models import, run beside
+    Dynamic World on the same tiles: its clouds become nodata, counted in the mask's tags,
+    the polygons' layer description and a run's summary; elsewhere the map is unchanged."""
+    from test_model_formats import ukis_folder
+
+    folder = ukis_folder()
+    if folder is None:
+        pytest.skip("ukis-csmask is not installed (make install adds it as test data)")
+    result = run_cli("models", "import", folder / "model_4b_l1c.onnx", "-o", tmp_path / "clouds",
+                     "--classes", "clear,cloud,shadow", "--scale", "0.0001")
+    assert result.exit_code == 0, result.output
+    scene = cloudy_stack(tmp_path / "cloudy.tif")
+    mask_path = tmp_path / "masked.tif"
+    result = run_cli("predict", scene, "-o", mask_path, "--mask-with",
+                     f"{tmp_path / 'clouds'}:cloud,shadow")
+    assert result.exit_code == 0, result.output
+    alone = geoseg.predict(scene, tile_size=256).values  # the same tiles, no mask
+    clouds = np.isin(geoseg.predict(scene, model=tmp_path / "clouds", overlap=64).values, (1, 2))
+    with rasterio.open(mask_path) as ds:
+        masked, tags = ds.read(1), ds.tags()
+    nodata = masked == 255
+    assert int(tags["MASKED_PIXELS"]) == nodata.sum() > 0.02 * masked.size
+    assert tags["MASKED_BY"].endswith(":cloud,shadow")
+    # Where the cloud model alone, on the same tiles, says cloud or shadow: nodata (its
+    # tiles blend a little differently there: Dynamic World's keep out of its reach).
+    assert (nodata == clouds).mean() > 0.99
+    np.testing.assert_array_equal(masked[~nodata], alone[~nodata])
+    # The polygons' layer says what was masked.
+    gpkg = tmp_path / "polygons.gpkg"
+    assert run_cli("vectorize", mask_path, "-o", gpkg).exit_code == 0
+    import sqlite3
+
+    with sqlite3.connect(gpkg) as con:
+        [(description,)] = con.execute("SELECT description FROM gpkg_contents "
+                                       "WHERE table_name = 'polygons'").fetchall()
+    assert f"{nodata.sum()} pixels" in description and "cloud,shadow" in description
+    # A run counts them per scene and in its totals.
+    result = run_cli("run", scene, "-o", tmp_path / "run", "--no-progress", "--mask-with",
+                     f"{tmp_path / 'clouds'}:cloud,shadow")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["model"] == "dynamic-world"
+    assert summary["scenes"][0]["masked_pixels"] == summary["totals"]["pixels_masked"] == (
+        nodata.sum())
+    # A class the mask model lacks, or no classes: one line, before any work.
+    for bad, words in ((f"{tmp_path / 'clouds'}:haze", "has no class 'haze' (it has clear, "
+                                                         "cloud, shadow)"),
+                       ("clouds", "--mask-with takes MODEL:CLASS,CLASS")):
+        result = run_cli("predict", scene, "-o", tmp_path / "bad.tif", "--mask-with", bad)
+        assert_one_line_error(result, words)
+    assert not (tmp_path / "bad.tif").exists()

@@ -37,6 +37,7 @@ def _model(model: str | None, trust_pickle: bool) -> Any:
 @opt.scene
 @opt.file("--probabilities", "Also write per-class probabilities (uint8, value / 254) to this COG.")
 @opt.file("--quicklook", "Also write a colored PNG preview of the mask.")
+@opt.mask_with
 @opt.trust_pickle
 @opt.job
 @click.pass_context
@@ -44,7 +45,7 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
             tile_size: int | None, overlap: int | None, batch_size: int | None, device: Device,
             bands: tuple[int, ...] | None, tta: bool, assets: list[str] | None,
             resolution: float | None, resampling: str, probabilities: str | None,
-            quicklook: str | None, trust_pickle: bool, allow_no_crs: bool,
+            quicklook: str | None, mask_with: tuple[str, ...], trust_pickle: bool, allow_no_crs: bool,
             progress: bool | None, scheduler: str, workers: int | None,
             overwrite: bool) -> None:
     """Predict a land-cover mask for SRC and write it as a Cloud-Optimized GeoTIFF.
@@ -75,7 +76,7 @@ def predict(ctx: click.Context, src: tuple[str, ...], dst: str, model: str,
         device=device, bands=bands, assets=assets, resolution=resolution,
         resampling=resampling, tta=tta, probabilities_path=probabilities,
         quicklook=quicklook, overwrite=overwrite, scheduler=scheduler, workers=workers,
-        allow_no_crs=allow_no_crs, progress=opt.show_progress(progress),
+        allow_no_crs=allow_no_crs, progress=opt.show_progress(progress), mask_with=mask_with,
     )
     seconds = time.perf_counter() - started
     height, width = mask.shape
@@ -133,11 +134,12 @@ def vectorize(ctx: click.Context, mask: str, dst: str, probabilities: str | None
             name="out_dir", folder=True)
 @opt.config("A YAML file of options (e.g. workflows/batch.yaml); `scenes:` lists the SRC. "
             "Flags given here win.")
-@opt.prediction
+@opt.prediction_choosing
 @opt.scene
 @click.option("--probabilities", is_flag=True,
               help="Also write NAME.prob.tif, and give each polygon its confidence.")
 @click.option("--quicklook", is_flag=True, help="Also write NAME.png, a colored preview.")
+@opt.mask_with
 @opt.vectorizing
 @click.option("--resume/--no-resume", default=False,
               help="Finish an earlier run into OUT_DIR: scenes it finished (outputs intact, "
@@ -151,7 +153,8 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
         tile_size: int | None, overlap: int | None, batch_size: int | None, device: Device,
         bands: tuple[int, ...] | None, tta: bool, assets: list[str] | None,
         resolution: float | None, resampling: str, probabilities: bool, quicklook: bool,
-        min_area: float, simplify: float, classes: list[str] | None, resume: bool,
+        mask_with: tuple[str, ...], min_area: float, simplify: float,
+        classes: list[str] | None, resume: bool,
         threads_per_worker: int, allow_no_crs: bool, progress: bool | None, scheduler: str,
         workers: int | None, overwrite: bool) -> None:
     """Predict and vectorize each scene SRC into OUT_DIR: NAME.mask.tif, NAME.gpkg
@@ -186,7 +189,8 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
         progress=opt.show_progress(progress), report=lambda text: say_on(ctx, text),
         speaker="cli", tile_size=tile_size, overlap=overlap,
         batch_size=batch_size, device=device, bands=bands, tta=tta, allow_no_crs=allow_no_crs,
-        assets=assets, resolution=resolution, resampling=resampling)
+        assets=assets, resolution=resolution, resampling=resampling,
+        **({"mask_with": mask_with} if mask_with else {}))
     say_on(ctx, format_summary(summary))
     kinds = ["NAME.mask.tif", "NAME.gpkg"] + ["NAME.prob.tif"] * probabilities + \
         ["NAME.png"] * quicklook

@@ -233,6 +233,13 @@ def prediction_choosing(f: F) -> F:
     return _with(f, chosen, tile_size(), overlap, batch_size, device(), bands(), tta)
 
 
+mask_with = click.option(
+    "--mask-with", "mask_with", multiple=True, metavar="MODEL:CLASS,…",
+    help="Run MODEL on the same tiles (one read of the scene) and make the pixels it calls "
+         "CLASS nodata in the outputs, e.g. clouds:cloud,shadow (repeatable; the mask's "
+         "MASKED_PIXELS tag and the polygons' layer description count them).")
+
+
 def job(f: F) -> F:
     """CRS tolerance, progress bar, scheduler and overwriting: every command that computes."""
     return _with(f, allow_no_crs, progress, scheduler, workers, overwrite)

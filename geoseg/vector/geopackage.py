@@ -156,9 +156,10 @@ class PolygonTable:
 
     @classmethod
     def create(cls, con: sqlite3.Connection, name: str, columns: dict[str, np.ndarray],
-               crs: CRS | None, when: str) -> PolygonTable:
+               crs: CRS | None, when: str, *, description: str = "") -> PolygonTable:
         """The GeoPackage's tables in the empty database ``con``, with the layer ``name``
-        of these attribute ``columns`` (their types from their values) in ``crs``."""
+        of these attribute ``columns`` (their types from their values) in ``crs``, and its
+        ``description`` in gpkg_contents (QGIS shows it as the layer's abstract)."""
         from rasterio.crs import CRS
 
         con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
@@ -179,8 +180,8 @@ class PolygonTable:
         con.execute(f'CREATE TABLE {table} ( "fid" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, '
                     f'"geom" POLYGON{attributes})')
         con.execute("INSERT INTO gpkg_contents (table_name, data_type, identifier, "
-                    "description, last_change, srs_id) VALUES (?, 'features', ?, '', ?, ?)",
-                    (name, name, when, srs[1]))
+                    "description, last_change, srs_id) VALUES (?, 'features', ?, ?, ?, ?)",
+                    (name, name, description, when, srs[1]))
         con.execute("INSERT INTO gpkg_geometry_columns VALUES (?, 'geom', 'POLYGON', ?, 0, 0)",
                     (name, srs[1]))
         con.execute("INSERT INTO gpkg_ogr_contents VALUES (?, 0)", (name,))

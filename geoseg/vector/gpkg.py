@@ -93,7 +93,8 @@ def write_gpkg(layers: Layer | Iterable[Layer], dst: str | os.PathLike[str], *,
             for batch in batches:
                 cols = batch.columns()
                 if table is None:
-                    table = PolygonTable.create(con, name, cols, batch.crs, when)
+                    table = PolygonTable.create(con, name, cols, batch.crs, when,
+                                                description=batch.note)
                 table.append(batch.geometry, cols)
                 tally.add(batch)
                 colors = max(colors, batch.colors, key=len)

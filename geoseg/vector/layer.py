@@ -32,6 +32,7 @@ class Layer:
     perimeter_m: np.ndarray
     confidence: np.ndarray | None
     crs: CRS | None
+    note: str = ""  # the layer's description (what mask models made nodata)
 
     def columns(self) -> dict[str, np.ndarray]:
         cols = {"class_id": self.class_id.astype(np.int32),
@@ -55,7 +56,16 @@ def make_layer(regions: Regions, info: MaskInfo, keep: Sequence[int] | None) -> 
     if regions.prob_sum is not None:
         confidence = regions.prob_sum / np.maximum(regions.pixels, 1)
     return Layer(regions.geometry, regions.cls, names, colors, area, perimeter, confidence,
-                 info.grid.crs)
+                 info.grid.crs, masked_note(info))
+
+
+def masked_note(info: MaskInfo) -> str:
+    """The layer's description where mask models made pixels of its mask nodata: which,
+    and how many pixels."""
+    if info.classes.masked is None:
+        return ""
+    by, pixels = info.classes.masked
+    return f"nodata where mask models said so ({by}): {pixels} pixels"
 
 
 def _class_style(info: MaskInfo, n: int) -> tuple[list[str], list[RGB]]:
@@ -79,7 +89,7 @@ def concat_layers(batches: Sequence[Layer]) -> Layer:
                  names, colors, cat([b.area_m2 for b in batches]),
                  cat([b.perimeter_m for b in batches]),
                  None if batches[0].confidence is None else cat(confidence),
-                 batches[0].crs)
+                 batches[0].crs, batches[0].note)
 
 
 def to_geodataframe(layer: Layer) -> gpd.GeoDataFrame:
