@@ -276,27 +276,27 @@ def prediction_options(spec: ModelSpec, tile_size: int | None, overlap: int | No
         raise InputError(f"batch size must be at least 1, not {batch_size}")
     # Tile borders are poor for a few strides of the coarsest level, whatever the tile size
     # (unless the model's author recommends an overlap).
-    context = CONTEXT_STRIDES * 2**spec.encoder_depth
+    strides = CONTEXT_STRIDES * 2**spec.encoder_depth
     if overlap is not None:
         ov = overlap
     elif spec.overlap is not None and (size == spec.tile_size or spec.context):
         ov = spec.overlap  # a model of known reach: its overlap holds it at any tile size
     else:
-        ov = min(size // 4, max(32, context))
-    context = 0
+        ov = min(size // 4, max(32, strides))
+    reach = 0
     if spec.context:
         # Exact tiling: tiles start on the network's stride (stride and margin multiples
         # of it) and blend only where both neighbours see all the network reaches.
         step = 2 * spec.size_multiple
         ov = -(-max(ov, 2 * spec.context) // step) * step
-        context = spec.context
+        reach = spec.context
     if (spec.input_size is None and scene is not None
             and max(scene) <= size - ov):  # one tile covers it all anyway
         size = -(-max(scene) // spec.size_multiple) * spec.size_multiple
-        ov = context = 0
-    TileGrid(1, 1, size, ov, context)  # validates tile size and overlap
+        ov = reach = 0
+    TileGrid(1, 1, size, ov, reach)  # validates tile size and overlap
     return PredictOptions(size, ov, batch_size, device, tta, task_threads(scheduler, workers),
-                          tasks_at_once(scheduler, workers), context=context)
+                          tasks_at_once(scheduler, workers), context=reach)
 
 
 def check_bands(source: Source, spec: ModelSpec) -> None:

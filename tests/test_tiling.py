@@ -36,6 +36,25 @@ def test_blocks_tile_the_raster_and_each_block_sees_its_covering_tiles(height, w
             np.testing.assert_allclose(weight, 1.0, atol=1e-6)
 
 
+@pytest.mark.parametrize(("size", "overlap", "context"), [(320, 64, 24), (256, 64, 32), (96, 32, 8)])
+def test_a_networks_reach_is_kept_out_of_the_blend(size, overlap, context):
+    """Weights still sum to one, and no tile weighs a pixel within ``context`` of its own
+    edge where a neighbour covers it (so every blended pixel is one each tile gets right)."""
+    grid = TileGrid(900, 700, size, overlap, context)
+    canvas = np.zeros((900 + 2 * size, 700 + 2 * size))
+    for tile in grid.tiles():
+        w = grid.blend_weights(tile)
+        cols = grid.shape[1]
+        if tile.row_index > 0:
+            assert not w[:context].any()
+        if tile.col_index < cols - 1:
+            assert not w[:, size - context:].any()
+        canvas[tile.row + size:tile.row + 2 * size, tile.col + size:tile.col + 2 * size] += w
+    np.testing.assert_allclose(canvas[size:size + 900, size:size + 700], 1.0, atol=1e-6)
+    with pytest.raises(InputError, match="reach"):
+        TileGrid(900, 700, size, overlap, overlap // 2 + 1)
+
+
 def test_edge_pixels_get_context_from_reflection_margin():
     grid = TileGrid(1000, 1000, 256, 64)
     first = grid.tile(0, 0)
