@@ -196,7 +196,7 @@ def vectorize_scene(job: SceneJob, predicted: Predicted | Failed, *,
                     record: bool = True) -> Finished | Failed:
     """Write the scene's GeoPackage; returns the scene's journal entry, with the size and
     SHA-256 of every output unless not ``record`` (outputs its caller records itself)."""
-    from geoseg.maskfile import has_data, masked_by
+    from geoseg.maskfile import has_data
     from geoseg.vector import vectorize_to_gpkg
 
     if isinstance(predicted, Failed):
@@ -215,14 +215,13 @@ def vectorize_scene(job: SceneJob, predicted: Predicted | Failed, *,
                 **job.vector_options)
         outputs = fingerprint(s.files()) if record else {}
         empty = not tally.polygons.sum() and not has_data(s.mask)
-        masked = masked_by(s.mask) if job.predict_options.get("mask_with") else None
     except Exception as exc:
         return Failed.of(exc)
     return Finished(s.name, stamp, outputs, tally.crs, predicted.pixels,
                     round(predicted.seconds + time.perf_counter() - started, 2),
                     class_areas(tally.class_names, tally.polygons, tally.area_m2),
                     ALL_NODATA if empty else None,
-                    None if masked is None else masked[1])
+                    None if tally.masked is None else tally.masked[1])
 
 
 VECTORS = ("gpkg", "gpkg_style")  # a scene's outputs that vectorizing writes
@@ -661,7 +660,7 @@ def auto_model(sources: Sequence[str], predict_options: dict[str, Any]
     warning to give where it is the demonstration model on scenes not geoseg's own."""
     from geoseg import synthetic
     from geoseg.errors import MissingBandsError
-    from geoseg.prediction import DEMONSTRATION, choose_model
+    from geoseg.prediction import DEMONSTRATION, DEMONSTRATION_WARNING, choose_model
 
     keys = ("bands", "assets", "resolution", "resampling", "allow_no_crs")
     options = {k: predict_options[k] for k in keys if predict_options.get(k) is not None}
@@ -677,10 +676,7 @@ def auto_model(sources: Sequence[str], predict_options: dict[str, Any]
         return "default", None  # no scene opens: each fails with its own error
     if choice == DEMONSTRATION and not (os.path.isfile(source)
                                         and synthetic.is_synthetic(source)):
-        return name, ("no model named: the demonstration model 'default' maps these scenes, "
-                      "which was trained on geoseg's synthetic scenes and knows no real land "
-                      "cover (name one with ${model}; Sentinel-2 scenes with their B02-B12 "
-                      "bands get dynamic-world)")
+        return name, DEMONSTRATION_WARNING
     return name, None
 
 

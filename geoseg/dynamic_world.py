@@ -150,10 +150,9 @@ def _network_class() -> type[torch.nn.Module]:
             self.register_buffer("down_kernel", (k[:, None] * k[None, :]).expand(
                 64, 1, 4, 4).contiguous(), persistent=False)
 
-        def downsample(self, x: torch.Tensor) -> torch.Tensor:
-            h, w = x.shape[-2:]
-            if isinstance(h, int) and isinstance(w, int) and (h % 2 or w % 2):
-                # TensorFlow's scale for an odd size is floor(n / 2) / n.
+        def downsample(self, x: torch.Tensor, odd: bool) -> torch.Tensor:
+            if odd:  # TensorFlow's scale for an odd size is floor(n / 2) / n
+                h, w = x.shape[-2:]
                 return F.interpolate(x, size=(h // 2, w // 2), mode="bilinear",
                                      align_corners=False, antialias=True)
             # The same filter on an even size, as a convolution (any runtime has one):
@@ -165,11 +164,13 @@ def _network_class() -> type[torch.nn.Module]:
         def forward(self, dn: torch.Tensor) -> torch.Tensor:
             x = self.stem(normalize(dn))
             h, w = x.shape[-2:]
-            half = self.downsample(x)
+            # An ONNX export traces an even tile: its graph takes even sizes only.
+            odd = isinstance(h, int) and isinstance(w, int) and bool(h % 2 or w % 2)
+            half = self.downsample(x, odd)
             a = self.stage1(half)
             b = self.stage2(a)
             c = self.stage3(torch.cat([b, self.side(half)], dim=1))
-            if isinstance(h, int) and isinstance(w, int) and (h % 2 or w % 2):
+            if odd:
                 up = F.interpolate(c, size=(h, w), mode="bilinear", align_corners=False)
                 norm = torch.rsqrt(torch.clamp((up * up).sum(dim=1, keepdim=True), min=1e-12))
                 return self.head(up * norm)

@@ -183,17 +183,6 @@ def read_class_table(ds: rasterio.io.DatasetReader) -> ClassTable:
                               for i, rgba in table.items() if i != NODATA}, masked)
 
 
-def masked_by(path: str | os.PathLike[str]) -> tuple[str, int] | None:
-    """What mask models made nodata in a mask file (``MASKED_BY``, ``MASKED_PIXELS``)."""
-    import rasterio
-
-    from geoseg.gdal import gdal_env, read_errors, vsi_path
-
-    name = os.fspath(path)
-    with rasterio.Env(**gdal_env()), read_errors(name), rasterio.open(vsi_path(name)) as ds:
-        return read_class_table(ds).masked
-
-
 def open_mask_source(path: str | os.PathLike[str], *,
                      allow_no_crs: bool = False) -> tuple[Source, ClassTable]:
     """A mask file as a source to read windows of, and its class table; refused unless it

@@ -680,8 +680,6 @@ def is_model_reference(path: str | os.PathLike[str]) -> bool:
 def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     """What ``geoseg info`` shows about a model: its card, where it lives, its files, the
     runtime that runs it on a CPU, and what its network takes and gives."""
-    from geoseg.bands import mission_of_ids
-
     card = resolve_model_path(path)
     spec = read_spec(card)
     files = model_files(card)
@@ -704,14 +702,18 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
         + (" + ONNX graph" if graph.exists() else ""))
     return {"model_card": str(card), "files": [str(p) for p in files], "network": form,
             "runtime_cpu": spec.runtime, **io,
-            "band_names": [band_label(b, mission_of_ids(spec.bands)) for b in spec.bands],
+            "band_names": band_labels(spec.bands),
             **spec.to_dict()}
 
 
-def band_label(name: str, mission: str | None = None) -> str:
-    """A card's band name with the eo common name it denotes, where that differs
-    (``B05 rededge071``; ``blue`` stays ``blue``)."""
+def band_labels(bands: Sequence[str]) -> list[str]:
+    """A card's band names, each with the eo common name it denotes where that differs
+    (``B05 rededge071``; ``blue`` stays ``blue``), ids read in the mission they imply."""
     from geoseg.bands import common_name, mission_of_ids
 
-    common = common_name(name, mission=mission or mission_of_ids([name]))
-    return name if common in (None, name.lower()) else f"{name} {common}"
+    mission = mission_of_ids(bands)
+    labels = []
+    for name in bands:
+        common = common_name(name, mission=mission)
+        labels.append(name if common in (None, name.lower()) else f"{name} {common}")
+    return labels

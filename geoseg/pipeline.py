@@ -148,7 +148,7 @@ def _blend_task(grid: TileGrid, i: int, j: int, batch_of: dict[tuple[int, int], 
     needed = sorted({batch_of[tid][0] for tid in covering})
     # Where each covering tile sits among the batches this block receives.
     lookup = {tid: (needed.index(batch_of[tid][0]), batch_of[tid][1]) for tid in covering}
-    return (_blend_block, grid, i, j, lookup, needed, *((masks,) if masks else ())), needed
+    return (_blend_block, grid, i, j, lookup, needed, masks), needed
 
 
 def _done(_: object) -> None:

@@ -52,6 +52,11 @@ if TYPE_CHECKING:
 AUTO = "auto"  # the model argument that lets geoseg choose (choose_model)
 SENTINEL2_CHOICE = "chosen for the scene's Sentinel-2 bands"
 DEMONSTRATION = "the demonstration model"
+# What a scene not geoseg's own is told when no model was named and the demonstration runs.
+DEMONSTRATION_WARNING = (
+    "no model named: the demonstration model 'default' runs, which was trained on geoseg's "
+    "synthetic scenes and knows no real land cover (name one with ${model}; a Sentinel-2 "
+    "scene with its B02-B12 bands gets dynamic-world)")
 CONTEXT_STRIDES = 4  # default overlap: this many strides of the network's coarsest level
 MAX_TILE = 8192
 
@@ -144,10 +149,7 @@ def predict(
         if masks:
             options = dataclasses.replace(options, masks=tuple(masks), bands=len(spec.bands))
         if choice == DEMONSTRATION and not synthetic.is_synthetic(source.path):
-            warn("no model named: the demonstration model 'default' runs, which was trained "
-                 "on geoseg's synthetic scenes and knows no real land cover (name one with "
-                 "${model}; a Sentinel-2 scene with its B02-B12 bands gets dynamic-world)",
-                 source.name)
+            warn(DEMONSTRATION_WARNING, source.name)
         check_weights(handle, options.device, options.tta, in_process=scheduler in IN_PROCESS,
                       threads=options.threads)
         client, resources = None, None

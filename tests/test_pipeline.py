@@ -110,8 +110,8 @@ def test_writing_keeps_at_most_a_window_of_tile_results_alive(make_scene, defaul
             events.append(("made", result.serial))
         return result
 
-    def logged_blend(grid, i, j, lookup, batches):
-        block = blend(grid, i, j, lookup, batches)
+    def logged_blend(grid, i, j, lookup, batches, *rest):
+        block = blend(grid, i, j, lookup, batches, *rest)
         with lock:
             events.append(("used", (i, j), [b.serial for b in batches]))
         return block

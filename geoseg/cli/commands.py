@@ -424,8 +424,7 @@ def models(ctx: click.Context) -> None:
 @models.command("list")
 def models_list() -> None:
     """List the bundled models with their bands, classes and held-out scores."""
-    from geoseg.bands import mission_of_ids
-    from geoseg.model import BUNDLED, band_label, bundled_path, read_spec
+    from geoseg.model import BUNDLED, band_labels, bundled_path, read_spec
 
     for name in BUNDLED:
         spec = read_spec(bundled_path(name))
@@ -436,8 +435,7 @@ def models_list() -> None:
                    f"resolution {spec.resolution} m{level}, runs on {spec.runtime}"
                    f"{' int8' if spec.quantization else ''} (CPU)"
                    + (f", held-out mIoU {miou:.3f}" if miou is not None else ""))
-        mission = mission_of_ids(spec.bands)
-        click.echo(f"  bands:   {', '.join(band_label(b, mission) for b in spec.bands)}")
+        click.echo(f"  bands:   {', '.join(band_labels(spec.bands))}")
         click.echo(f"  classes: {', '.join(spec.class_names)}")
         if spec.description:
             click.echo(f"  {spec.description}")

@@ -56,9 +56,11 @@ class Tally:
     polygons: np.ndarray
     area_m2: np.ndarray
     crs: str | None = None
+    masked: tuple[str, int] | None = None  # what mask models made nodata (MODEL:CLASS…, pixels)
 
     def add(self, layer: Layer) -> None:
         self.crs = crs_text(layer.crs)
+        self.masked = layer.masked
         n = max(len(layer.class_names), len(self.polygons))
         self.class_names = max(self.class_names, layer.class_names, key=len)
         self.polygons = np.bincount(layer.class_id, minlength=n) + np.pad(
@@ -94,7 +96,7 @@ def write_gpkg(layers: Layer | Iterable[Layer], dst: str | os.PathLike[str], *,
                 cols = batch.columns()
                 if table is None:
                     table = PolygonTable.create(con, name, cols, batch.crs, when,
-                                                description=batch.note)
+                                                description=batch.description)
                 table.append(batch.geometry, cols)
                 tally.add(batch)
                 colors = max(colors, batch.colors, key=len)

@@ -32,7 +32,15 @@ class Layer:
     perimeter_m: np.ndarray
     confidence: np.ndarray | None
     crs: CRS | None
-    note: str = ""  # the layer's description (what mask models made nodata)
+    masked: tuple[str, int] | None = None  # mask models and the pixels they made nodata
+
+    @property
+    def description(self) -> str:
+        """The layer's description: what mask models made nodata in its mask, if any."""
+        if self.masked is None:
+            return ""
+        by, pixels = self.masked
+        return f"nodata where mask models said so ({by}): {pixels} pixels"
 
     def columns(self) -> dict[str, np.ndarray]:
         cols = {"class_id": self.class_id.astype(np.int32),
@@ -56,16 +64,7 @@ def make_layer(regions: Regions, info: MaskInfo, keep: Sequence[int] | None) -> 
     if regions.prob_sum is not None:
         confidence = regions.prob_sum / np.maximum(regions.pixels, 1)
     return Layer(regions.geometry, regions.cls, names, colors, area, perimeter, confidence,
-                 info.grid.crs, masked_note(info))
-
-
-def masked_note(info: MaskInfo) -> str:
-    """The layer's description where mask models made pixels of its mask nodata: which,
-    and how many pixels."""
-    if info.classes.masked is None:
-        return ""
-    by, pixels = info.classes.masked
-    return f"nodata where mask models said so ({by}): {pixels} pixels"
+                 info.grid.crs, info.classes.masked)
 
 
 def _class_style(info: MaskInfo, n: int) -> tuple[list[str], list[RGB]]:
@@ -89,7 +88,7 @@ def concat_layers(batches: Sequence[Layer]) -> Layer:
                  names, colors, cat([b.area_m2 for b in batches]),
                  cat([b.perimeter_m for b in batches]),
                  None if batches[0].confidence is None else cat(confidence),
-                 batches[0].crs, batches[0].note)
+                 batches[0].crs, batches[0].masked)
 
 
 def to_geodataframe(layer: Layer) -> gpd.GeoDataFrame:
