@@ -269,13 +269,19 @@ def test_deepness_export_runs_as_the_plugin_runs_it(tmp_path):
     assert np.abs(probs - ours).max() < 1e-3
 
 
-def stack_tile(size: int) -> np.ndarray:
-    """A ``(1, 9, size, size)`` tile of a real scene's digital numbers, mirrored to fill it."""
+def first_scene() -> tuple[np.ndarray, object]:
+    """The first real product's nine bands as geoseg reads them onto its 10 m grid
+    (float32 digital numbers), and that grid."""
     from geoseg.sources import open_source
 
     source = open_source(PRODUCTS[0], want=geoseg.load_model("dynamic-world").spec.bands)
     with source.open() as ds:
-        dn = ds.read(list(source.bands), out_dtype="float32")
+        return ds.read(list(source.bands), out_dtype="float32"), source.grid
+
+
+def stack_tile(size: int) -> np.ndarray:
+    """A ``(1, 9, size, size)`` tile of a real scene's digital numbers, mirrored to fill it."""
+    dn, _ = first_scene()
     reps = -(-size // dn.shape[1])
     tiled = np.concatenate([dn, dn[:, ::-1]] * reps, axis=1)[:, :size]
     tiled = np.concatenate([tiled, tiled[:, :, ::-1]] * reps, axis=2)[:, :, :size]
@@ -285,19 +291,14 @@ def stack_tile(size: int) -> np.ndarray:
 def cloudy_stack(path: Path) -> Path:
     """A real scene's nine bands on its 10 m grid, named, with three bright, soft-edged
     blobs over it (clouds, to a cloud model)."""
-    from geoseg.sources import open_source
-
-    source = open_source(PRODUCTS[0], want=geoseg.load_model("dynamic-world").spec.bands)
-    with source.open() as ds:
-        dn = ds.read(list(source.bands), out_dtype="float32")
+    dn, grid = first_scene()
     yy, xx = np.mgrid[:dn.shape[1], :dn.shape[2]]
     blob = np.zeros(dn.shape[1:], np.float32)
     for cy, cx, r in ((60, 60, 14), (170, 120, 20), (80, 200, 10)):
         blob = np.maximum(blob, np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)))
     cloudy = (dn * (1 - blob) + 6500 * blob).astype(np.uint16)
     with rasterio.open(path, "w", driver="GTiff", width=dn.shape[2], height=dn.shape[1],
-                       count=9, dtype="uint16", crs=source.grid.crs,
-                       transform=source.grid.transform) as ds:
+                       count=9, dtype="uint16", crs=grid.crs, transform=grid.transform) as ds:
         ds.write(cloudy)
         ds.descriptions = tuple(s2 for s2, _ in dynamic_world.BANDS)
     return path
@@ -355,3 +356,22 @@ def test_a_chained_cloud_mask_makes_its_classes_nodata_in_one_pass(tmp_path):
         result = run_cli("predict", scene, "-o", tmp_path / "bad.tif", "--mask-with", bad)
         assert_one_line_error(result, words)
     assert not (tmp_path / "bad.tif").exists()
+
+
+def test_without_a_model_other_scenes_get_the_demonstration_model_and_are_told(tmp_path):
+    """A scene that is no Sentinel-2 one gets the demonstration model with a warning, in
+    predict and in run; geoseg's own synthetic scenes get it silently."""
+    plain = tmp_path / "ortho.tif"
+    _, grid = first_scene()
+    with rasterio.open(plain, "w", driver="GTiff", width=64, height=64, count=4, dtype="uint16",
+                       crs=grid.crs, transform=grid.transform) as ds:
+        ds.write(np.random.default_rng(0).integers(200, 3000, (4, 64, 64), dtype=np.uint16))
+    synthetic, _ = geoseg.write_sample_data(tmp_path / "synthetic", size=64, seed=1)
+    for scene, told in ((plain, True), (synthetic, False)):
+        for args in (["predict", scene, "-o", tmp_path / f"{scene.stem}.mask.tif"],
+                     ["run", scene, "-o", tmp_path / f"run-{scene.stem}", "--no-progress"]):
+            result = run_cli(*args)
+            assert result.exit_code == 0, result.output
+            warned = [line for line in result.output.splitlines() if line.startswith("Warning")]
+            assert len(warned) == told and all("demonstration model 'default'" in w
+                                               for w in warned), result.output
