@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geoseg.errors import InputError
-from geoseg.labels import Labels, open_labels
+from geoseg.labels import LabelMap, Labels, open_labels
 from geoseg.maskfile import NODATA
 from geoseg.sources import Source, open_source, read_window
 
@@ -37,7 +37,8 @@ def open_pairs(images: Sequence[str | os.PathLike[str]], labels: Sequence[str | 
                background: int | str | None = None, bands: Sequence[int] | None = None,
                assets: Sequence[str] | None = None, resolution: float | None = None,
                resampling: str = "bilinear",
-               labelled_area: str | os.PathLike[str] | None = None) -> list[Pair]:
+               labelled_area: str | os.PathLike[str] | None = None,
+               label_map: LabelMap | None = None) -> list[Pair]:
     """Validated (image, labels) pairs; every image must have the same bands (matched by
     name to the first image's where the images name them) and declare a scale and offset
     alike (chips are in physical units when they do)."""
@@ -56,7 +57,8 @@ def open_pairs(images: Sequence[str | os.PathLike[str]], labels: Sequence[str | 
                              f"on images in one kind of units", lacks.name)
         pairs.append(Pair(source, open_labels(label, source.grid, class_names,
                                               class_field=class_field, background=background,
-                                              labelled_area=labelled_area)))
+                                              labelled_area=labelled_area,
+                                              label_map=label_map)))
     counts = {len(p.image.bands) for p in pairs}
     if len(counts) > 1:
         raise InputError(f"the images have different band counts ({sorted(counts)})")

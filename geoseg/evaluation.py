@@ -17,7 +17,7 @@ import numpy as np
 from geoseg import atomic, maskfile
 from geoseg.errors import InputError
 from geoseg.grid import Grid
-from geoseg.labels import open_labels
+from geoseg.labels import LabelMap, open_labels
 from geoseg.scores import confusion_matrix, json_safe, scores
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ def evaluate(
     *,
     class_field: str | None = None,
     background: int | str | None = None,
+    label_map: LabelMap | None = None,
     model: str | os.PathLike[str] | Model | None = None,
     report: str | os.PathLike[str] | None = None,
     confusion_png: str | os.PathLike[str] | None = None,
@@ -80,7 +81,8 @@ def evaluate(
 
     ``prediction`` is a class mask (a file from ``predict`` or a DataArray); with
     ``model`` it is an image instead, predicted once into a temporary mask. ``labels`` are
-    rendered onto the prediction's grid (see :func:`geoseg.labels.open_labels`); pixels
+    rendered onto the prediction's grid (see :func:`geoseg.labels.open_labels`, which
+    also reads another product's class codes by ``label_map``); pixels
     that are nodata in the prediction or unlabelled in the reference are not scored.
     Writes, on request, a JSON ``report``, a ``confusion_png`` and a ``compare_png``
     (image, prediction and reference side by side; the image is ``prediction`` when a
@@ -101,20 +103,21 @@ def evaluate(
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="geoseg-")))
             predict(prediction, folder / "prediction.tif", model, **predict_options)
             shown, prediction = f"{prediction} (predicted)", folder / "prediction.tif"
-        result = _score(prediction, labels, class_field, background)
+        result = _score(prediction, labels, class_field, background, label_map)
         if shown:
             result.prediction = shown
         _write_results(result, prediction, labels, report=report, confusion_png=confusion_png,
                        compare_png=compare_png, image=image, class_field=class_field,
-                       background=background, overwrite=overwrite)
+                       background=background, label_map=label_map, overwrite=overwrite)
     return result
 
 
 def _score(prediction: Any, labels: str | os.PathLike[str], class_field: str | None,
-           background: int | str | None) -> Evaluation:
+           background: int | str | None, label_map: LabelMap | None) -> Evaluation:
     """The confusion matrix, accumulated window by window."""
     mask, names, grid, shown = _open_prediction(prediction)
-    reference = open_labels(labels, grid, names, class_field=class_field, background=background)
+    reference = open_labels(labels, grid, names, class_field=class_field, background=background,
+                            label_map=label_map)
     cm = np.zeros((len(names), len(names)), np.int64)
     for row in range(0, grid.height, WINDOW):
         for col in range(0, grid.width, WINDOW):
@@ -129,7 +132,7 @@ def _score(prediction: Any, labels: str | os.PathLike[str], class_field: str | N
 def _write_results(result: Evaluation, prediction: Any, labels: str | os.PathLike[str], *,
                    report: Any, confusion_png: Any, compare_png: Any, image: Any,
                    class_field: str | None, background: int | str | None,
-                   overwrite: bool) -> None:
+                   label_map: LabelMap | None, overwrite: bool) -> None:
     # Every file is finished as a temp file first; they replace their targets together.
     with atomic.together(overwrite=overwrite) as files:
         if report:
@@ -141,7 +144,8 @@ def _write_results(result: Evaluation, prediction: Any, labels: str | os.PathLik
                 plots.confusion_png(result, files.path(confusion_png))
             if compare_png:
                 plots.compare_png(prediction, labels, files.path(compare_png), image=image,
-                                  class_field=class_field, background=background)
+                                  class_field=class_field, background=background,
+                                  label_map=label_map)
 
 
 Reader = Callable[[int, int, int, int], np.ndarray]  # (row, col, height, width) -> classes

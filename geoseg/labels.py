@@ -14,6 +14,11 @@ window:
 
 Pixels that no label covers are :data:`~geoseg.maskfile.NODATA` (255: not scored, not
 trained on), unless a ``background`` class is given: then they count as that class.
+
+A **label map** (:func:`parse_label_map`) reads another land-cover product's codes as
+classes: ``10=trees,20=shrub_and_scrub`` (ESA WorldCover), ``111..142=built`` (CORINE
+Land Cover), applied to a class raster's values or to the polygons' class field. Codes
+that it does not name are unlabelled.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +49,26 @@ class Labels(ABC):
     area: VectorLabels | None = None  # where the labels are complete (None: everywhere)
 
     def __init__(self, path: str | os.PathLike[str], grid: Grid, class_names: Sequence[str],
-                 background: int | str | None) -> None:
+                 background: int | str | None, label_map: LabelMap | None = None) -> None:
         self.path, self.grid, self.names = str(path), grid, list(class_names)
         self.background = None if background is None else class_id(background, self.names,
                                                                     self.path)
+        # Codes in ascending order and the class id of each (a label map's, checked here).
+        self.codes: tuple[np.ndarray, np.ndarray] | None = None
+        if label_map is not None:
+            codes = sorted(label_map.codes)
+            self.codes = (np.array(codes, np.int64),
+                          np.array([class_id(label_map.codes[c], self.names,
+                                             f"{self.path} (label map)") for c in codes],
+                                   np.uint8))
+
+    def classes_of(self, codes: np.ndarray) -> np.ndarray:
+        """Class ids (uint8) of integer ``codes`` by the label map; codes it does not name
+        are ``NODATA``."""
+        assert self.codes is not None
+        keys, ids = self.codes
+        at = np.searchsorted(keys, codes).clip(0, len(keys) - 1)
+        return np.where(keys[at] == codes, ids[at], NODATA).astype(np.uint8)
 
     def read(self, row: int, col: int, height: int, width: int) -> np.ndarray:
         """Class ids in a window of the grid (uint8, ``NODATA`` where unlabelled)."""
@@ -65,9 +87,11 @@ class Labels(ABC):
 
 def open_labels(path: str | os.PathLike[str], grid: Grid, class_names: Sequence[str], *,
                 class_field: str | None = None, background: int | str | None = None,
-                labelled_area: str | os.PathLike[str] | None = None) -> Labels:
+                labelled_area: str | os.PathLike[str] | None = None,
+                label_map: LabelMap | None = None) -> Labels:
     """The labels in ``path`` (polygons by their suffix, else a class raster) on ``grid``;
     ``class_field`` names the polygons' class column (class rasters ignore it).
+    ``label_map`` reads the raster's values (or the class field's) as codes of classes.
 
     ``labelled_area`` (polygons) is where the labels are complete: the background class
     fills unlabelled pixels there only, and the rest of the image stays unlabelled (not
@@ -76,10 +100,14 @@ def open_labels(path: str | os.PathLike[str], grid: Grid, class_names: Sequence[
         raise InputError("no such file", path)
     labels: Labels
     if is_vector(path):
+        if label_map is not None and class_field is None:
+            raise InputError("a label map reads the codes of a class field; name it "
+                             "(${class_field})", path)
         labels = VectorLabels(path, grid, class_names, class_field=class_field,
-                              background=background)
+                              background=background, label_map=label_map)
     else:
-        labels = RasterLabels(path, grid, class_names, background=background)
+        labels = RasterLabels(path, grid, class_names, background=background,
+                              label_map=label_map)
     if labelled_area is not None:
         if not Path(labelled_area).exists():
             raise InputError("no such file", labelled_area)
@@ -98,11 +126,12 @@ class VectorLabels(Labels):
     """Polygons with a class column (or none: one foreground class), rasterized per window."""
 
     def __init__(self, path: str | os.PathLike[str], grid: Grid, class_names: Sequence[str], *,
-                 class_field: str | None = None, background: int | str | None = None) -> None:
+                 class_field: str | None = None, background: int | str | None = None,
+                 label_map: LabelMap | None = None) -> None:
         import pyogrio
         import shapely
 
-        super().__init__(path, grid, class_names, background)
+        super().__init__(path, grid, class_names, background, label_map)
         try:
             frame = pyogrio.read_dataframe(self.path)
         except Exception as exc:  # pyogrio raises DataSourceError and friends
@@ -121,8 +150,14 @@ class VectorLabels(Labels):
                 fields = ", ".join(c for c in frame.columns if c != "geometry")
                 raise InputError(f"has no field {class_field!r} (fields: {fields})", self.path)
             frame = frame[frame[class_field].notna()]  # polygons without a class: unlabelled
-            classes = np.array([class_id(v, self.names, self.path)
-                                for v in frame[class_field].tolist()], np.uint8)
+            values = frame[class_field].tolist()
+            if self.codes is not None:  # codes it does not name: unlabelled
+                classes = self.classes_of(np.array([_code(v, self.path) for v in values],
+                                                   np.int64))
+                frame, classes = frame[classes != NODATA], classes[classes != NODATA]
+            else:
+                classes = np.array([class_id(v, self.names, self.path) for v in values],
+                                   np.uint8)
         frame = frame.to_crs(self.grid.crs)
         geoms = frame.geometry.values
         polygonal = np.isin(shapely.get_type_id(geoms), (3, 6))  # Polygon, MultiPolygon
@@ -151,8 +186,9 @@ class RasterLabels(Labels):
     """A class raster, warped (nearest neighbour) onto the grid where its own differs."""
 
     def __init__(self, path: str | os.PathLike[str], grid: Grid, class_names: Sequence[str], *,
-                 background: int | str | None = None) -> None:
-        super().__init__(path, grid, class_names, background)
+                 background: int | str | None = None, label_map: LabelMap | None = None
+                 ) -> None:
+        super().__init__(path, grid, class_names, background, label_map)
         self.source = open_source(self.path)
         if len(self.source.bands) != 1:
             raise InputError(f"has {len(self.source.bands)} bands; a label raster has one",
@@ -164,7 +200,7 @@ class RasterLabels(Labels):
             names = read_class_table(ds).names
         # Label classes named differently from the model's are matched by name.
         self.lookup = None
-        if names:
+        if names and self.codes is None:
             self.lookup = np.full(256, NODATA, np.uint8)
             for i, name in enumerate(names[:NODATA]):
                 self.lookup[i] = class_id(name, self.names, self.path)
@@ -212,6 +248,8 @@ class RasterLabels(Labels):
                                  f"class numbers (a float raster may hold them, as 0.0, 1.0…)",
                                  self.path)
         values = np.where(valid, values, 0).astype(np.int64)
+        if self.codes is not None:  # any integer is a code; those not mapped: unlabelled
+            return np.where(valid, self.classes_of(values), NODATA).astype(np.uint8)
         if (valid & ((values < 0) | (values >= NODATA))).any():
             raise InputError("holds class values outside 0..254", self.path)
         out = np.where(valid, values, NODATA).astype(np.uint8)
@@ -263,10 +301,12 @@ def class_id(value: Any, names: Sequence[str], where: str) -> int:
 
 
 def label_classes(labels: Sequence[str | os.PathLike[str]], class_field: str | None,
-                  classes: Sequence[str] | None) -> tuple[list[str], list[RGB]]:
-    """Class names and their colours. Names: ``classes``, else the first label raster's
-    ``CLASS_NAMES``, else the polygons' class column, else class_0..class_N of the
-    rasters' values. Colours: a label raster's colour table, by name, else a palette."""
+                  classes: Sequence[str] | None, label_map: LabelMap | None = None
+                  ) -> tuple[list[str], list[RGB]]:
+    """Class names and their colours. Names: ``classes``, else the label map's (in its
+    order), else the first label raster's ``CLASS_NAMES``, else the polygons' class
+    column, else class_0..class_N of the rasters' values. Colours: a label raster's colour
+    table, by name (by code with a label map: its first code's), else a palette."""
     named: dict[str, RGB] = {}
     stored: list[str] = []
     for path in labels:
@@ -274,9 +314,16 @@ def label_classes(labels: Sequence[str | os.PathLike[str]], class_field: str | N
             continue
         with open_source(path, allow_no_crs=True).open() as ds:  # one-line errors
             table = read_class_table(ds)
+        if label_map is not None:
+            for code, name in label_map.codes.items():
+                if code in table.colors and name not in named:
+                    named[name] = table.colors[code]
+            continue
         named.update({n: table.colors[i] for i, n in enumerate(table.names)
                       if i in table.colors and n not in named})
         stored = stored or list(table.names)
+    if label_map is not None and not classes:
+        stored = label_map.names
     names = list(classes or stored)
     if not names:
         vectors = [p for p in labels if is_vector(p)]
@@ -324,3 +371,67 @@ def _vector_class_names(labels: Sequence[str | os.PathLike[str]], class_field: s
            for v in values):
         return [f"class_{i}" for i in range(int(max(values)) + 1)]
     return sorted(str(v) for v in values)
+
+
+@dataclass(frozen=True)
+class LabelMap:
+    """Codes of another product's classes and the class name each is read as (several
+    codes may name one class)."""
+
+    codes: dict[int, str]
+
+    @property
+    def names(self) -> list[str]:
+        """The class names, in the order the map first names them."""
+        return list(dict.fromkeys(self.codes.values()))
+
+
+def parse_label_map(text: str | os.PathLike[str]) -> LabelMap:
+    """A label map from ``CODE=NAME`` entries separated by commas (``LOW..HIGH=NAME`` for
+    every code of a range), or from a text file of such entries, one or more a line
+    (``#`` starts a comment). Raises :class:`InputError` on a malformed entry, a code named
+    twice, or a range of more than 65536 codes."""
+    where = None
+    if Path(text).is_file():
+        where = str(text)
+        lines = Path(text).read_text(encoding="utf-8").splitlines()
+        entries = [e for line in lines for e in line.split("#", 1)[0].split(",")]
+    else:
+        entries = str(text).split(",")
+    codes: dict[int, str] = {}
+    for entry in (e.strip() for e in entries):
+        if not entry:
+            continue
+        key, sep, name = (part.strip() for part in entry.partition("="))
+        low, dots, high = key.partition("..")
+        if not sep or not name or not _is_int(low) or (dots and not _is_int(high)):
+            raise InputError(f"the label map entry {entry!r} is not CODE=NAME or "
+                             f"LOW..HIGH=NAME (codes are integers)", where)
+        first, last = int(low), int(high) if dots else int(low)
+        if not 0 <= last - first < 65536:
+            raise InputError(f"the label map range {key} is empty or over 65536 codes",
+                             where)
+        for code in range(first, last + 1):
+            if code in codes:
+                raise InputError(f"the label map names code {code} twice ({codes[code]!r} "
+                                 f"and {name!r})", where)
+            codes[code] = name
+    if not codes:
+        raise InputError("the label map is empty (give CODE=NAME entries)", where)
+    return LabelMap(codes)
+
+
+def _is_int(text: str) -> bool:
+    return text.lstrip("+-").isdigit()
+
+
+def _code(value: Any, where: str) -> int:
+    """A class field's value as an integer code (numbers, or text of digits)."""
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _is_int(value.strip()):
+        return int(value)
+    raise InputError(f"has the class value {value!r}, which is no code of the label map "
+                     f"(codes are integers)", where)

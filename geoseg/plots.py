@@ -15,6 +15,7 @@ from geoseg import maskfile
 
 if TYPE_CHECKING:
     from geoseg.evaluation import Evaluation
+    from geoseg.labels import LabelMap
 
 PANEL = 512  # longest side of each panel of the comparison, pixels
 CELL = 44
@@ -61,7 +62,8 @@ def _short(count: int) -> str:
 
 def compare_png(prediction: str | os.PathLike[str], labels: str | os.PathLike[str],
                 path: str | os.PathLike[str], *, image: str | os.PathLike[str] | None = None,
-                class_field: str | None = None, background: int | str | None = None) -> None:
+                class_field: str | None = None, background: int | str | None = None,
+                label_map: LabelMap | None = None) -> None:
     """Image (if given), prediction and reference side by side, in the class colours."""
     import rasterio
     from PIL import Image, ImageDraw, ImageFont
@@ -75,6 +77,7 @@ def compare_png(prediction: str | os.PathLike[str], labels: str | os.PathLike[st
         classes = maskfile.read_class_table(ds)
         coarse = Grid.of(ds).decimated(*shape)
     reference = open_labels(labels, coarse, classes.names, class_field=class_field,
+                            label_map=label_map,
                             background=background).read(0, 0, shape[0], shape[1])
     lut = maskfile.palette(classes.colors, fill=(255, 255, 255))  # nodata, unlabelled: white
     panels = [("prediction", lut[predicted]), ("reference", lut[reference])]

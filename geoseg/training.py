@@ -34,12 +34,13 @@ from geoseg.devices import Device
 from geoseg.errors import InputError, warn
 from geoseg.fitting import FitOptions, fit
 from geoseg.fitting import class_weights as weights_of_shares
-from geoseg.labels import label_classes
+from geoseg.labels import LabelMap, label_classes
 from geoseg.maskfile import NODATA
 from geoseg.model import ClassInfo, Model, ModelSpec
 from geoseg.model_export import with_onnx
 from geoseg.scores import confusion_matrix, scores
 from geoseg.sources import Source
+from geoseg.teacher import MIN_CONFIDENCE, teach, working_name
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,11 @@ def train(
     labels: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     *,
+    labels_from: str | os.PathLike[str] | None = None,
+    teacher_images: Sequence[str | os.PathLike[str]] | None = None,
+    min_confidence: float = MIN_CONFIDENCE,
+    mask_with: Sequence[str] = (),
+    label_map: LabelMap | None = None,
     classes: Sequence[str] | None = None,
     class_field: str | None = None,
     background: int | str | None = None,
@@ -91,6 +97,14 @@ def train(
     adapted to the images' bands. Without it the weights start random and nothing is
     downloaded.
 
+    ``labels_from`` trains without labels (weak supervision): this model (a bundled name
+    or a saved model) maps each image, or the scene of ``teacher_images`` in its place (the
+    same place and time, read whole where the student reads some bands), and its pixels of
+    a top probability ≥ ``min_confidence`` become the labels, the rest unlabelled; clouds
+    and such are left out by ``mask_with`` (see :mod:`geoseg.teacher`). Its maps stay in
+    ``out/teacher``. ``label_map`` reads the labels' values as codes of another product's
+    classes (:func:`geoseg.labels.parse_label_map`), a teacher's class ids too.
+
     ``labelled_area`` (polygons) is where the labels are complete (see
     :func:`geoseg.labels.open_labels`). Chips are drawn around the labels: around a class
     chosen uniformly among the labelled ones, or for ``background_ratio`` of them around
@@ -114,7 +128,29 @@ def train(
     with atomic.outputs(targets, overwrite=overwrite):
         if not 0 <= val_fraction < 1:
             raise InputError(f"the validation fraction must be in [0, 1), not {val_fraction}")
-        names, colors = label_classes(labels, class_field, classes)
+        taught = []
+        if labels_from is not None:
+            if labels:
+                raise InputError("give labels (${labels}) or a teacher (${labels_from}), "
+                                 "not both")
+            scenes = list(teacher_images or images)
+            if len(scenes) != len(images):
+                raise InputError(f"give one teacher image per image ({len(images)} images, "
+                                 f"{len(scenes)} teacher images)")
+            for i, scene in enumerate(scenes):
+                taught.append(teach(scene, labels_from, folder / "teacher",
+                                    working_name(i, scene), min_confidence=min_confidence,
+                                    mask_with=mask_with, device=device, reuse=resume))
+                log.info("teacher: %s labelled %.1f %% of %s (probability ≥ %g)",
+                         labels_from, 100 * taught[-1].labelled / max(taught[-1].valid, 1),
+                         taught[-1].scene, min_confidence)
+            labels = [t.labels for t in taught]
+        elif mask_with or teacher_images:
+            raise InputError("mask models and teacher images serve a teacher "
+                             "(${labels_from})")
+        if not labels:
+            raise InputError("give labels (${labels}) or a teacher model (${labels_from})")
+        names, colors = label_classes(labels, class_field, classes, label_map)
         if not 0 <= background_ratio <= 1:
             raise InputError(f"the background ratio must be in [0, 1], not {background_ratio}")
         _class_weights(class_weights, [], names)  # bad weights: an error before any work
@@ -122,7 +158,8 @@ def train(
                              if encoder_weights is not None else (None, ""))
         pairs = open_pairs(images, labels, names, class_field=class_field, background=background,
                            bands=bands, assets=assets, resolution=resolution,
-                           resampling=resampling, labelled_area=labelled_area)
+                           resampling=resampling, labelled_area=labelled_area,
+                           label_map=label_map)
         if all(min(p.image.grid.shape) < chip_size for p in pairs):
             h, w = pairs[0].image.grid.shape
             raise InputError(f"no block is left for validation: the images ({w} × {h} px) "
@@ -153,6 +190,12 @@ def train(
                                                                strict=True))}}
         if weights_path is not None:
             training.update(encoders.describe(weights_path, ref))
+        if taught:
+            training["teacher"] = {"model": os.fspath(labels_from or ""),
+                                   "min_confidence": min_confidence,
+                                   "mask_with": list(mask_with),
+                                   "scenes": [t.to_dict() for t in taught]}
+        trained_on = ", ".join(Path(p.image.name).name for p in pairs)
         spec = ModelSpec(
             name=folder.name or "model", bands=_band_names(first), mean=tuple(mean), std=tuple(std),
             classes=tuple(ClassInfo(n, c) for n, c in zip(names, colors, strict=True)),
@@ -160,8 +203,10 @@ def train(
             decoder_channels=DECODER[-encoder_depth:], tile_size=max(chip_size, 512),
             resolution=first.grid.resolution_m(), scale=first.scale, offset=first.offset,
             units="physical" if first.scale else "", metrics={"training": training},
-            description=(f"Trained by geoseg on {len(pairs)} image(s): "
-                         + ", ".join(Path(p.image.name).name for p in pairs)))
+            description=(f"Taught by {os.fspath(labels_from or '')} (its pixels of "
+                         f"probability ≥ {min_confidence:g}) on {len(pairs)} image(s): "
+                         f"{trained_on}" if taught else
+                         f"Trained by geoseg on {len(pairs)} image(s): {trained_on}"))
         options = FitOptions(epochs=epochs, steps_per_epoch=steps_per_epoch,
                              batch_size=batch_size, lr=lr, patience=patience, seed=seed,
                              device=device, loss=loss, class_weights=weights)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,6 +17,10 @@ from geoseg.cli.app import cli, say, say_on
 from geoseg.devices import Device
 from geoseg.errors import BatchError
 from geoseg.fitting import LOSSES
+from geoseg.teacher import MIN_CONFIDENCE
+
+if TYPE_CHECKING:
+    from geoseg.labels import LabelMap
 
 
 def _model(model: str | None, trust_pickle: bool) -> Any:
@@ -210,6 +214,7 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
               help="Reference labels: a class raster, or polygons (GeoPackage, GeoJSON, "
                    "shapefile...) in any CRS.")
 @opt.class_field
+@opt.label_map
 @opt.background("Score unlabelled pixels as this class (id or name) instead of skipping them.")
 @opt.model(None, "SRC is an image: predict it with this model first (bundled name or path).")
 @opt.tile_size("With --model: tile size in pixels [default: the model's].")
@@ -224,7 +229,7 @@ def run(ctx: click.Context, src: tuple[str, ...], out_dir: str, model: str,
 @opt.overwrite
 @click.pass_context
 def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
-             background: str | None, model: str | None, tile_size: int | None,
+             label_map: LabelMap | None, background: str | None, model: str | None, tile_size: int | None,
              bands: tuple[int, ...] | None, assets: list[str] | None,
              resolution: float | None, resampling: str, device: str, report: str | None,
              confusion_png: str | None, compare_png: str | None, image: str | None,
@@ -243,6 +248,7 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
                 "resolution": resolution, "resampling": resampling}
                if model is not None else {})
     result = run_evaluation(src, labels, class_field=class_field, background=background,
+                            label_map=label_map,
                             model=_model(model, trust_pickle), report=report, confusion_png=confusion_png,
                             compare_png=compare_png, image=image, overwrite=overwrite,
                             **options)
@@ -255,14 +261,28 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
 
 @cli.command()
 @click.argument("images", nargs=-1, required=True)
-@click.option("--labels", multiple=True, required=True,
+@click.option("--labels", multiple=True,
               help="Labels of each image, in the same order (repeat the option): a class "
                    "raster or polygons in any CRS.")
+@click.option("--labels-from", "labels_from", metavar="MODEL",
+              help="No labels: this model (bundled name or saved model) maps each image, "
+                   "and its confident pixels are the labels, the rest unlabelled (weak "
+                   "supervision; its maps stay in OUT/teacher).")
+@click.option("--teacher-image", "teacher_images", multiple=True,
+              help="With --labels-from: the scene the teacher maps in place of each image "
+                   "(repeat in order), of the same place and time, e.g. a whole Sentinel-2 "
+                   "product where the image is four of its bands.")
+@click.option("--min-confidence", type=click.FloatRange(0, 1), default=MIN_CONFIDENCE,
+              show_default=True,
+              help="With --labels-from: the least probability of the teacher's top class "
+                   "that makes a pixel a label.")
+@opt.mask_with
 @opt.output("Folder for the model (model.json + model.safetensors) and checkpoints.",
             name="out", folder=True)
 @opt.config()
 @opt.classes("Class names in id order [default: from the labels].")
 @opt.class_field
+@opt.label_map
 @opt.background("Train unlabelled pixels as this class instead of ignoring them "
                 "[polygons without --class-field: 0, the background].")
 @opt.labelled_area
@@ -308,8 +328,10 @@ def evaluate(ctx: click.Context, src: str, labels: str, class_field: str | None,
 @opt.progress
 @opt.overwrite
 @click.pass_context
-def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], out: str,
-          classes: list[str] | None, class_field: str | None, background: str | None,
+def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...],
+          labels_from: str | None, teacher_images: tuple[str, ...], min_confidence: float,
+          mask_with: tuple[str, ...], out: str, classes: list[str] | None,
+          class_field: str | None, label_map: LabelMap | None, background: str | None,
           labelled_area: str | None, bands: tuple[int, ...] | None, assets: list[str] | None,
           resolution: float | None, resampling: str, chip_size: int, background_ratio: float,
           loss: str, class_weights: str, encoder: str, encoder_weights: str | None,
@@ -327,15 +349,24 @@ def train(ctx: click.Context, images: tuple[str, ...], labels: tuple[str, ...], 
     kept, training stops early when validation stops improving, and every epoch is
     checkpointed (--resume).
 
+    Without labels, --labels-from lets a model teach: Dynamic World's confident pixels
+    of a Sentinel-2 product train a U-Net on four of its bands (--mask-with leaves its
+    clouds out), or on an aerial image of the same place and time.
+
     \b
     Examples:
       geoseg train ortho.tif --labels fields.gpkg --class-field crop -o models/crops
       geoseg predict ortho2.tif --model models/crops -o ortho2.mask.tif
+      geoseg train scene.tif --labels worldcover.tif --label-map 10=trees,40=crops,50=built -o m
+      geoseg train B02.tif+B03.tif+B04.tif+B08.tif --teacher-image S2.SAFE \\
+          --labels-from dynamic-world --min-confidence 0.6 -o models/s2-rgbn
     """
     from geoseg.training import train as run_training
 
     model = run_training(
-        list(images), list(labels), out, classes=classes, class_field=class_field,
+        list(images), list(labels), out, labels_from=labels_from,
+        teacher_images=list(teacher_images) or None, min_confidence=min_confidence,
+        mask_with=mask_with, label_map=label_map, classes=classes, class_field=class_field,
         background=background, labelled_area=labelled_area, bands=bands, assets=assets,
         resolution=resolution, resampling=resampling, chip_size=chip_size,
         background_ratio=background_ratio, loss=loss,

@@ -167,6 +167,21 @@ def classes(help: str) -> Callable[[F], F]:
     return click.option("--classes", callback=names, help=help)
 
 
+def _label_map(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    if value is None:
+        return None
+    from geoseg.labels import parse_label_map
+
+    return parse_label_map(value)  # an InputError: the CLI's one line
+
+
+label_map = click.option(
+    "--label-map", callback=_label_map, metavar="CODE=NAME,…",
+    help="Read the labels' values (a class raster's, or the --class-field's) as codes of "
+         "another product: CODE=NAME or LOW..HIGH=NAME entries, comma-separated, or a file "
+         "of them; codes not named are unlabelled. E.g. ESA WorldCover: "
+         "10=trees,30=grass,40=crops,50=built.")
+
 labelled_area = click.option(
     "--labelled-area", type=click.Path(dir_okay=False),
     help="Polygons where the labels are complete: unlabelled pixels are background only "

@@ -1,0 +1,169 @@
+"""Labels from a teacher model: its confident pixels, for weak supervision.
+
+``geoseg train IMAGE --labels-from MODEL`` trains where no one has labelled: the teacher
+(for instance the bundled Dynamic World network) maps a scene, and the pixels it is sure
+of become labels of the student, whatever the student reads (four bands of the same
+product, an aerial image of the same place and time at another resolution). The rest is
+unlabelled: the sparse-label path of :mod:`geoseg.training` draws its chips around the
+labels and never trains on what the teacher was unsure of.
+
+:func:`teach` writes, in a working folder, the teacher's mask and probabilities (as
+``geoseg predict`` writes them; open them in QGIS to see what the student learns from)
+and the labels: a class raster on the teacher's grid, the mask where the teacher's most
+probable class has a probability of at least ``min_confidence``, else nodata. Labels on
+another grid than the student's are read by nearest neighbour (:mod:`geoseg.labels`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg import atomic
+from geoseg.devices import Device
+from geoseg.errors import InputError
+from geoseg.maskfile import NODATA, PROB_SCALE
+
+log = logging.getLogger(__name__)
+
+MIN_CONFIDENCE = 0.5
+WINDOW = 1024
+
+
+@dataclass
+class Taught:
+    """A teacher's labels of one scene and what they hold."""
+
+    labels: Path
+    scene: str
+    valid: int = 0  # pixels the teacher mapped (not nodata)
+    pixels: dict[str, int] = field(default_factory=dict)  # confident pixels per class
+
+    @property
+    def labelled(self) -> int:
+        return sum(self.pixels.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"scene": self.scene, "mapped_pixels": self.valid,
+                "labelled_share": round(self.labelled / self.valid, 4) if self.valid else 0.0,
+                "labelled_pixels": self.pixels}
+
+
+def teach(scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+          model: Any, folder: str | os.PathLike[str], name: str, *,
+          min_confidence: float = MIN_CONFIDENCE, mask_with: Sequence[str] = (),
+          device: Device = "auto", reuse: bool = False) -> Taught:
+    """Let ``model`` label ``scene``: write ``NAME.mask.tif``, ``NAME.probabilities.tif``
+    and ``NAME.labels.tif`` into ``folder`` and return the labels with their counts.
+
+    The scene is read as ``geoseg predict`` reads it, its bands matched to the teacher's
+    by name; ``mask_with`` runs mask models beside it (their classes are nodata, so
+    unlabelled). With ``reuse`` the labels of an interrupted run are kept where they were
+    made alike (the same teacher, threshold and mask models)."""
+    if not 0 <= min_confidence <= 1:
+        raise InputError(f"the minimum confidence is a probability in [0, 1], not "
+                         f"{min_confidence}")
+    from geoseg.prediction import predict
+
+    folder = Path(folder)
+    mask = folder / f"{name}.mask.tif"
+    probs = folder / f"{name}.probabilities.tif"
+    labels = folder / f"{name}.labels.tif"
+    shown = scene if isinstance(scene, (str, os.PathLike)) else "+".join(map(str, scene))
+    made = {"TEACHER": os.fspath(model) if isinstance(model, (str, os.PathLike)) else "",
+            "MIN_CONFIDENCE": repr(float(min_confidence)), "MASK_WITH": ";".join(mask_with)}
+    if not (reuse and _made(labels, made) and mask.exists() and probs.exists()):
+        predict(scene, mask, model, probabilities_path=probs, mask_with=mask_with,
+                device=device, overwrite=True)
+        with atomic.atomic_path(labels, overwrite=True) as tmp:
+            _confident(mask, probs, tmp, min_confidence)
+            _tag(tmp, made)
+    taught = Taught(labels, Path(os.fspath(shown).rstrip("/")).name)
+    _count(taught)
+    return taught
+
+
+def _confident(mask: Path, probs: Path, dst: Path, min_confidence: float) -> None:
+    """Write the mask's classes where the top probability reaches ``min_confidence``."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from geoseg.gdal import gdal_env
+    from geoseg.maskfile import read_class_table, write_classes
+
+    # Stored probabilities are round(p * 254): the threshold on the stored values.
+    least = int(np.ceil(min_confidence * PROB_SCALE - 1e-9))
+    with rasterio.Env(**gdal_env()), rasterio.open(mask) as m, rasterio.open(probs) as p:
+        table = read_class_table(m)
+        profile = {"driver": "GTiff", "width": m.width, "height": m.height, "count": 1,
+                   "dtype": "uint8", "nodata": NODATA, "crs": m.crs, "transform": m.transform,
+                   "tiled": True, "blockxsize": 512, "blockysize": 512,
+                   "compress": "deflate", "BIGTIFF": "IF_SAFER"}
+        with rasterio.open(dst, "w", **profile) as out:
+            for row in range(0, m.height, WINDOW):
+                for col in range(0, m.width, WINDOW):
+                    window = Window(col, row, min(WINDOW, m.width - col),
+                                    min(WINDOW, m.height - row))
+                    classes = m.read(1, window=window)
+                    top = p.read(window=window).max(axis=0)
+                    sure = (classes != NODATA) & (top >= least) & (top <= PROB_SCALE)
+                    out.write(np.where(sure, classes, NODATA).astype(np.uint8), 1,
+                              window=window)
+        model = m.tags().get("MODEL", "")
+    colors = [table.colors.get(i, (128, 128, 128)) for i in range(len(table.names))]
+    write_classes(dst, table.names, colors, model=model, source=os.fspath(mask))
+
+
+def _tag(path: Path, tags: dict[str, str]) -> None:
+    import rasterio
+
+    with rasterio.open(path, "r+") as ds:
+        ds.update_tags(**tags)
+
+
+def _made(path: Path, tags: dict[str, str]) -> bool:
+    """Whether the labels at ``path`` exist and were made as ``tags`` say."""
+    import rasterio
+
+    if not path.exists():
+        return False
+    with rasterio.open(path) as ds:
+        have = ds.tags()
+    return all(have.get(k) == v for k, v in tags.items())
+
+
+def _count(taught: Taught) -> None:
+    """The mapped pixels and the labelled pixels of each class, window by window."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from geoseg.maskfile import read_class_table
+
+    mask = taught.labels.with_name(taught.labels.name.replace(".labels.", ".mask."))
+    with rasterio.open(taught.labels) as ds, rasterio.open(mask) as m:
+        names = read_class_table(ds).names
+        counts = np.zeros(NODATA + 1, np.int64)
+        valid = 0
+        for row in range(0, ds.height, WINDOW):
+            for col in range(0, ds.width, WINDOW):
+                window = Window(col, row, min(WINDOW, ds.width - col),
+                                min(WINDOW, ds.height - row))
+                counts += np.bincount(ds.read(1, window=window).ravel(), minlength=NODATA + 1)
+                valid += int((m.read(1, window=window) != NODATA).sum())
+    taught.valid = valid
+    taught.pixels = {n: int(counts[i]) for i, n in enumerate(names)}
+
+
+def working_name(index: int, scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+                 ) -> str:
+    """A file name for the ``index``-th scene's teacher outputs (its first file's stem)."""
+    first = scene if isinstance(scene, (str, os.PathLike)) else scene[0]
+    stem = Path(os.fspath(first).split("+")[0].rstrip("/")).name.split(".")[0]
+    return f"{index + 1}-{re.sub(r'[^A-Za-z0-9_-]+', '_', stem) or 'scene'}"
