@@ -13,6 +13,7 @@ BENCHMARKS = {"cpu": "benchmarks.cpu", "efficiency": "benchmarks.efficiency",
               "vectorize": "benchmarks.vectorize",
               "batch": "benchmarks.batch", "runtimes": "benchmarks.runtimes",
               "csmask": "benchmarks.csmask", "dynamic_world": "benchmarks.dynamic_world",
+              "student": "benchmarks.student",
               "storage": "benchmarks.storage"}
 
 

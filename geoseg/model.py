@@ -509,7 +509,9 @@ def read_spec(path: str | os.PathLike[str]) -> ModelSpec:
 def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
     """``"default"`` (or another bundled name) or a path → the model's card path."""
     text = os.fspath(name_or_path)
-    if text in BUNDLED and not Path(text).exists():
+    if text in BUNDLED and not _holds_model(Path(text)):
+        # A bundled name; a folder of that name in the working directory that holds no
+        # model (a folder of Dynamic World's outputs, say) does not hide it.
         return bundled_path(text) / "model.json"
     p = Path(text)
     if is_pickle(p):
@@ -525,6 +527,14 @@ def resolve_model_path(name_or_path: str | os.PathLike[str]) -> Path:
                          "'geoseg models import' (or geoseg.import_model), which reads what "
                          "its metadata says and asks for the rest", p)
     return card
+
+
+def _holds_model(path: Path) -> bool:
+    """Whether ``path`` exists and holds a model's card, weights or graph."""
+    if not path.exists():
+        return False
+    card, weights = card_and_weights(path)
+    return card.exists() or weights.exists() or onnx_path(card).exists()
 
 
 def is_card(path: Path) -> bool:

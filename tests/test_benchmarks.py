@@ -137,3 +137,21 @@ def test_dynamic_world_runs_geoseg_on_real_scenes_and_says_when_the_original_can
     assert [r["scene"] for r in result["runs"]] == ["T33UUB", "T49JGM", "mirrored 640²"]
     assert all(r["geoseg_seconds"] > 0 and r["geoseg_peak_rss_mib"] > 0 for r in result["runs"])
     assert all("original_seconds" not in r for r in result["runs"])
+
+
+def test_student_scores_a_taught_unet_on_held_out_columns(tmp_path):
+    """A short run on the real samples: the student trains on their left two thirds and is
+    scored on the right third against the teacher's confident pixels there."""
+    printed = bench(tmp_path, "student", "--min-confidence", "0.4", "--train-options",
+                    "--epochs 1 --steps-per-epoch 2 --chip-size 64 --batch-size 2")
+    result = json.loads((tmp_path / "student.json").read_text())
+    [run] = result["runs"]
+    assert run["min_confidence"] == 0.4 and run["train_seconds"] > 0
+    assert [p["product"] for p in run["products"]] == ["T33UUB", "T49JGM"]
+    for product in run["products"]:
+        assert product["held_out_columns"] == "170.."  # 256 px: the right third kept apart
+        assert product["confident_pixels"] > 0 and 0 <= product["agreement_confident"] <= 1
+        assert set(product["iou"]) <= {"water", "trees", "grass", "flooded_vegetation",
+                                       "crops", "shrub_and_scrub", "built", "bare",
+                                       "snow_and_ice"}
+    assert "held-out right 33% of each product" in printed

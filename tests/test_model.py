@@ -225,3 +225,18 @@ def test_a_changed_network_saves_as_what_it_is(tmp_path):
     x = torch.randn(1, 4, 64, 64)
     with torch.inference_mode():
         np.testing.assert_array_equal(loaded.network(x).numpy(), model.network(x).numpy())
+
+
+def test_a_folder_named_as_a_bundled_model_hides_it_only_when_it_holds_a_model(
+        tmp_path, monkeypatch, default_model):
+    """``dynamic-world/`` of someone's outputs in the working directory leaves the bundled
+    model in reach; a folder of that name with a saved model in it is the user's model."""
+    from geoseg.model import bundled_path, resolve_model_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "dynamic-world").mkdir()
+    (tmp_path / "dynamic-world" / "T33UUB.mask.tif").write_bytes(b"not a model")
+    assert resolve_model_path("dynamic-world") == bundled_path("dynamic-world") / "model.json"
+    (tmp_path / "default").mkdir()
+    default_model.save(tmp_path / "default")
+    assert resolve_model_path("default").resolve() == tmp_path / "default" / "model.json"
