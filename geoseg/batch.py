@@ -497,11 +497,9 @@ def _progress(items: Iterator[Any], total: int, enabled: bool) -> Iterator[Any]:
     if not enabled or total < 2:
         yield from items
         return
-    import sys
+    from geoseg.progress import bar as progress_bar
 
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="scene", desc="run", file=sys.stderr, leave=False) as bar:
+    with progress_bar(total, "run", unit="scene") as bar:
         for item in items:
             yield item
             bar.update(1)

@@ -83,10 +83,7 @@ def compute(*collections: Any, scheduler: str = "threads", workers: int | None =
         futures = client.compute(list(collections), optimize_graph=False)
         try:
             if progress:
-                from distributed import progress as dist_progress
-
-                dist_progress(futures)
-                sys.stderr.write("\n")  # the bar's line ends
+                _distributed_progress(futures)
             return tuple(client.gather(futures))
         except BaseException:
             settle(client, futures, keys)
@@ -152,9 +149,9 @@ def session(scheduler: str = "threads", workers: int | None = None, *, total: in
     check_scheduler(scheduler)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from geoseg.progress import bar as progress_bar
 
-        bar = tqdm(total=total, unit="task", desc=desc, file=sys.stderr, leave=False)
+        bar = progress_bar(total, desc)
 
     def done(n: int) -> None:
         if bar is not None:
@@ -335,19 +332,37 @@ def resources_for(workers: Iterable[dict[str, Any]], device: str) -> dict[str, f
     return None
 
 
+def _distributed_progress(futures: list[Any]) -> None:
+    """Wait for ``futures`` with distributed's bar, or JSON events of the tasks they
+    finish (``--progress-json``)."""
+    from geoseg import progress
+
+    if not progress.JSON:
+        from distributed import progress as dist_progress
+
+        dist_progress(futures)
+        sys.stderr.write("\n")  # the bar's line ends
+        return
+    from distributed import as_completed
+
+    with progress.bar(len(futures), "predict") as bar:
+        for _ in as_completed(futures):
+            bar.update(1)
+
+
 @contextlib.contextmanager
 def _local_progress(enabled: bool) -> Iterator[None]:
     if not enabled:
         yield
         return
     from dask.callbacks import Callback
-    from tqdm import tqdm
+
+    from geoseg.progress import bar as progress_bar
 
     class TqdmCallback(Callback):
         def _start_state(self, dsk: Any, state: Any) -> None:
             total = sum(len(state[k]) for k in ("ready", "waiting", "running"))
-            self.bar = tqdm(total=total, unit="task", desc="predict", file=sys.stderr,
-                            leave=False)
+            self.bar = progress_bar(total, "predict")
 
         def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
             self.bar.update(1)

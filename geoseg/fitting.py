@@ -11,7 +11,6 @@ and thread count give the same weights. Each epoch's scores, per class, go to th
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -183,10 +182,11 @@ def fit(spec: ModelSpec, sampler: Callable[[np.random.Generator, int], tuple[np.
         losses: list[float] = []
         bar = None
         if progress:
-            from tqdm import tqdm
+            from geoseg.progress import bar as progress_bar
 
-            bar = tqdm(total=options.steps_per_epoch, desc=f"epoch {epoch}/{options.epochs}",
-                       file=sys.stderr, leave=False)
+            bar = progress_bar(options.steps_per_epoch, f"epoch {epoch}/{options.epochs}",
+                               unit="step", start=(epoch - 1) / options.epochs,
+                               span=1 / options.epochs)
         started = time.perf_counter()
         for step, (x, y) in enumerate(prefetched(sampler, rng, options.steps_per_epoch,
                                                  options.batch_size), 1):

@@ -59,3 +59,75 @@ def show_versions() -> str:
     table = versions()
     width = max(map(len, table))
     return "\n".join(f"{name:<{width}}  {value or '-'}" for name, value in table.items())
+
+
+def doctor() -> tuple[list[str], list[str]]:
+    """What ``geoseg doctor`` reports: lines on geoseg's environment (versions of the
+    pieces that do the work, CUDA and its GPUs, ONNX Runtime's providers, the bundled
+    models, the download cache and the temporary folder, each writable or not), and the
+    problems found (empty when all is well)."""
+    import importlib.metadata
+    import os
+    import tempfile
+    from pathlib import Path
+
+    table = versions()
+    rows: list[tuple[str, str]] = []
+    for name in ("geoseg", "python", "platform", "gdal", "proj", "rasterio", "numpy",
+                 "torch", "onnxruntime", "dask", "distributed", "segmentation-models-pytorch"):
+        value = table.get(name)
+        if value is None and name not in table:
+            try:
+                value = importlib.metadata.version(name)
+            except importlib.metadata.PackageNotFoundError:
+                value = None
+        rows.append((name, value or "-"))
+    problems = [f"{name} is not installed" for name, version in dependency_versions().items()
+                if version is None]
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            rows.append(("cuda", f"{torch.version.cuda} ({len(names)} GPU: {', '.join(names)})"))
+        else:
+            rows.append(("cuda", "- (no GPU visible to torch: models run on the CPU)"))
+    except ImportError:
+        problems.append("torch cannot be imported")
+    try:
+        import onnxruntime
+
+        rows.append(("onnxruntime providers", ", ".join(onnxruntime.get_available_providers())))
+    except ImportError:
+        problems.append("onnxruntime cannot be imported")
+    from geoseg.model import BUNDLED, bundled_path
+
+    rows.append(("bundled models", ", ".join(BUNDLED)))
+    problems += [f"the bundled model {name} is missing its files" for name in BUNDLED
+                 if not (bundled_path(name) / "model.json").exists()]
+    from geoseg.downloads import cache_dir
+
+    for label, folder, variable in (("download cache", cache_dir(), "$GEOSEG_CACHE"),
+                                    ("temporary folder", Path(tempfile.gettempdir()),
+                                     "$TMPDIR")):
+        writable = _writable(folder)
+        rows.append((label, f"{folder} ({'writable' if writable else 'NOT writable'})"))
+        if not writable:
+            problems.append(f"the {label} {folder} is not writable (set {variable})")
+    rows.append(("cpus", str(os.cpu_count())))
+    width = max(len(name) for name, _ in rows)
+    return [f"{name:<{width}}  {value}" for name, value in rows], problems
+
+
+def _writable(folder: object) -> bool:
+    """Whether a file can be made in ``folder`` (made if missing)."""
+    import tempfile
+    from pathlib import Path
+
+    path = Path(str(folder))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".geoseg-doctor-"):
+            return True
+    except OSError:
+        return False

@@ -143,10 +143,10 @@ def geoseg_process(*args: object, preexec: Callable[[], None] | None = None,
                             preexec_fn=preexec, **popen)
 
 
-def geoseg_done(*args: object, preexec: Callable[[], None] | None = None
-                ) -> subprocess.CompletedProcess[str]:
+def geoseg_done(*args: object, preexec: Callable[[], None] | None = None,
+                **popen: Any) -> subprocess.CompletedProcess[str]:
     """``geoseg ARGS`` in a process of its own, run to its end."""
-    process = geoseg_process(*args, preexec=preexec)
+    process = geoseg_process(*args, preexec=preexec, **popen)
     out, err = process.communicate(timeout=600)
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 

@@ -3,7 +3,8 @@
 Errors from geoseg are printed as one line (``Error: <file>: <problem>``, options named
 as flags) with exit code 1; bad arguments exit 2 (click's usage errors). ``--debug`` shows
 the traceback instead. ``-q`` leaves only errors; ``-v`` says more (geoseg's loggers and
-GDAL's).
+GDAL's). ``--progress-json`` makes progress, log lines, warnings and the error JSON lines
+on stderr, for programs that run geoseg (:mod:`geoseg.progress`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import click
 
-from geoseg import __version__
+from geoseg import __version__, progress
 from geoseg.errors import GeoSegError, GeoSegWarning
 
 
@@ -26,11 +27,16 @@ class GeoSegGroup(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        except click.exceptions.ClickException as exc:
+            if not progress.JSON:
+                raise
+            _error(exc.format_message(), exc.exit_code)
+            ctx.exit(exc.exit_code)
+        except (click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
             hint = " (run it again with --resume to finish)" if ctx.invoked_subcommand == "run" else ""
-            click.echo(f"Error: interrupted{hint}", err=True)
+            _error(f"interrupted{hint}", 130)
             ctx.exit(130)
         except BrokenPipeError:  # e.g. `geoseg info x.tif | head`: the reader left, not an error
             stdout_to_devnull()
@@ -40,8 +46,16 @@ class GeoSegGroup(click.Group):
                 raise
             text = exc.text("cli") if isinstance(exc, GeoSegError) else (
                 f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)")
-            click.echo("Error: " + " ".join(text.split()), err=True)
+            _error(" ".join(text.split()), 1)
             ctx.exit(1)
+
+
+def _error(message: str, exit_code: int) -> None:
+    """The one-line error: ``Error: …`` on stderr, or its JSON event."""
+    if progress.JSON:
+        progress.emit("error", message=message, exit_code=exit_code)
+    else:
+        click.echo(f"Error: {message}", err=True)
 
 
 @click.group(cls=GeoSegGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -51,10 +65,14 @@ class GeoSegGroup(click.Group):
               help="Show the versions of geoseg, Python, GDAL, PROJ and every dependency, "
                    "and exit.")
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--progress-json", is_flag=True,
+              help="Report progress, log lines, warnings and errors as JSON lines on stderr "
+                   "(for programs that run geoseg, such as its QGIS plugin).")
 @click.option("-v", "--verbose", count=True, help="More messages.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors.")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
+def cli(ctx: click.Context, debug: bool, progress_json: bool, verbose: int,
+        quiet: bool) -> None:
     """geoseg: land-cover maps from large satellite and aerial GeoTIFFs.
 
     \b
@@ -65,6 +83,7 @@ def cli(ctx: click.Context, debug: bool, verbose: int, quiet: bool) -> None:
     import warnings
 
     ctx.obj = {"quiet": quiet}
+    progress.JSON = progress_json
     if not (verbose or debug):  # GDAL default handler lines; its errors still reach us as exceptions
         os.environ.setdefault("CPL_LOG", os.devnull)
         # Dask distributed logs every worker start and stop at INFO; read at its import.
@@ -87,11 +106,21 @@ def _show_versions(ctx: click.Context) -> None:
 
 
 class _StderrHandler(logging.StreamHandler):
-    """Plain lines to ``sys.stderr`` as it is when each is written (a runner may swap it)."""
+    """Plain lines to ``sys.stderr`` as it is when each is written (a runner may swap it);
+    with ``--progress-json``, ``log`` events."""
 
     def __init__(self) -> None:
         super().__init__()
         self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not progress.JSON:
+            super().emit(record)
+            return
+        try:
+            progress.emit("log", level=record.levelname.lower(), message=self.format(record))
+        except Exception:  # as logging does: a broken handler never stops the work
+            self.handleError(record)
 
     @property
     def stream(self) -> Any:
@@ -117,7 +146,11 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     import warnings
 
     if isinstance(message, GeoSegWarning):
-        click.echo("Warning: " + " ".join(message.text("cli").split()), err=True)
+        text = " ".join(message.text("cli").split())
+        if progress.JSON:
+            progress.emit("warning", message=text)
+        else:
+            click.echo("Warning: " + text, err=True)
     else:
         click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(),
                    err=True)

@@ -418,6 +418,24 @@ def sample_data(ctx: click.Context, folder: str, size: int, seed: int, nodata: b
 
 
 @cli.command()
+@click.pass_context
+def doctor(ctx: click.Context) -> None:
+    """Check geoseg's environment: versions of geoseg, Python, GDAL, PROJ, rasterio,
+    torch, ONNX Runtime and Dask, CUDA and its GPUs, the bundled models, and whether the
+    download cache and the temporary folder are writable. Exits 1 when something is wrong.
+    """
+    from geoseg.errors import InputError
+    from geoseg.versions import doctor as check
+
+    lines, problems = check()
+    for line in lines:
+        say(ctx, line)
+    if problems:
+        raise InputError("; ".join(problems))
+    say(ctx, "ok: geoseg can run here")
+
+
+@cli.command()
 @click.argument("path")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 def info(path: str, as_json: bool) -> None:

@@ -102,10 +102,11 @@ def _config(ctx: click.Context, param: click.Parameter, value: str | None) -> st
 
 
 def show_progress(flag: bool | None) -> bool:
-    """``--progress/--no-progress``, by default on when stderr is a terminal."""
-    import sys
+    """``--progress/--no-progress``, by default on when stderr is a terminal; always with
+    ``geoseg --progress-json``."""
+    from geoseg.progress import wanted
 
-    return sys.stderr.isatty() if flag is None else flag
+    return wanted(flag)
 
 
 # ---- options ---------------------------------------------------------------------------

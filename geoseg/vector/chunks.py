@@ -113,14 +113,13 @@ def _in_process(threads: int, total: int, progress: bool
                 ) -> Iterator[Callable[[list[partial[Pieces]]], list[Pieces]]]:
     """Chunk calls computed by a pool of ``threads`` (polygonizing releases the GIL), with
     a progress bar over ``total`` chunks if asked."""
-    import sys
     from concurrent.futures import ThreadPoolExecutor
 
     bar = None
     if progress:
-        from tqdm import tqdm
+        from geoseg.progress import bar as progress_bar
 
-        bar = tqdm(total=total, unit="task", desc="vectorize", file=sys.stderr, leave=False)
+        bar = progress_bar(total, "vectorize")
 
     def run(calls: list[partial[Pieces]]) -> list[Pieces]:
         out = list(pool.map(lambda call: call(), calls))
