@@ -23,7 +23,7 @@ FAST := -m "not slow"
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-fast test-latest test-oldest wheelhouse test-offline lock lock-upgrade dynamic-world bench \
-	lint clean
+	lint clean qgis-plugin
 
 # After an environment's own lock: the data-only wheels without their dependencies, then
 # geoseg itself, editable, built by the locked setuptools without fetching a build
@@ -159,8 +159,14 @@ $(VENV)/.bench-stamp: $(STAMP) requirements/bench.txt
 bench: $(VENV)/.bench-stamp
 	$(BIN)/python -m benchmarks
 
+# The QGIS plugin's zip, for "Install from ZIP" (plain python3: the plugin needs nothing of
+# geoseg's environment).
+QGIS_PLUGIN_DIST ?= dist
+qgis-plugin:
+	python3 qgis_plugin/build.py $(QGIS_PLUGIN_DIST)
+
 lint: install
-	$(BIN)/ruff check geoseg tests workflows benchmarks notebooks
+	$(BIN)/ruff check geoseg tests workflows benchmarks notebooks qgis_plugin
 	$(BIN)/mypy
 	$(BIN)/hadolint workflows/Dockerfile
 
