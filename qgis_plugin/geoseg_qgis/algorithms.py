@@ -95,6 +95,11 @@ class GeosegAlgorithm(QgsProcessingAlgorithm):
     def shortHelpString(self) -> str:
         return self.HELP
 
+    def icon(self) -> Any:
+        from qgis.PyQt.QtGui import QIcon
+
+        return QIcon(os.path.join(os.path.dirname(__file__), "icon.svg"))
+
     def createInstance(self) -> GeosegAlgorithm:
         return type(self)()
 
@@ -115,6 +120,13 @@ class GeosegAlgorithm(QgsProcessingAlgorithm):
         if outcome.cancelled:
             feedback.pushInfo("cancelled: geoseg stopped, and left no partial output")
         elif outcome.error:
+            if outcome.returncode not in runner.OWN_EXIT_CODES:  # a crash, not a one-liner
+                feedback.pushInfo("geoseg's environment, for a bug report:")
+                report = runner.run(["doctor"], executable=executable,
+                                    on_progress=lambda *_: None, on_info=lambda _l: None,
+                                    on_warning=feedback.pushInfo, is_cancelled=lambda: False)
+                for line in report.stdout:
+                    feedback.pushInfo(line)
             raise QgsProcessingException(outcome.error)
         return outcome
 

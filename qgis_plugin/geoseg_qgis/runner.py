@@ -27,6 +27,7 @@ from typing import Any
 SETTING = "GEOSEG_EXECUTABLE"  # the Processing setting: geoseg, or its environment's folder
 ENV_VARIABLE = "GEOSEG_EXECUTABLE"
 STOP_SECONDS = 30  # after SIGTERM, how long geoseg gets to clean up before it is killed
+OWN_EXIT_CODES = (0, 1, 2, 130)  # ok, geoseg's one-line error, a usage error, interrupted
 
 
 class GeosegNotFound(Exception):
