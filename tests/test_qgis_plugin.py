@@ -197,3 +197,40 @@ def test_the_plugin_zip_installs_into_a_fresh_profile(tmp_path):
     assert enabled.returncode == 0, enabled.stdout + enabled.stderr
     listed = qgis_process(env, "list")
     assert "geoseg:predict\t" in listed.stdout
+
+
+def test_train_evaluate_export_import_and_run_through_the_provider(profile, tmp_path, scene):
+    """Every other algorithm, each with its parameters as a QGIS user gives them."""
+    labels = scene.with_name(scene.name.replace("scene_", "labels_"))
+    trained = pyqgis(profile, "run", "geoseg:train", json.dumps(
+        {"IMAGE": str(scene), "LABELS": str(labels), "EPOCHS": 1, "CHIP_SIZE": 64,
+         "OUTPUT": str(tmp_path / "model")}))
+    assert "error" not in trained, trained
+    assert 0 < trained["results"]["VAL_MIOU"] <= 1
+    assert geoseg.load_model(tmp_path / "model").spec.metrics["best_epoch"] == 1
+
+    assert run_cli("predict", scene, "--model", tmp_path / "model", "-o",
+                   tmp_path / "m.tif").exit_code == 0
+    scored = pyqgis(profile, "run", "geoseg:evaluate", json.dumps(
+        {"INPUT": str(tmp_path / "m.tif"), "LABELS": str(labels),
+         "OUTPUT": str(tmp_path / "scores.json")}))
+    expected = geoseg.evaluate(tmp_path / "m.tif", labels).metrics
+    assert scored["results"]["MIOU"] == pytest.approx(expected["miou"])
+    assert json.loads((tmp_path / "scores.json").read_text())["miou"] == (
+        pytest.approx(expected["miou"]))
+
+    exported = pyqgis(profile, "run", "geoseg:export_model", json.dumps(
+        {"MODEL": str(tmp_path / "model"), "FORMAT": 1, "OUTPUT": str(tmp_path / "d.onnx")}))
+    assert exported["results"]["OUTPUT"] == str(tmp_path / "d.onnx")
+    imported = pyqgis(profile, "run", "geoseg:import_model", json.dumps(
+        {"INPUT": str(tmp_path / "d.onnx"), "OUTPUT": str(tmp_path / "back")}))
+    assert "error" not in imported, imported
+    assert geoseg.load_model(tmp_path / "back").spec.class_names == (
+        geoseg.load_model(tmp_path / "model").spec.class_names)
+
+    ran = pyqgis(profile, "run", "geoseg:run", json.dumps(
+        {"SCENES": str(scene), "MODEL": "default", "OUTPUT": str(tmp_path / "run")}))
+    assert "error" not in ran, ran
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert ran["results"]["SUMMARY"] == str(tmp_path / "run" / "summary.json")
+    assert [s["status"] for s in summary["scenes"]] == ["done"]

@@ -358,8 +358,8 @@ class Evaluate(GeosegAlgorithm):
         if self.geoseg(args, feedback).cancelled:
             return {}
         scores = json.loads(Path(output).read_text())
-        return {"OUTPUT": output, "MIOU": scores["metrics"]["miou"],
-                "OVERALL_ACCURACY": scores["metrics"]["overall_accuracy"]}
+        return {"OUTPUT": output, "MIOU": scores["miou"],
+                "OVERALL_ACCURACY": scores["overall_accuracy"]}
 
 
 class ImportModel(GeosegAlgorithm):
