@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import rasterio
 from conftest import run_cli
+from test_qgis import qgis_available
 
 import geoseg
 
@@ -39,17 +40,9 @@ def qgis_process_binary() -> str | None:
     return None
 
 
-def pyqgis_available() -> bool:
-    try:
-        return subprocess.run([SYSTEM_PYTHON, "-c", "import qgis.core"], capture_output=True,
-                              timeout=60).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 QGIS_PROCESS = qgis_process_binary()
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
-    not pyqgis_available() or QGIS_PROCESS is None,
+    not qgis_available() or QGIS_PROCESS is None,
     reason="QGIS is not installed (apt-get install -y qgis python3-qgis)")]
 
 

@@ -311,7 +311,7 @@ class Train(GeosegAlgorithm):
 
         output = self.parameterAsString(parameters, "OUTPUT", context)
         args = ["train", layer_file(self.parameterAsRasterLayer(parameters, "IMAGE", context)),
-                "-o", output, "--overwrite", "--no-progress", *runner.flag_args((
+                "-o", output, "--overwrite", *runner.flag_args((
                     ("--labels",
                      layer_file(self.parameterAsLayer(parameters, "LABELS", context))),
                     ("--class-field", self.text(parameters, "CLASS_FIELD", context)),
