@@ -83,7 +83,7 @@ def compute(*collections: Any, scheduler: str = "threads", workers: int | None =
         futures = client.compute(list(collections), optimize_graph=False)
         try:
             if progress:
-                _distributed_progress(futures)
+                _distributed_progress(futures, client)
             return tuple(client.gather(futures))
         except BaseException:
             settle(client, futures, keys)
@@ -332,9 +332,9 @@ def resources_for(workers: Iterable[dict[str, Any]], device: str) -> dict[str, f
     return None
 
 
-def _distributed_progress(futures: list[Any]) -> None:
-    """Wait for ``futures`` with distributed's bar, or JSON events of the tasks they
-    finish (``--progress-json``)."""
+def _distributed_progress(futures: list[Any], client: Any) -> None:
+    """Wait for ``futures`` with distributed's bar, or with JSON events of the share of
+    their tasks done, as the scheduler counts them (``--progress-json``)."""
     from geoseg import progress
 
     if not progress.JSON:
@@ -343,11 +343,19 @@ def _distributed_progress(futures: list[Any]) -> None:
         dist_progress(futures)
         sys.stderr.write("\n")  # the bar's line ends
         return
-    from distributed import as_completed
+    from distributed.diagnostics.progressbar import TextProgressBar
 
-    with progress.bar(len(futures), "predict") as bar:
-        for _ in as_completed(futures):
-            bar.update(1)
+    bar = progress.JsonBar(0, "predict")
+
+    class JsonTasks(TextProgressBar):  # the scheduler's task counts, drawn as events
+        def _draw_bar(self, remaining: int, all: int, **kwargs: Any) -> None:
+            bar.set(all - remaining, all)
+
+        def _draw_stop(self, **kwargs: Any) -> None:
+            pass
+
+    JsonTasks(futures, scheduler=client.scheduler.address, complete=True)
+    bar.close()
 
 
 @contextlib.contextmanager

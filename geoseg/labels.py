@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -231,7 +232,7 @@ class RasterLabels(Labels):
         window = Window(col, row, width, height)
         with self.source.open() as ds:
             if self.warp:  # the VRT spans the grid; outside the labels it is nodata
-                nodata = ds.nodata if ds.nodata is not None else NODATA
+                nodata = ds.nodata if ds.nodata is not None else self._outside(ds.dtypes[0])
                 with WarpedVRT(ds, crs=self.grid.crs, transform=self.grid.transform,
                                width=self.grid.width, height=self.grid.height,
                                resampling=Resampling.nearest, nodata=nodata) as vrt:
@@ -259,6 +260,18 @@ class RasterLabels(Labels):
             raise InputError(f"has class {out[out != NODATA].max()} but the model has "
                              f"{len(self.names)} classes", self.path)
         return out
+
+
+    def _outside(self, dtype: str) -> float:
+        """A value to mark the warp's outside with, where the raster declares no nodata:
+        255 (no class), or with a label map a value of the raster's type it does not
+        name (a pixel of that value is unlabelled either way)."""
+        if self.codes is None:
+            return NODATA
+        info = np.iinfo(dtype) if np.issubdtype(np.dtype(dtype), np.integer) else None
+        candidates = [NODATA, *([info.max, info.min] if info else [-1e30])]
+        named = set(self.codes[0].tolist())
+        return next((c for c in candidates if c not in named), candidates[-1])
 
 
 def _same_place(a: Grid, b: Grid) -> bool:
@@ -392,7 +405,11 @@ def parse_label_map(text: str | os.PathLike[str]) -> LabelMap:
     (``#`` starts a comment). Raises :class:`InputError` on a malformed entry, a code named
     twice, or a range of more than 65536 codes."""
     where = None
-    if Path(text).is_file():
+    try:
+        is_file = Path(text).is_file()
+    except OSError:  # an inline map longer than a file name may be
+        is_file = False
+    if is_file:
         where = str(text)
         lines = Path(text).read_text(encoding="utf-8").splitlines()
         entries = [e for line in lines for e in line.split("#", 1)[0].split(",")]
@@ -403,7 +420,7 @@ def parse_label_map(text: str | os.PathLike[str]) -> LabelMap:
         if not entry:
             continue
         key, sep, name = (part.strip() for part in entry.partition("="))
-        low, dots, high = key.partition("..")
+        low, dots, high = (part.strip() for part in key.partition(".."))
         if not sep or not name or not _is_int(low) or (dots and not _is_int(high)):
             raise InputError(f"the label map entry {entry!r} is not CODE=NAME or "
                              f"LOW..HIGH=NAME (codes are integers)", where)
@@ -418,11 +435,15 @@ def parse_label_map(text: str | os.PathLike[str]) -> LabelMap:
             codes[code] = name
     if not codes:
         raise InputError("the label map is empty (give CODE=NAME entries)", where)
-    return LabelMap(codes)
+    label_map = LabelMap(codes)
+    if len(label_map.names) >= NODATA:
+        raise InputError(f"the label map names {len(label_map.names)} classes; a class "
+                         f"mask holds at most {NODATA} (0..{NODATA - 1})", where)
+    return label_map
 
 
 def _is_int(text: str) -> bool:
-    return text.lstrip("+-").isdigit()
+    return re.fullmatch(r"[+-]?[0-9]+", text) is not None
 
 
 def _code(value: Any, where: str) -> int:

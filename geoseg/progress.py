@@ -54,6 +54,11 @@ class JsonBar:
         self.n += n
         self._report()
 
+    def set(self, done: int, total: int) -> None:
+        """The work as another counter says it is (distributed's scheduler)."""
+        self.n, self.total = done, max(int(total), 0)
+        self._report()
+
     def set_postfix(self, *args: Any, **kwargs: Any) -> None:
         """tqdm's, for the bar's text: nothing to say in JSON."""
 

@@ -77,8 +77,10 @@ def teach(scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     probs = folder / f"{name}.probabilities.tif"
     labels = folder / f"{name}.labels.tif"
     shown = scene if isinstance(scene, (str, os.PathLike)) else "+".join(map(str, scene))
-    made = {"TEACHER": os.fspath(model) if isinstance(model, (str, os.PathLike)) else "",
-            "MIN_CONFIDENCE": repr(float(min_confidence)), "MASK_WITH": ";".join(mask_with)}
+    # GDAL keeps no empty tag: "-" stands for none.
+    made = {"TEACHER": os.fspath(model) if isinstance(model, (str, os.PathLike)) else "-",
+            "MIN_CONFIDENCE": repr(float(min_confidence)),
+            "MASK_WITH": ";".join(mask_with) or "-", "SCENE": _identity(scene)}
     if not (reuse and _made(labels, made) and mask.exists() and probs.exists()):
         predict(scene, mask, model, probabilities_path=probs, mask_with=mask_with,
                 device=device, overwrite=True)
@@ -119,6 +121,23 @@ def _confident(mask: Path, probs: Path, dst: Path, min_confidence: float) -> Non
         model = m.tags().get("MODEL", "")
     colors = [table.colors.get(i, (128, 128, 128)) for i in range(len(table.names))]
     write_classes(dst, table.names, colors, model=model, source=os.fspath(mask))
+
+
+def _identity(scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> str:
+    """The scene's files as they are now: each path, resolved, with its size and time of
+    change (a URL as it is), so labels of another scene, or of a changed one, are not
+    taken for its own."""
+    items = ([os.fspath(scene)] if isinstance(scene, (str, os.PathLike))
+             else [os.fspath(s) for s in scene])
+    parts = []
+    for item in (p for i in items for p in i.split("+")):
+        path = Path(item)
+        try:
+            stat = path.stat()
+            parts.append(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}")
+        except OSError:  # a URL, a glob
+            parts.append(item)
+    return "|".join(parts)
 
 
 def _tag(path: Path, tags: dict[str, str]) -> None:

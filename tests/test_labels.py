@@ -133,3 +133,35 @@ def test_polygons_with_a_code_field_and_training_on_codes(scene, tmp_path):
     pixels = spec.metrics["training"]["labelled_pixels"]
     assert sum(pixels["training"].values()) + sum(pixels["validation"].values()) == (
         np.isin(classes, (0, 1, 5)).sum())
+
+
+def test_code_255_survives_a_warp_and_odd_maps_are_one_line_errors(scene, tmp_path):
+    """A uint8 product without nodata whose code 255 is a class: the warp marks its
+    outside with a value the map does not name, so 255 stays labelled."""
+    from rasterio.warp import Resampling, calculate_default_transform, reproject
+
+    from geoseg.grid import Grid
+    from geoseg.labels import open_labels
+
+    _, labels, _, names, classes = scene
+    codes = np.where(classes == 0, 255, 10).astype(np.uint8)  # water is 255, the rest 10
+    with rasterio.open(labels) as src:
+        grid = Grid.of(src)
+        transform, width, height = calculate_default_transform(
+            src.crs, "EPSG:4326", src.width, src.height, *src.bounds)
+        moved = np.zeros((height, width), np.uint8)
+        reproject(codes, moved, src_transform=src.transform, src_crs=src.crs,
+                  dst_transform=transform, dst_crs="EPSG:4326", resampling=Resampling.nearest)
+    path = write_raster(tmp_path / "codes_4326.tif", moved, crs="EPSG:4326", transform=transform)
+    read = open_labels(path, grid, names, label_map=parse_label_map(
+        f"255={names[0]},10={names[1]}")).read(0, 0, grid.height, grid.width)
+    inside = classes != 255
+    assert (read[inside] == np.where(classes[inside] == 0, 0, 1)).mean() > 0.95
+    # Ranges with spaces, signs, long inline maps; too many classes or odd digits refused.
+    assert parse_label_map("1 .. 3=x, -2=y").codes == {1: "x", 2: "x", 3: "x", -2: "y"}
+    assert len(parse_label_map(",".join(f"{i}=c{i % 7}" for i in range(400))).names) == 7
+    for bad, words in (("+-5=x", "is not CODE=NAME"), ("²=x", "is not CODE=NAME"),
+                       (",".join(f"{i}=c{i}" for i in range(300)),
+                        "names 300 classes; a class mask holds at most 255")):
+        with pytest.raises(InputError, match=words):
+            parse_label_map(bad)

@@ -44,6 +44,14 @@ def test_predict_reports_progress_to_the_end_and_results_stay_on_stdout(scene, t
     assert fractions == sorted(fractions)
     assert all(e["stage"] == "predict" for e in said if e["event"] == "progress")
     assert done.stdout.splitlines()[0].startswith("mask: ")
+    # On a Dask cluster, the scheduler's count of the tasks done.
+    local = geoseg_done("--progress-json", "predict", image, "-o", tmp_path / "l.tif",
+                        "--model", "default", "--tile-size", "128", "--scheduler", "local",
+                        "--workers", "1")
+    assert local.returncode == 0, local.stderr
+    said = [e for e in events(local.stderr) if e["event"] == "progress"]
+    assert said[-1]["fraction"] == 1.0 and len({e["fraction"] for e in said}) >= 3
+    assert [e["fraction"] for e in said] == sorted(e["fraction"] for e in said)
 
 
 def test_errors_and_warnings_are_events_with_the_clis_words(scene, tmp_path):

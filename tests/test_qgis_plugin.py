@@ -171,6 +171,26 @@ def test_bad_inputs_are_one_line_algorithm_errors(profile, tmp_path):
         assert not (tmp_path / "out.tif").exists() and not (tmp_path / "cli.tif").exists()
 
 
+def test_one_layer_of_many_or_a_filtered_layer_is_refused_not_misread(profile, tmp_path,
+                                                                        scene):
+    """geoseg reads a file's first layer: a label layer that is another is refused."""
+    labels = scene.with_name(scene.name.replace("scene_", "labels_"))
+    polygons = geoseg.vectorize(labels)
+    gpkg = tmp_path / "two.gpkg"
+    polygons.iloc[:5].to_file(gpkg, layer="first")
+    polygons.to_file(gpkg, layer="second")
+    for source, words in ((f"{gpkg}|layername=second", "is one of several layers of"),
+                          (f"{labels}", None)):
+        done = pyqgis(profile, "run", "geoseg:evaluate", json.dumps(
+            {"INPUT": str(labels), "LABELS": source, "CLASS_FIELD": "class_name",
+             "OUTPUT": str(tmp_path / "s.json")}))
+        if words is None:
+            assert done["results"]["MIOU"] == 1.0
+        else:
+            assert words in done["error"] and "\n" not in done["error"].strip()
+            assert "Traceback" not in done["error"]
+
+
 def test_the_plugin_zip_installs_into_a_fresh_profile(tmp_path):
     built = subprocess.run(["make", "-s", "qgis-plugin", f"QGIS_PLUGIN_DIST={tmp_path}"],
                            cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -137,3 +137,22 @@ def test_what_a_mask_model_masks_is_never_a_label(tmp_path):
     assert spec.bands == ("blue", "green", "red", "nir")
     assert spec.metrics["training"]["teacher"]["mask_with"] == [
         f"{tmp_path / 'clouds'}:cloud,shadow"]
+
+
+def test_resume_keeps_the_teachers_labels_made_alike(tmp_path):
+    out = tmp_path / "student"
+    args = ["train", FOUR, "--teacher-image", PRODUCT, "--labels-from", "dynamic-world",
+            "--min-confidence", "0.4", "-o", out, "--chip-size", "64",
+            "--steps-per-epoch", "2", "--batch-size", "2"]
+    assert run_cli(*args, "--epochs", "1").exit_code == 0
+    labels = teacher_files(out, "labels")
+    made = labels.stat().st_mtime_ns
+    result = run_cli(*args, "--epochs", "1", "--resume")
+    assert result.exit_code == 0, result.output
+    assert labels.stat().st_mtime_ns == made  # not made again
+    # Another threshold: made again, not taken from the first.
+    changed = [a if a != "0.4" else "0.5" for a in args]
+    result = run_cli(*changed, "--epochs", "1", "--overwrite")
+    assert result.exit_code == 0, result.output
+    with rasterio.open(labels) as ds:
+        assert ds.tags()["MIN_CONFIDENCE"] == "0.5"

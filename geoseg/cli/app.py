@@ -151,6 +151,8 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
             progress.emit("warning", message=text)
         else:
             click.echo("Warning: " + text, err=True)
+    elif progress.JSON:  # another library's: one event, its category named
+        progress.emit("warning", message=" ".join(f"{category.__name__}: {message}".split()))
     else:
         click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(),
                    err=True)
@@ -181,8 +183,11 @@ def stdout_to_devnull() -> None:
 def main() -> None:
     import signal
 
-    # A batch system stops jobs with SIGTERM: unwind like Ctrl-C, so no temp file stays.
+    # A batch system stops jobs with SIGTERM (on Windows a program sends CTRL_BREAK, that
+    # is SIGBREAK): unwind like Ctrl-C, so no temp file stays.
     signal.signal(signal.SIGTERM, _interrupt)
+    if hasattr(signal, "SIGBREAK"):
+        signal.signal(signal.SIGBREAK, _interrupt)
     sys.unraisablehook = redeliver_interrupts(sys.unraisablehook)
     cli(prog_name="geoseg")
 
@@ -196,6 +201,8 @@ def redeliver_interrupts(hook: Callable[[Any], None]) -> Callable[[Any], None]:
     ignored in …" and a traceback): send it again instead, to be raised in ordinary code."""
     import signal
 
+    if not hasattr(signal, "SIGALRM"):  # Windows: no timer signal to send it again with
+        return hook
     signal.signal(signal.SIGALRM, _interrupt)
 
     def handle(unraisable: Any) -> None:

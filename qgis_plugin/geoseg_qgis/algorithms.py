@@ -42,8 +42,24 @@ EXPORT_FORMATS = ["onnx", "deepness", "smp"]
 
 
 def layer_file(layer: Any) -> str:
-    """A layer's file, without the provider's options (``|layername=…``)."""
-    return layer.source().split("|")[0] if layer is not None else ""
+    """A layer's file. geoseg reads whole files: a filtered layer, or one layer of a file
+    that holds several, is refused in one line rather than read as another."""
+    if layer is None:
+        return ""
+    path, _, options = layer.source().partition("|")
+    if getattr(layer, "subsetString", lambda: "")():
+        raise QgsProcessingException(
+            f"{layer.name()}: is filtered ({layer.subsetString()}); geoseg reads whole "
+            f"files: save the filtered features to a file of their own")
+    if "layername=" in options or "layerid=" in options:
+        from qgis.core import QgsProviderRegistry
+
+        registry = QgsProviderRegistry.instance()
+        if len(registry.querySublayers(path)) > 1:
+            raise QgsProcessingException(
+                f"{layer.name()}: is one of several layers of {path}; geoseg reads a "
+                f"file's first layer: save this layer to a file of its own")
+    return path
 
 
 class Styler(QgsProcessingLayerPostProcessorInterface):
@@ -377,11 +393,13 @@ class ImportModel(GeosegAlgorithm):
     def processAlgorithm(self, parameters: dict[str, Any], context: QgsProcessingContext,
                          feedback: QgsProcessingFeedback) -> dict[str, Any]:
         import shlex
+        import sys
 
         output = self.parameterAsString(parameters, "OUTPUT", context)
+        options = shlex.split(self.text(parameters, "OPTIONS", context),
+                              posix=sys.platform != "win32")  # Windows paths keep their \\
         args = ["models", "import", self.parameterAsFile(parameters, "INPUT", context),
-                "-o", output, "--overwrite",
-                *shlex.split(self.text(parameters, "OPTIONS", context))]
+                "-o", output, "--overwrite", *options]
         if self.geoseg(args, feedback).cancelled:
             return {}
         return {"OUTPUT": output}

@@ -41,6 +41,9 @@ class GeosegProvider(QgsProcessingProvider):
         with contextlib.suppress(ImportError):
             settings.unregister()
 
+    def supportedOutputVectorLayerExtensions(self) -> list[str]:
+        return ["gpkg"]  # geoseg writes polygons as GeoPackages
+
     def loadAlgorithms(self) -> None:
         for algorithm in ALGORITHMS:
             self.addAlgorithm(algorithm())

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 SETTING = "GEOSEG_EXECUTABLE"  # the Processing setting: geoseg, or its environment's folder
 ENV_VARIABLE = "GEOSEG_EXECUTABLE"
 STOP_SECONDS = 30  # after SIGTERM, how long geoseg gets to clean up before it is killed
+EOF_SECONDS = 5  # after geoseg ended, how long its last lines may take to arrive
 OWN_EXIT_CODES = (0, 1, 2, 130)  # ok, geoseg's one-line error, a usage error, interrupted
 
 
@@ -80,6 +82,7 @@ def clean_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")}
     env["PYTHONUNBUFFERED"] = "1"
+    env["PYTHONUTF8"] = "1"  # its pipes in UTF-8 everywhere (Windows' default is not)
     return env
 
 
@@ -123,7 +126,12 @@ def run(args: Sequence[str], *, executable: str, on_progress: Callable[[float, s
         reader.start()
     outcome = Outcome()
     open_streams = 2
-    while open_streams:
+    ended_at: float | None = None
+    # Until both pipes close; a child that outlives geoseg and holds them open is not
+    # waited for more than EOF_SECONDS after geoseg itself ended.
+    while open_streams and (ended_at is None or time.monotonic() - ended_at < EOF_SECONDS):
+        if ended_at is None and process.poll() is not None:
+            ended_at = time.monotonic()
         if not outcome.cancelled and is_cancelled():
             outcome.cancelled = True
             _stop(process)
