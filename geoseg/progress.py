@@ -14,14 +14,31 @@ stdout keeps the command's result lines (``mask: …``) as they are.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 JSON = False  # set by ``geoseg --progress-json``
 STEP = 0.01  # a progress event at least every 1 % of the work (and at its end)
 _lock = threading.Lock()
+_within = (0.0, 1.0)  # the share of the command the bars now made report on
+
+
+@contextlib.contextmanager
+def within(start: float, stop: float) -> Iterator[None]:
+    """Bars made inside report on ``start`` … ``stop`` of the command's fraction (a
+    command of several stages: a teacher's map, then training)."""
+    global _within
+    outer = _within
+    low, size = outer[0], outer[1] - outer[0]
+    _within = (low + size * start, low + size * stop)
+    try:
+        yield
+    finally:
+        _within = outer
 
 
 def wanted(flag: bool | None) -> bool:
@@ -45,7 +62,9 @@ class JsonBar:
     ``start + span * done / total``."""
 
     def __init__(self, total: int, stage: str, start: float = 0.0, span: float = 1.0) -> None:
-        self.total, self.stage, self.start, self.span = max(int(total), 0), stage, start, span
+        low, high = _within
+        self.total, self.stage = max(int(total), 0), stage
+        self.start, self.span = low + (high - low) * start, (high - low) * span
         self.n = 0
         self.said = -1.0
         self._report(force=True)

@@ -59,7 +59,7 @@ class Taught:
 def teach(scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
           model: Any, folder: str | os.PathLike[str], name: str, *,
           min_confidence: float = MIN_CONFIDENCE, mask_with: Sequence[str] = (),
-          device: Device = "auto", reuse: bool = False) -> Taught:
+          device: Device = "auto", reuse: bool = False, progress: bool = False) -> Taught:
     """Let ``model`` label ``scene``: write ``NAME.mask.tif``, ``NAME.probabilities.tif``
     and ``NAME.labels.tif`` into ``folder`` and return the labels with their counts.
 
@@ -83,7 +83,7 @@ def teach(scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
             "MASK_WITH": ";".join(mask_with) or "-", "SCENE": _identity(scene)}
     if not (reuse and _made(labels, made) and mask.exists() and probs.exists()):
         predict(scene, mask, model, probabilities_path=probs, mask_with=mask_with,
-                device=device, overwrite=True)
+                device=device, overwrite=True, progress=progress)
         with atomic.atomic_path(labels, overwrite=True) as tmp:
             _confident(mask, probs, tmp, min_confidence)
             _tag(tmp, made)

@@ -38,6 +38,7 @@ from geoseg.labels import LabelMap, label_classes
 from geoseg.maskfile import NODATA
 from geoseg.model import ClassInfo, Model, ModelSpec
 from geoseg.model_export import with_onnx
+from geoseg.progress import within
 from geoseg.scores import confusion_matrix, scores
 from geoseg.sources import Source
 from geoseg.teacher import MIN_CONFIDENCE, teach, working_name
@@ -45,6 +46,7 @@ from geoseg.teacher import MIN_CONFIDENCE, teach, working_name
 log = logging.getLogger(__name__)
 
 DECODER = (256, 128, 64, 32, 16)
+TEACHING = 0.1  # the share of a taught run's progress that the teacher's maps take
 STAT_CHIPS = 32  # chips sampled for the normalization statistics
 
 
@@ -138,9 +140,12 @@ def train(
                 raise InputError(f"give one teacher image per image ({len(images)} images, "
                                  f"{len(scenes)} teacher images)")
             for i, scene in enumerate(scenes):
-                taught.append(teach(scene, labels_from, folder / "teacher",
-                                    working_name(i, scene), min_confidence=min_confidence,
-                                    mask_with=mask_with, device=device, reuse=resume))
+                # The teacher's maps: the first tenth of the command's progress.
+                with within(TEACHING * i / len(scenes), TEACHING * (i + 1) / len(scenes)):
+                    taught.append(teach(scene, labels_from, folder / "teacher",
+                                        working_name(i, scene), min_confidence=min_confidence,
+                                        mask_with=mask_with, device=device, reuse=resume,
+                                        progress=progress))
                 log.info("teacher: %s labelled %.1f %% of %s (probability ≥ %g)",
                          labels_from, 100 * taught[-1].labelled / max(taught[-1].valid, 1),
                          taught[-1].scene, min_confidence)
@@ -223,8 +228,9 @@ def train(
         def validate(model: Model) -> dict[str, object]:
             return validation_scores(model, pairs, val_blocks)
 
-        model = fit(spec, chips, validate, options, folder / "checkpoint", resume=resume,
-                    progress=progress, init=init)
+        with within(TEACHING if taught else 0.0, 1.0):
+            model = fit(spec, chips, validate, options, folder / "checkpoint", resume=resume,
+                        progress=progress, init=init)
         _verdict(model.spec)
         model = with_onnx(model)  # runs on ONNX Runtime on a CPU: faster at the same masks
         model.save(folder)

@@ -92,6 +92,22 @@ def test_training_progress_runs_over_all_epochs(scene, tmp_path):
     assert any(e["event"] == "log" and e["message"].startswith("epoch 2/2") for e in said)
 
 
+def test_a_taught_run_reports_the_teachers_map_then_training(tmp_path):
+    product = sorted((ROOT / "tests" / "data" / "sentinel2-l1c").glob("S2*"))[0]
+    four = "+".join(str(next(product.glob(f"*_{b}_10m.tif"))) for b in ("B02", "B03", "B04",
+                                                                         "B08"))
+    done = geoseg_done("--progress-json", "train", four, "--teacher-image", product,
+                       "--labels-from", "dynamic-world", "-o", tmp_path / "m", "--chip-size",
+                       "64", "--epochs", "2", "--steps-per-epoch", "4", "--batch-size", "2")
+    assert done.returncode == 0, done.stderr
+    said = [e for e in events(done.stderr) if e["event"] == "progress"]
+    fractions = [e["fraction"] for e in said]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    teacher = [e["fraction"] for e in said if e["stage"] == "predict"]
+    assert teacher and max(teacher) == 0.1  # the teacher's map: the first tenth
+    assert min(e["fraction"] for e in said if e["stage"].startswith("epoch")) >= 0.1
+
+
 def test_doctor_reports_the_environment_and_what_is_wrong(tmp_path):
     done = run_cli("doctor")
     assert done.exit_code == 0, done.output
