@@ -247,3 +247,20 @@ def test_train_evaluate_export_import_and_run_through_the_provider(profile, tmp_
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert ran["results"]["SUMMARY"] == str(tmp_path / "run" / "summary.json")
     assert [s["status"] for s in summary["scenes"]] == ["done"]
+
+
+def test_outputs_to_object_storage_are_passed_on(profile, tmp_path, scene, s3):
+    """A destination given as s3://BUCKET/KEY reaches geoseg as it is (QGIS does not take
+    it for a local path), and the mask lands in the bucket."""
+    env = {**profile, **{k: v for k, v in os.environ.items() if k.startswith(("AWS_", "CPL_"))}}
+    key = f"s3://{s3.bucket}/maps/scene.mask.tif"
+    done = qgis_process(env, "run", "geoseg:predict", "--", f"INPUT={scene}",
+                        "MODEL=default", "TILE_SIZE=256", f"OUTPUT={key}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=s3.bucket)["Contents"]}
+    assert {"maps/scene.mask.tif", "maps/scene.mask.qml"} <= listed
+    ran = qgis_process(env, "run", "geoseg:run", "--", f"SCENES={scene}", "MODEL=default",
+                       f"OUTPUT=s3://{s3.bucket}/run")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    listed = {o["Key"] for o in s3.list_objects_v2(Bucket=s3.bucket)["Contents"]}
+    assert "run/summary.json" in listed
