@@ -34,11 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from geoseg import styles
 from geoseg.errors import InputError, warn
 from geoseg.gdal import is_gdal_path
 from geoseg.grid import Grid, crs_name
-from geoseg.maskfile import NODATA, RGB, read_class_table
+from geoseg.maskfile import NODATA, RGB, default_color, read_class_table
 from geoseg.sources import open_source, read_clipped
 
 VECTOR_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".sqlite")
@@ -345,7 +344,7 @@ def label_classes(labels: Sequence[str | os.PathLike[str]], class_field: str | N
         else:
             top = max(max(int(_raster_max(p)), 1) for p in labels)
             names = [f"class_{i}" for i in range(top + 1)]
-    colors = [named.get(n, styles.fallback_color(i)) for i, n in enumerate(names)]
+    colors = [named.get(n, default_color(i)) for i, n in enumerate(names)]
     return names, colors
 
 

@@ -65,15 +65,6 @@ def paletted_qml(names: Sequence[str], colors: Sequence[tuple[int, int, int]]) -
 """
 
 
-# Colours for classes a mask does not colour itself (a qualitative palette).
-_FALLBACK = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-             (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
-
-
-def fallback_color(i: int) -> tuple[int, int, int]:
-    return _FALLBACK[i % len(_FALLBACK)]
-
-
 def categorized_qml(names: Sequence[str], colors: Sequence[tuple[int, int, int]], *,
                     field: str = "class_id") -> str:
     """A QGIS vector style: polygons filled in their class colour, categorized by ``field``.

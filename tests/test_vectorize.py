@@ -448,3 +448,26 @@ def test_geographic_perimeters_follow_the_pixel_outlines_holes_included(tmp_path
     assert by_class.perimeter_m[1] == pytest.approx(hole_perimeter, rel=1e-6)
     assert by_class.perimeter_m[0] == pytest.approx(geod.geometry_length(outer) + hole_perimeter,
                                                     rel=1e-6)
+
+
+def test_classes_nobody_coloured_get_the_masks_palette_in_the_polygons_too(tmp_path):
+    """One palette: an 11th and 12th class without colours are the greys the mask format
+    gives them, in the polygons' style as in a label raster's classes."""
+    import json as _json
+
+    import rasterio
+
+    from geoseg.labels import label_classes
+    from geoseg.maskfile import default_color
+
+    data = np.repeat(np.arange(12, dtype=np.uint8), 8)[None, :].repeat(16, axis=0)
+    mask = write_raster(tmp_path / "twelve.tif", data, nodata=255)
+    with rasterio.open(mask, "r+") as ds:
+        ds.update_tags(CLASS_NAMES=_json.dumps([f"c{i}" for i in range(12)]))
+    geoseg.vectorize(mask, tmp_path / "polygons.gpkg")
+    qml = (tmp_path / "polygons.qml").read_text()
+    for i in (0, 10, 11):
+        assert '"{},{},{},255"'.format(*default_color(i)) in qml
+    assert default_color(11) != default_color(1)  # no wrap-around to the first colours
+    _, colors = label_classes([mask], None, None)
+    assert colors == [default_color(i) for i in range(12)]

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import shapely
 
-from geoseg import styles
-from geoseg.maskfile import RGB
+from geoseg.maskfile import RGB, default_color
 from geoseg.vector.chunks import MaskInfo
 from geoseg.vector.measure import measure
 from geoseg.vector.stitch import Regions, take
@@ -71,7 +70,7 @@ def _class_style(info: MaskInfo, n: int) -> tuple[list[str], list[RGB]]:
     """Names and colours of classes 0..n-1 (numbered names, a fixed palette where unknown)."""
     names = list(info.classes.names) + [f"class_{i}" for i in range(len(info.classes.names), n)]
     colors = info.classes.contiguous_colors()[:len(names)]
-    colors += [styles.fallback_color(i) for i in range(len(colors), len(names))]
+    colors += [default_color(i) for i in range(len(colors), len(names))]
     return names, colors
 
 
