@@ -16,11 +16,12 @@ another grid than the student's are read by nearest neighbour (:mod:`geoseg.labe
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,17 +44,17 @@ class Taught:
 
     labels: Path
     scene: str
-    valid: int = 0  # pixels the teacher mapped (not nodata)
-    pixels: dict[str, int] = field(default_factory=dict)  # confident pixels per class
+    valid: int  # pixels the teacher mapped (not nodata)
+    pixels: dict[str, int]  # confident pixels per class
 
     @property
-    def labelled(self) -> int:
-        return sum(self.pixels.values())
+    def share(self) -> float:
+        """The share of the mapped pixels that are labels."""
+        return sum(self.pixels.values()) / self.valid if self.valid else 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"scene": self.scene, "mapped_pixels": self.valid,
-                "labelled_share": round(self.labelled / self.valid, 4) if self.valid else 0.0,
-                "labelled_pixels": self.pixels}
+                "labelled_share": round(self.share, 4), "labelled_pixels": self.pixels}
 
 
 def teach(scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
@@ -66,7 +67,7 @@ def teach(scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     The scene is read as ``geoseg predict`` reads it, its bands matched to the teacher's
     by name; ``mask_with`` runs mask models beside it (their classes are nodata, so
     unlabelled). With ``reuse`` the labels of an interrupted run are kept where they were
-    made alike (the same teacher, threshold and mask models)."""
+    made alike (the same teacher, threshold, mask models and scene)."""
     if not 0 <= min_confidence <= 1:
         raise InputError(f"the minimum confidence is a probability in [0, 1], not "
                          f"{min_confidence}")
@@ -81,24 +82,28 @@ def teach(scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     made = {"TEACHER": os.fspath(model) if isinstance(model, (str, os.PathLike)) else "-",
             "MIN_CONFIDENCE": repr(float(min_confidence)),
             "MASK_WITH": ";".join(mask_with) or "-", "SCENE": _identity(scene)}
-    if not (reuse and _made(labels, made) and mask.exists() and probs.exists()):
+    have = _tags(labels) if reuse else {}
+    if not (all(have.get(k) == v for k, v in made.items()) and "LABELLED_PIXELS" in have
+            and mask.exists() and probs.exists()):
         predict(scene, mask, model, probabilities_path=probs, mask_with=mask_with,
                 device=device, overwrite=True, progress=progress)
         with atomic.atomic_path(labels, overwrite=True) as tmp:
-            _confident(mask, probs, tmp, min_confidence)
-            _tag(tmp, made)
-    taught = Taught(labels, Path(os.fspath(shown).rstrip("/")).name)
-    _count(taught)
-    return taught
+            _confident(mask, probs, tmp, min_confidence, made)
+        have = _tags(labels)
+    return Taught(labels, Path(os.fspath(shown).rstrip("/")).name,
+                  int(have["MAPPED_PIXELS"]), json.loads(have["LABELLED_PIXELS"]))
 
 
-def _confident(mask: Path, probs: Path, dst: Path, min_confidence: float) -> None:
-    """Write the mask's classes where the top probability reaches ``min_confidence``."""
+def _confident(mask: Path, probs: Path, dst: Path, min_confidence: float,
+               made: dict[str, str]) -> None:
+    """Write the mask's classes where the top probability reaches ``min_confidence``,
+    tagged with how they were ``made`` and what they hold (``MAPPED_PIXELS``: the mask's
+    pixels with data; ``LABELLED_PIXELS``: the labels of each class, as JSON)."""
     import rasterio
     from rasterio.windows import Window
 
     from geoseg.gdal import gdal_env
-    from geoseg.maskfile import read_class_table, write_classes
+    from geoseg.maskfile import default_color, read_class_table, write_classes
 
     # Stored probabilities are round(p * 254): the threshold on the stored values.
     least = int(np.ceil(min_confidence * PROB_SCALE - 1e-9))
@@ -109,6 +114,8 @@ def _confident(mask: Path, probs: Path, dst: Path, min_confidence: float) -> Non
                    "tiled": True, "blockxsize": 512, "blockysize": 512,
                    "compress": "deflate", "BIGTIFF": "IF_SAFER"}
         with rasterio.open(dst, "w", **profile) as out:
+            counts = np.zeros(NODATA + 1, np.int64)
+            mapped = 0
             for row in range(0, m.height, WINDOW):
                 for col in range(0, m.width, WINDOW):
                     window = Window(col, row, min(WINDOW, m.width - col),
@@ -116,11 +123,16 @@ def _confident(mask: Path, probs: Path, dst: Path, min_confidence: float) -> Non
                     classes = m.read(1, window=window)
                     top = p.read(window=window).max(axis=0)
                     sure = (classes != NODATA) & (top >= least) & (top <= PROB_SCALE)
-                    out.write(np.where(sure, classes, NODATA).astype(np.uint8), 1,
-                              window=window)
+                    labels = np.where(sure, classes, NODATA).astype(np.uint8)
+                    out.write(labels, 1, window=window)
+                    counts += np.bincount(labels.ravel(), minlength=NODATA + 1)
+                    mapped += int((classes != NODATA).sum())
         model = m.tags().get("MODEL", "")
-    colors = [table.colors.get(i, (128, 128, 128)) for i in range(len(table.names))]
+    colors = [table.colors.get(i, default_color(i)) for i in range(len(table.names))]
     write_classes(dst, table.names, colors, model=model, source=os.fspath(mask))
+    with rasterio.open(dst, "r+") as ds:
+        ds.update_tags(**made, MAPPED_PIXELS=str(mapped), LABELLED_PIXELS=json.dumps(
+            {n: int(counts[i]) for i, n in enumerate(table.names)}))
 
 
 def _identity(scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> str:
@@ -140,44 +152,14 @@ def _identity(scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) 
     return "|".join(parts)
 
 
-def _tag(path: Path, tags: dict[str, str]) -> None:
-    import rasterio
-
-    with rasterio.open(path, "r+") as ds:
-        ds.update_tags(**tags)
-
-
-def _made(path: Path, tags: dict[str, str]) -> bool:
-    """Whether the labels at ``path`` exist and were made as ``tags`` say."""
+def _tags(path: Path) -> dict[str, str]:
+    """The tags of the labels at ``path`` (none when there are no labels)."""
     import rasterio
 
     if not path.exists():
-        return False
+        return {}
     with rasterio.open(path) as ds:
-        have = ds.tags()
-    return all(have.get(k) == v for k, v in tags.items())
-
-
-def _count(taught: Taught) -> None:
-    """The mapped pixels and the labelled pixels of each class, window by window."""
-    import rasterio
-    from rasterio.windows import Window
-
-    from geoseg.maskfile import read_class_table
-
-    mask = taught.labels.with_name(taught.labels.name.replace(".labels.", ".mask."))
-    with rasterio.open(taught.labels) as ds, rasterio.open(mask) as m:
-        names = read_class_table(ds).names
-        counts = np.zeros(NODATA + 1, np.int64)
-        valid = 0
-        for row in range(0, ds.height, WINDOW):
-            for col in range(0, ds.width, WINDOW):
-                window = Window(col, row, min(WINDOW, ds.width - col),
-                                min(WINDOW, ds.height - row))
-                counts += np.bincount(ds.read(1, window=window).ravel(), minlength=NODATA + 1)
-                valid += int((m.read(1, window=window) != NODATA).sum())
-    taught.valid = valid
-    taught.pixels = {n: int(counts[i]) for i, n in enumerate(names)}
+        return dict(ds.tags())
 
 
 def working_name(index: int, scene: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]

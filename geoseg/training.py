@@ -147,8 +147,8 @@ def train(
                                         mask_with=mask_with, device=device, reuse=resume,
                                         progress=progress))
                 log.info("teacher: %s labelled %.1f %% of %s (probability ≥ %g)",
-                         labels_from, 100 * taught[-1].labelled / max(taught[-1].valid, 1),
-                         taught[-1].scene, min_confidence)
+                         labels_from, 100 * taught[-1].share, taught[-1].scene,
+                         min_confidence)
             labels = [t.labels for t in taught]
         elif mask_with or teacher_images:
             raise InputError("mask models and teacher images serve a teacher "
