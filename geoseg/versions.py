@@ -9,6 +9,7 @@ import importlib.metadata
 import platform
 import re
 import sys
+from collections.abc import Iterable
 
 from geoseg import __version__
 
@@ -56,9 +57,14 @@ def versions() -> dict[str, str | None]:
 
 def show_versions() -> str:
     """:func:`versions` as aligned lines (``name  version``; ``-`` where missing)."""
-    table = versions()
-    width = max(map(len, table))
-    return "\n".join(f"{name:<{width}}  {value or '-'}" for name, value in table.items())
+    return "\n".join(_aligned(versions().items()))
+
+
+def _aligned(rows: Iterable[tuple[str, str | None]]) -> list[str]:
+    """``name  value`` lines, the values in one column (``-`` where missing)."""
+    rows = list(rows)
+    width = max(len(name) for name, _ in rows)
+    return [f"{name:<{width}}  {value or '-'}" for name, value in rows]
 
 
 def doctor() -> tuple[list[str], list[str]]:
@@ -72,7 +78,7 @@ def doctor() -> tuple[list[str], list[str]]:
     from pathlib import Path
 
     table = versions()
-    rows: list[tuple[str, str]] = []
+    rows: list[tuple[str, str | None]] = []
     for name in ("geoseg", "python", "platform", "gdal", "proj", "rasterio", "numpy",
                  "torch", "onnxruntime", "dask", "distributed", "segmentation-models-pytorch"):
         value = table.get(name)
@@ -81,7 +87,7 @@ def doctor() -> tuple[list[str], list[str]]:
                 value = importlib.metadata.version(name)
             except importlib.metadata.PackageNotFoundError:
                 value = None
-        rows.append((name, value or "-"))
+        rows.append((name, value))
     problems = [f"{name} is not installed" for name, version in dependency_versions().items()
                 if version is None]
     try:
@@ -115,8 +121,7 @@ def doctor() -> tuple[list[str], list[str]]:
         if not writable:
             problems.append(f"the {label} {folder} is not writable (set {variable})")
     rows.append(("cpus", str(os.cpu_count())))
-    width = max(len(name) for name, _ in rows)
-    return [f"{name:<{width}}  {value}" for name, value in rows], problems
+    return _aligned(rows), problems
 
 
 def _writable(folder: object) -> bool:

@@ -46,12 +46,13 @@ class GeoSegGroup(click.Group):
                 raise
             text = exc.text("cli") if isinstance(exc, GeoSegError) else (
                 f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)")
-            _error(" ".join(text.split()), 1)
+            _error(text, 1)
             ctx.exit(1)
 
 
 def _error(message: str, exit_code: int) -> None:
     """The one-line error: ``Error: …`` on stderr, or its JSON event."""
+    message = " ".join(message.split())
     if progress.JSON:
         progress.emit("error", message=message, exit_code=exit_code)
     else:
@@ -146,16 +147,21 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
     import warnings
 
     if isinstance(message, GeoSegWarning):
-        text = " ".join(message.text("cli").split())
-        if progress.JSON:
-            progress.emit("warning", message=text)
-        else:
-            click.echo("Warning: " + text, err=True)
+        _warning(message.text("cli"))
     elif progress.JSON:  # another library's: one event, its category named
-        progress.emit("warning", message=" ".join(f"{category.__name__}: {message}".split()))
+        _warning(f"{category.__name__}: {message}")
     else:
         click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(),
                    err=True)
+
+
+def _warning(text: str) -> None:
+    """A warning as one line: ``Warning: …`` on stderr, or its JSON event."""
+    text = " ".join(text.split())
+    if progress.JSON:
+        progress.emit("warning", message=text)
+    else:
+        click.echo("Warning: " + text, err=True)
 
 
 def say(ctx: click.Context, text: str) -> None:
