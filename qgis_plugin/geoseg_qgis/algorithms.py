@@ -138,13 +138,34 @@ class GeosegAlgorithm(QgsProcessingAlgorithm):
         elif outcome.error:
             if outcome.returncode not in runner.OWN_EXIT_CODES:  # a crash, not a one-liner
                 feedback.pushInfo("geoseg's environment, for a bug report:")
-                report = runner.run(["doctor"], executable=executable,
-                                    on_progress=lambda *_: None, on_info=lambda _l: None,
-                                    on_warning=feedback.pushInfo, is_cancelled=lambda: False)
-                for line in report.stdout:
+                for line in runner.doctor(executable):
                     feedback.pushInfo(line)
             raise QgsProcessingException(outcome.error)
         return outcome
+
+    def add_running(self, *names: str) -> None:
+        """The parameters of what runs where, by name: MODEL (a bundled name or a folder;
+        auto chooses), DEVICE, SCHEDULER."""
+        made = {
+            "MODEL": lambda: QgsProcessingParameterString("MODEL", "Model",
+                                                          defaultValue="auto"),
+            "DEVICE": lambda: QgsProcessingParameterEnum("DEVICE", "Device", options=DEVICES,
+                                                         defaultValue=0),
+            "SCHEDULER": lambda: QgsProcessingParameterString("SCHEDULER", "Scheduler",
+                                                              defaultValue="threads")}
+        for name in names:
+            self.addParameter(made[name]())
+
+    def running(self, parameters: dict[str, Any], context: Any) -> list[tuple[str, Any]]:
+        """The flags of the parameters :meth:`add_running` gave this algorithm."""
+        flags = {
+            "MODEL": ("--model", lambda: self.text(parameters, "MODEL", context) or "auto"),
+            "DEVICE": ("--device",
+                       lambda: DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]),
+            "SCHEDULER": ("--scheduler",
+                          lambda: self.text(parameters, "SCHEDULER", context) or "threads")}
+        return [(flag, value()) for name, (flag, value) in flags.items()
+                if self.parameterDefinition(name) is not None]
 
     def number(self, parameters: dict[str, Any], name: str, context: Any) -> int | None:
         """An optional whole-number parameter, None when not given (or 0)."""
@@ -172,17 +193,14 @@ class Predict(GeosegAlgorithm):
         self.addParameter(QgsProcessingParameterString(
             "SCENE", "Or a scene: SAFE folder or zip, band files joined with +, STAC Item",
             optional=True))
-        self.addParameter(QgsProcessingParameterString("MODEL", "Model", defaultValue="auto"))
+        self.add_running("MODEL")
         self.addParameter(QgsProcessingParameterNumber(
             "TILE_SIZE", "Tile size (px; 0: the model's)", QgsProcessingParameterNumber.Integer,
             defaultValue=0, minValue=0))
         self.addParameter(QgsProcessingParameterNumber(
             "OVERLAP", "Overlap (px; 0: the model's)", QgsProcessingParameterNumber.Integer,
             defaultValue=0, minValue=0))
-        self.addParameter(QgsProcessingParameterEnum(
-            "DEVICE", "Device", options=DEVICES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterString(
-            "SCHEDULER", "Scheduler", defaultValue="threads"))
+        self.add_running("DEVICE", "SCHEDULER")
         self.addParameter(QgsProcessingParameterString(
             "MASK_WITH", "Mask with (MODEL:CLASS,…)", optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT", "Class mask"))
@@ -198,11 +216,9 @@ class Predict(GeosegAlgorithm):
         output = self.parameterAsOutputLayer(parameters, "OUTPUT", context)
         probabilities = self.parameterAsOutputLayer(parameters, "PROBABILITIES", context)
         args = ["predict", scene, "-o", output, "--overwrite", *runner.flag_args((
-            ("--model", self.text(parameters, "MODEL", context) or "auto"),
+            *self.running(parameters, context),
             ("--tile-size", self.number(parameters, "TILE_SIZE", context)),
             ("--overlap", self.number(parameters, "OVERLAP", context)),
-            ("--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]),
-            ("--scheduler", self.text(parameters, "SCHEDULER", context) or "threads"),
             ("--mask-with", self.text(parameters, "MASK_WITH", context)),
             ("--probabilities", probabilities)))]
         if self.geoseg(args, feedback).cancelled:
@@ -261,17 +277,14 @@ class Run(GeosegAlgorithm):
 
     def initAlgorithm(self, config: Any = None) -> None:
         self.addParameter(QgsProcessingParameterString("SCENES", "Scenes (folder or glob)"))
-        self.addParameter(QgsProcessingParameterString("MODEL", "Model", defaultValue="auto"))
+        self.add_running("MODEL")
         self.addParameter(QgsProcessingParameterBoolean("PROBABILITIES", "Probabilities",
                                                         defaultValue=False))
         self.addParameter(QgsProcessingParameterNumber(
             "MIN_AREA", "Minimum polygon area (m²)", QgsProcessingParameterNumber.Double,
             defaultValue=0.0, minValue=0.0))
         self.addParameter(QgsProcessingParameterBoolean("RESUME", "Resume", defaultValue=True))
-        self.addParameter(QgsProcessingParameterEnum(
-            "DEVICE", "Device", options=DEVICES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterString(
-            "SCHEDULER", "Scheduler", defaultValue="threads"))
+        self.add_running("DEVICE", "SCHEDULER")
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Output folder"))
         self.addOutput(QgsProcessingOutputString("SUMMARY", "Summary (summary.json)"))
 
@@ -282,13 +295,10 @@ class Run(GeosegAlgorithm):
         resume = self.parameterAsBool(parameters, "RESUME", context)
         args = ["run", self.text(parameters, "SCENES", context), "-o", output,
                 "--resume" if resume else "--no-resume", *runner.flag_args((
-                    ("--model", self.text(parameters, "MODEL", context) or "auto"),
+                    *self.running(parameters, context),
                     ("--probabilities",
                      self.parameterAsBool(parameters, "PROBABILITIES", context)),
-                    ("--min-area", min_area or None),
-                    ("--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]),
-                    ("--scheduler", self.text(parameters, "SCHEDULER", context) or "threads"),
-                ))]
+                    ("--min-area", min_area or None)))]
         if self.geoseg(args, feedback).cancelled:
             return {}
         return {"OUTPUT": output, "SUMMARY": str(Path(output) / "summary.json")}
@@ -316,8 +326,7 @@ class Train(GeosegAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "CHIP_SIZE", "Chip size (px)", QgsProcessingParameterNumber.Integer,
             defaultValue=256, minValue=16))
-        self.addParameter(QgsProcessingParameterEnum(
-            "DEVICE", "Device", options=DEVICES, defaultValue=0))
+        self.add_running("DEVICE")
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "Model folder"))
         self.addOutput(QgsProcessingOutputNumber("VAL_MIOU", "Validation mIoU"))
 
@@ -334,8 +343,7 @@ class Train(GeosegAlgorithm):
                     ("--labels-from", self.text(parameters, "LABELS_FROM", context)),
                     ("--epochs", self.parameterAsInt(parameters, "EPOCHS", context)),
                     ("--chip-size", self.parameterAsInt(parameters, "CHIP_SIZE", context)),
-                    ("--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]),
-                ))]
+                    *self.running(parameters, context)))]
         if self.geoseg(args, feedback).cancelled:
             return {}
         card = json.loads((Path(output) / "model.json").read_text())

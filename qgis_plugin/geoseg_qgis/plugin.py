@@ -47,14 +47,9 @@ class GeosegPlugin:
         from . import runner
         from .settings import configured_executable
 
-        lines: list[str] = []
         try:
             executable = runner.find_geoseg(configured_executable())
-            outcome = runner.run(["doctor"], executable=executable,
-                                 on_progress=lambda *_: None, on_info=lambda _l: None,
-                                 on_warning=lines.append, is_cancelled=lambda: False)
-            report = "\n".join([f"geoseg: {executable}", *outcome.stdout, *lines,
-                                outcome.error])
+            report = "\n".join([f"geoseg: {executable}", *runner.doctor(executable)])
         except runner.GeosegNotFound as exc:
             report = str(exc)
         QMessageBox.information(self.iface.mainWindow(), "geoseg environment", report)

@@ -167,6 +167,15 @@ def run(args: Sequence[str], *, executable: str, on_progress: Callable[[float, s
     return outcome
 
 
+def doctor(executable: str) -> list[str]:
+    """``geoseg doctor``'s report, its warnings and its error, as lines."""
+    warnings: list[str] = []
+    outcome = run(["doctor"], executable=executable, on_progress=lambda *_: None,
+                  on_info=lambda _line: None, on_warning=warnings.append,
+                  is_cancelled=lambda: False)
+    return [*outcome.stdout, *warnings, *([outcome.error] if outcome.error else [])]
+
+
 def _pump(stream: Any, name: str, lines: queue.Queue[tuple[str, str | None]]) -> None:
     for line in iter(stream.readline, ""):
         lines.put((name, line))
